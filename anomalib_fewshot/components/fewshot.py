@@ -1,0 +1,184 @@
+"""Seeded k-shot selection of normal training images, shared by every model.
+
+Algorithm (identical for every model, every datamodule and every rank): sort the paths of the normal
+training images, take ``torch.randperm(n, generator=torch.Generator().manual_seed(few_shot_seed))[:k_shot]``
+and sort those indices. ``k_shot=None`` keeps every normal image. An explicit ``few_shot_source`` (a folder
+of images or a list of image paths) replaces the datamodule's normal images as the pool to select from.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from anomalib_fewshot.components.io import atomic_write_json
+
+if TYPE_CHECKING:
+    from lightning.pytorch import Trainer
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+SHOT_FILE_NAME = "few_shot_selection.json"
+
+
+class FewShotError(ValueError):
+    """A k-shot request that cannot be satisfied (bad ``k_shot``, empty or missing shot source)."""
+
+
+def validate_k_shot(k_shot: int | None) -> int | None:
+    """Check the ``k_shot`` argument at construction time."""
+    if k_shot is None:
+        return None
+    if isinstance(k_shot, bool) or not isinstance(k_shot, int) or k_shot < 1:
+        msg = f"k_shot must be a positive integer or None (all normal images), got {k_shot!r}"
+        raise FewShotError(msg)
+    return k_shot
+
+
+def select_shot_indices(n_images: int, k_shot: int | None, seed: int) -> list[int]:
+    """Indices (into the *sorted* list of ``n_images`` normal paths) of the seeded k-shot selection."""
+    if n_images == 0:
+        msg = "there are no normal training images to select shots from"
+        raise FewShotError(msg)
+    if k_shot is None:
+        return list(range(n_images))
+    if k_shot > n_images:
+        msg = f"k_shot={k_shot} is larger than the number of normal training images ({n_images})"
+        raise FewShotError(msg)
+    generator = torch.Generator().manual_seed(int(seed))
+    return sorted(torch.randperm(n_images, generator=generator)[:k_shot].tolist())
+
+
+def select_shots(paths: Sequence[str | Path], k_shot: int | None, seed: int) -> list[str]:
+    """The seeded selection applied to ``paths`` (sorted first, so input order never matters)."""
+    ordered = sorted(str(p) for p in paths)
+    return [ordered[i] for i in select_shot_indices(len(ordered), k_shot, seed)]
+
+
+def list_images(source: str | Path | Sequence[str | Path]) -> list[str]:
+    """Image paths of a folder (recursive) or an explicit list; clear errors for missing files."""
+    if isinstance(source, (str, Path)):
+        folder = Path(source)
+        if not folder.exists():
+            msg = f"few_shot_source '{folder}' does not exist"
+            raise FewShotError(msg)
+        if folder.is_file():
+            return [str(folder)]
+        paths = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not paths:
+            msg = f"few_shot_source '{folder}' holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+            raise FewShotError(msg)
+        return paths
+    paths = [str(p) for p in source]
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        msg = f"few_shot_source lists missing file(s): {missing}"
+        raise FewShotError(msg)
+    if not paths:
+        msg = "few_shot_source is an empty list"
+        raise FewShotError(msg)
+    return paths
+
+
+def _package_version() -> str:
+    from anomalib_fewshot import __version__
+
+    return __version__
+
+
+class FewShotMixin:
+    """Mixin for :class:`~anomalib.models.components.AnomalibModule` subclasses: k-shot training sets.
+
+    The model must set ``self.k_shot``, ``self.few_shot_seed`` and ``self.few_shot_source`` in its
+    constructor and call :meth:`apply_few_shot` from ``setup("fit")``. The datamodule's ``train_data`` is
+    replaced by the k-shot subset for the fit and restored in :meth:`restore_train_data` (``teardown``), so
+    a datamodule can be reused. The selection is written to ``<run dir>/few_shot_selection.json``, logged,
+    and stored in the checkpoint (``checkpoint["few_shot"]``).
+    """
+
+    k_shot: int | None
+    few_shot_seed: int
+    few_shot_source: str | list[str] | None
+    few_shot_record: dict[str, Any] | None = None
+    _full_train_data: Any = None
+
+    def apply_few_shot(self, trainer: Trainer) -> list[str]:
+        """Subsample ``trainer.datamodule.train_data`` to the seeded shots; return their paths."""
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "train_data"):
+            msg = (
+                f"{type(self).__name__} selects its k shots from an anomalib datamodule: call "
+                "engine.fit(model, datamodule=...) (or anomalib train --data ...) instead of passing dataloaders."
+            )
+            raise FewShotError(msg)
+        dataset = self._full_train_data if self._full_train_data is not None else datamodule.train_data
+        samples = dataset.samples
+        normal = samples[samples["label_index"] == 0] if "label_index" in samples.columns else samples
+        if self.few_shot_source is not None:
+            pool = list_images(self.few_shot_source)
+            shots = select_shots(pool, self.k_shot, self.few_shot_seed)
+            subset = copy.deepcopy(dataset)
+            row = normal.iloc[:1] if len(normal) else samples.iloc[:1]
+            rows = row.loc[row.index.repeat(len(shots))].reset_index(drop=True)
+            rows["image_path"] = shots
+            if "mask_path" in rows.columns:
+                rows["mask_path"] = ""
+            rows["label_index"] = 0
+            subset.samples = rows
+            source = "few_shot_source"
+            n_pool = len(pool)
+        else:
+            paths = normal["image_path"].astype(str).tolist()
+            if not paths:
+                msg = f"the datamodule '{type(datamodule).__name__}' has no normal training images"
+                raise FewShotError(msg)
+            shots = select_shots(paths, self.k_shot, self.few_shot_seed)
+            chosen = set(shots)
+            positions = [i for i, p in enumerate(samples["image_path"].astype(str)) if p in chosen]
+            subset = dataset.subsample(positions)
+            source = "datamodule"
+            n_pool = len(paths)
+        self._full_train_data = dataset
+        datamodule.train_data = subset
+        self.few_shot_record = {
+            "k_shot": self.k_shot,
+            "few_shot_seed": self.few_shot_seed,
+            "source": source,
+            "n_normal_images": n_pool,
+            "shots": shots,
+            "anomalib_fewshot_version": _package_version(),
+        }
+        logger.info(
+            "%s: %d-shot selection (seed %d) from %d normal images: %s",
+            type(self).__name__,
+            len(shots),
+            self.few_shot_seed,
+            n_pool,
+            shots,
+        )
+        if trainer.is_global_zero:
+            root = Path(trainer.default_root_dir)
+            atomic_write_json(root / SHOT_FILE_NAME, self.few_shot_record)
+        return shots
+
+    def restore_train_data(self, trainer: Trainer) -> None:
+        """Put the datamodule's full training set back after the fit."""
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None and self._full_train_data is not None:
+            datamodule.train_data = self._full_train_data
+        self._full_train_data = None
+
+    def save_few_shot_record(self, checkpoint: dict[str, Any]) -> None:
+        """Store the shot list in a checkpoint (plain types only, ``weights_only`` safe)."""
+        if self.few_shot_record is not None:
+            checkpoint["few_shot"] = self.few_shot_record
+
+    def load_few_shot_record(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the shot list from a checkpoint."""
+        self.few_shot_record = checkpoint.get("few_shot", self.few_shot_record)
