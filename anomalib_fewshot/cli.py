@@ -1,1 +1,56 @@
-"""Placeholder replaced below."""
+"""``anomalib-fewshot``: anomalib's CLI with our models registered, plus the ``demo`` verb.
+
+* ``anomalib-fewshot demo [--output DIR]``: generate the offline demo dataset, train DFD (lite profile,
+  1-shot), test (prints metrics, writes heat-maps), export to OpenVINO and run the exported model.
+* ``anomalib-fewshot <anything else>``: exactly ``anomalib <anything else>`` (train, test, export, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+OUR_VERBS = ("demo",)
+
+
+def _demo(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="anomalib-fewshot demo", description=(__doc__ or "").splitlines()[2])
+    parser.add_argument("--output", type=Path, default=Path("anomalib_fewshot_demo"), help="output folder")
+    parser.add_argument("--profile", default="dfd_lite", help="model config in configs/model (default dfd_lite)")
+    parser.add_argument("--k-shot", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="few-shot seed")
+    parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    parser.add_argument("--samples-per-shot", type=int, default=None, help="override the profile's pool size")
+    args = parser.parse_args(argv)
+
+    from anomalib_fewshot.workflows import run_demo
+
+    summary = run_demo(
+        output=args.output,
+        profile=args.profile,
+        k_shot=args.k_shot,
+        seed=args.seed,
+        epochs=args.epochs,
+        samples_per_shot=args.samples_per_shot,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``anomalib-fewshot`` command."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "demo":
+        return _demo(argv[1:])
+    import anomalib_fewshot.models  # noqa: F401 - registers the models even without the start-up hook
+    from anomalib.cli.cli import main as anomalib_main
+
+    sys.argv = ["anomalib", *argv]
+    anomalib_main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

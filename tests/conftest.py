@@ -1,0 +1,20 @@
+"""Test configuration: offline by default, small generated data shared across the session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from tests.helpers import make_tiny_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_data_root(tmp_path_factory: pytest.TempPathFactory):
+    """Root of a tiny MVTec-layout dataset with category ``tiny``."""
+    root = tmp_path_factory.mktemp("data")
+    make_tiny_dataset(root)
+    return root

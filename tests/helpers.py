@@ -1,0 +1,44 @@
+"""Shared test helpers: tiny model configurations and small generated datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+#: Tiny, offline constructor arguments for every plugin model (random backbone weights, small dims, short
+#: schedule). A model exported by ``anomalib_fewshot.models`` without an entry here fails the contract suite.
+TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    "Dfd": {
+        "backbone": "tf_efficientnet_lite0",
+        "layers": ["blocks.2", "blocks.4"],
+        "pre_trained": False,
+        "image_size": 64,
+        "pretrain_embed_dim": 32,
+        "target_embed_dim": 32,
+        "gaussian_hidden_dim": 32,
+        "perlin_num_heads": 2,
+        "samples_per_shot": 6,
+        "epochs": 2,
+        "batch_size": 4,
+        "k_shot": 2,
+    },
+}
+
+TINY_IMAGE_SIZE = 64
+
+
+def make_tiny_dataset(root: Path, category: str = "tiny") -> Path:
+    """A small MVTec-layout dataset (64 px) for fast contract tests."""
+    from anomalib_fewshot.data.demo import make_demo_dataset
+
+    return make_demo_dataset(root, category, n_train=4, n_test_good=3, n_test_defect=3, size=TINY_IMAGE_SIZE, seed=1)
+
+
+def cli_model_args(name: str) -> list[str]:
+    """``--model.<arg> <value>`` pairs for the stock anomalib CLI."""
+    args = []
+    for key, value in TINY_CONFIGS[name].items():
+        if isinstance(value, list):
+            value = "[" + ",".join(value) + "]"
+        args += [f"--model.{key}", str(value)]
+    return args

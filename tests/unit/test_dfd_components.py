@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anomalib_fewshot.components.anomalies import (
+    PerlinImageAnomaly,
+    foreground_mask,
+    resolve_foreground,
+)
+from anomalib_fewshot.models.dfd.loss import DfdLoss, gaussian_loss, perlin_loss, similarity_loss
+from anomalib_fewshot.models.dfd.torch_model import DfdModel
+
+
+def test_gaussian_loss_values():
+    normal = torch.tensor([1.0, 0.0])  # second is inside the margin: 0.5
+    noisy = torch.tensor([-1.0, 0.2])  # second: 0.5 + 0.2
+    assert gaussian_loss(normal, noisy, 0.5).item() == pytest.approx(0.25 + 0.35)
+
+
+def test_perlin_loss_perfect_prediction_is_small():
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[0, :, 2:4, 2:4] = 1
+    logits = torch.where(masks > 0, torch.tensor(-20.0), torch.tensor(20.0))
+    labels = torch.tensor([1.0, 0.0])
+    assert perlin_loss(logits, masks, labels).item() < 1e-6
+    assert perlin_loss(-logits, masks, labels).item() > 1.0
+
+
+def test_perlin_loss_without_anomalies_uses_normal_term():
+    masks = torch.zeros(1, 1, 4, 4)
+    logits = torch.zeros(1, 1, 4, 4)
+    # pix = mean(relu(0.5 - 0)) = 0.5; cls = (sigmoid(0) - 0)^2 = 0.25
+    assert perlin_loss(logits, masks, torch.tensor([0.0])).item() == pytest.approx(0.5 * 0.5 + 0.5 * 0.25)
+
+
+def test_similarity_loss_modes():
+    a = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+    b = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    mask = torch.tensor([[False, True]])
+    assert similarity_loss(a, b, mask, "cosine").item() == pytest.approx(0.0)
+    assert similarity_loss(a, a, mask, "cosine").item() == pytest.approx(1.0)
+    assert similarity_loss(a, a, mask, "one_minus_cosine").item() == pytest.approx(0.0)
+    assert similarity_loss(a, b, torch.zeros_like(mask), "cosine").item() == 0.0
+
+
+def test_loss_arguments_validated():
+    with pytest.raises(ValueError, match="similarity_loss"):
+        DfdLoss(similarity="bogus")
+
+
+def test_perlin_anomaly_masks_and_labels():
+    torch.manual_seed(0)
+    image = torch.rand(3, 64, 64)
+    generator = PerlinImageAnomaly(probability=1.0)
+    augmented, mask, label = generator(image)
+    assert label.item() == float(mask.amax() > 0)
+    assert mask.shape == (1, 64, 64)
+    assert torch.equal(augmented * (1 - mask), image * (1 - mask))
+    fg = torch.zeros(1, 64, 64)
+    _, mask, label = generator(image, fg)
+    assert mask.sum() == 0
+    assert label.item() == 0.0
+    _, mask, label = PerlinImageAnomaly(probability=0.0)(image)
+    assert label.item() == 0.0
+    assert mask.sum() == 0
+
+
+def test_perlin_anomaly_argument_errors(tmp_path):
+    with pytest.raises(ValueError, match="probability"):
+        PerlinImageAnomaly(probability=1.5)
+    with pytest.raises(ValueError, match="not a folder"):
+        PerlinImageAnomaly(anomaly_source_path=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="holds no images"):
+        PerlinImageAnomaly(anomaly_source_path=str(tmp_path))
+
+
+def test_foreground_modes():
+    image = torch.zeros(3, 8, 8)
+    image[:, 2:6, 2:6] = 1.0
+    bright = foreground_mask(image, "bright")
+    assert bright.sum() == 16
+    assert torch.equal(foreground_mask(image, "dark"), 1 - bright)
+    assert foreground_mask(image, "none").sum() == 64
+    assert resolve_foreground("auto", "bottle") == "dark"
+    assert resolve_foreground("auto", "hazelnut") == "bright"
+    assert resolve_foreground("auto", "carpet") == "none"
+    assert resolve_foreground("auto", None) == "none"
+    with pytest.raises(ValueError, match="foreground"):
+        resolve_foreground("sideways", None)
+
+
+@pytest.mark.parametrize("paths", ["low_high", "low", "high", "full"])
+@pytest.mark.parametrize(("gaussian", "perlin", "head"), [(True, True, "vit"), (False, True, "mlp"), (True, False, "vit")])
+def test_dfd_model_variants_forward(paths, gaussian, perlin, head):
+    model = DfdModel(
+        backbone="tf_efficientnet_lite0",
+        layers=("blocks.2", "blocks.4"),
+        pre_trained=False,
+        image_size=64,
+        pretrain_embed_dim=16,
+        target_embed_dim=16,
+        gaussian_hidden_dim=8,
+        perlin_num_heads=2,
+        perlin_head=head,
+        frequency_paths=paths,
+        use_gaussian_discriminator=gaussian,
+        use_perlin_discriminator=perlin,
+    )
+    tokens = model(torch.rand(3, 3, 64, 64))
+    assert tokens.shape == (model.num_paths * 3, 64, 16)
+    out = model.eval()(torch.rand(3, 3, 64, 64))
+    assert out.pred_score.shape == (3,)
+    assert out.anomaly_map.shape == (3, 1, 64, 64)
+    assert torch.isfinite(out.anomaly_map).all()
+
+
+def test_dfd_model_argument_errors():
+    kwargs = {"backbone": "tf_efficientnet_lite0", "layers": ("blocks.2", "blocks.4"), "pre_trained": False}
+    with pytest.raises(ValueError, match="at least one"):
+        DfdModel(**kwargs, use_gaussian_discriminator=False, use_perlin_discriminator=False)
+    with pytest.raises(ValueError, match="frequency_paths"):
+        DfdModel(**kwargs, frequency_paths="mid")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        DfdModel(**kwargs, image_size=60)
+    with pytest.raises(ValueError, match="divisible"):
+        DfdModel(**kwargs, target_embed_dim=30, perlin_num_heads=4)
