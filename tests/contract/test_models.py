@@ -1,0 +1,162 @@
+"""Contract suite: every plugin model behaves like a native anomalib model (fit/test/predict/export/reload).
+
+Parametrised over ``anomalib_fewshot.models.__all__``: a new model is covered as soon as it is exported
+(and must get a tiny configuration in ``tests/helpers.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from anomalib.deploy import ExportType, OpenVINOInferencer
+from anomalib.engine import Engine
+from lightning.pytorch import Callback
+
+import anomalib_fewshot.models as plugin_models
+from anomalib_fewshot.components.fewshot import SHOT_FILE_NAME
+from tests.helpers import TINY_CONFIGS
+
+pytestmark = pytest.mark.slow
+MODEL_NAMES = list(plugin_models.__all__)
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def test_every_model_has_a_tiny_config():
+    assert set(MODEL_NAMES) <= set(TINY_CONFIGS)
+
+
+class _GradientRecorder(Callback):
+    """Records which trainable parameters received a gradient at least once."""
+
+    def __init__(self) -> None:
+        self.with_grad: set[str] = set()
+
+    def on_after_backward(self, trainer, pl_module) -> None:  # noqa: ANN001
+        for name, param in pl_module.named_parameters():
+            if param.requires_grad and param.grad is not None and torch.isfinite(param.grad).all():
+                if param.grad.abs().sum() > 0:
+                    self.with_grad.add(name)
+
+
+class Fitted:
+    """One fitted model per model name (module scope), shared by the tests below."""
+
+    def __init__(self, name: str, root: Path, data_root: Path) -> None:
+        self.name = name
+        self.root = root
+        self.model = getattr(plugin_models, name)(**TINY_CONFIGS[name])
+        self.initial = {k: v.detach().clone() for k, v in self.model.named_parameters() if v.requires_grad}
+        self.recorder = _GradientRecorder()
+        self.datamodule = MVTecAD(root=data_root, category="tiny", num_workers=0, train_batch_size=2, eval_batch_size=4)
+        self.engine = Engine(
+            default_root_dir=root, logger=False, callbacks=[self.recorder], enable_progress_bar=False,
+        )
+        self.engine.fit(self.model, datamodule=self.datamodule)
+        self.run_dir = Path(self.engine.trainer.default_root_dir)
+        self.ckpt = self.engine.best_model_path or str(self.run_dir / "weights" / "lightning" / "model.ckpt")
+
+
+@pytest.fixture(scope="module", params=MODEL_NAMES)
+def fitted(request, tmp_path_factory, tiny_data_root) -> Fitted:
+    return Fitted(request.param, tmp_path_factory.mktemp(request.param), tiny_data_root)
+
+
+def _images(n: int, height: int = 70, width: int = 90, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, height, width, generator=generator)
+
+
+def test_fit_writes_checkpoint_and_shots(fitted: Fitted):
+    assert Path(fitted.ckpt).is_file()
+    record = json.loads((fitted.run_dir / SHOT_FILE_NAME).read_text())
+    assert len(record["shots"]) == TINY_CONFIGS[fitted.name]["k_shot"]
+    assert record["few_shot_seed"] == 0
+    assert "anomalib_fewshot_version" in record
+    checkpoint = torch.load(fitted.ckpt, map_location="cpu", weights_only=True)
+    assert checkpoint["few_shot"]["shots"] == record["shots"]
+    # the datamodule got its full training set back after the fit
+    assert len(fitted.datamodule.train_data) == 4
+
+
+def test_every_trainable_parameter_gets_a_gradient_and_changes(fitted: Fitted):
+    trainable = {n for n, p in fitted.model.named_parameters() if p.requires_grad}
+    assert trainable, "model has no trainable parameters"
+    assert trainable == fitted.recorder.with_grad, f"no gradient: {sorted(trainable - fitted.recorder.with_grad)}"
+    params = dict(fitted.model.named_parameters())
+    unchanged = [n for n, v in fitted.initial.items() if torch.equal(v, params[n].detach().cpu())]
+    assert not unchanged, f"parameters unchanged by the fit: {unchanged}"
+
+
+def test_test_validate_predict(fitted: Fitted):
+    metrics = fitted.engine.test(fitted.model, datamodule=fitted.datamodule, ckpt_path=fitted.ckpt)[0]
+    assert {"image_AUROC", "pixel_AUROC"} <= set(metrics)
+    assert all(np.isfinite(v) for v in metrics.values())
+    fitted.engine.validate(fitted.model, datamodule=fitted.datamodule, ckpt_path=fitted.ckpt)
+    predictions = fitted.engine.predict(fitted.model, datamodule=fitted.datamodule, ckpt_path=fitted.ckpt)
+    maps = torch.cat([p.anomaly_map for p in predictions])
+    scores = torch.cat([p.pred_score.reshape(-1) for p in predictions])
+    assert torch.isfinite(maps).all()
+    assert torch.isfinite(scores).all()
+    assert maps.flatten(1).std(1).min() > 0, "an anomaly map is constant"
+    assert scores.std() > 0
+
+
+def test_train_runs_fit_and_test(fitted: Fitted, tmp_path: Path, tiny_data_root: Path):
+    model = getattr(plugin_models, fitted.name)(**TINY_CONFIGS[fitted.name])
+    engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    datamodule = MVTecAD(root=tiny_data_root, category="tiny", num_workers=0, eval_batch_size=4)
+    engine.train(model, datamodule=datamodule)
+    assert engine.trainer.callback_metrics
+
+
+def test_reload_from_checkpoint_weights_only(fitted: Fitted):
+    cls = type(fitted.model)
+    reloaded = cls.load_from_checkpoint(fitted.ckpt, weights_only=True).eval()
+    original = fitted.model.eval()
+    images = _images(2)
+    with torch.no_grad():
+        a, b = original(images), reloaded(images)
+    torch.testing.assert_close(a.pred_score, b.pred_score)
+    torch.testing.assert_close(a.anomaly_map, b.anomaly_map)
+    assert reloaded.few_shot_record == original.few_shot_record
+
+
+@pytest.mark.parametrize("post_processing", [False, True], ids=["raw", "normalised"])
+@pytest.mark.parametrize("export_type", [ExportType.ONNX, ExportType.OPENVINO])
+def test_export_parity(fitted: Fitted, tmp_path: Path, export_type: ExportType, post_processing: bool):
+    model = copy.deepcopy(fitted.model).eval()
+    if not post_processing:
+        model.post_processor = None
+    engine = Engine(default_root_dir=tmp_path, logger=False)
+    kwargs = {"onnx_kwargs": {"opset_version": 18}}
+    path = engine.export(model, export_type, export_root=tmp_path, **kwargs)
+    inferencer = OpenVINOInferencer(path, device="CPU", config=F32)
+    for batch_size in (1, 3):
+        images = _images(batch_size, seed=batch_size)
+        with torch.no_grad():
+            expected = model(images)
+        result = inferencer.predict(images)
+        np.testing.assert_allclose(
+            np.asarray(result.pred_score).reshape(-1), expected.pred_score.reshape(-1).numpy(), atol=1e-2
+        )
+        np.testing.assert_allclose(
+            np.asarray(result.anomaly_map).reshape(batch_size, -1),
+            expected.anomaly_map.reshape(batch_size, -1).numpy(),
+            atol=1e-2,
+        )
+
+
+def test_export_torch(fitted: Fitted, tmp_path: Path):
+    engine = Engine(default_root_dir=tmp_path, logger=False)
+    path = engine.export(fitted.model, ExportType.TORCH, export_root=tmp_path)
+    assert Path(path).is_file()
+    loaded = torch.load(path, map_location="cpu", weights_only=False)["model"].eval()
+    images = _images(2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images).pred_score, fitted.model.eval()(images).pred_score)
