@@ -11,39 +11,44 @@ Set ``ANOMALIB_FEWSHOT_NO_AUTOLOAD=1`` to disable the hook.
 
 from __future__ import annotations
 
-import importlib
-import importlib.abc
-import importlib.util
 import os
 import sys
-import warnings
 
 _TRIGGER = "anomalib.models"
 _PLUGIN = "anomalib_fewshot.models"
 
 
 def _load_plugin() -> None:
+    import importlib
+    import warnings
+
     try:
         importlib.import_module(_PLUGIN)
-    except Exception as exc:  # noqa: BLE001 - a broken plugin must never break anomalib itself
+    except Exception as exc:
         warnings.warn(f"{_PLUGIN} could not be registered with anomalib: {exc!r}", stacklevel=2)
 
 
-class _AnomalibModelsFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself; wraps the loader of ``anomalib.models`` to import our models after it."""
+class _AnomalibModelsFinder:
+    """A ``sys.meta_path`` finder that finds nothing itself.
 
-    def find_spec(self, fullname, path, target=None):  # noqa: ANN001, ANN201, ARG002 - MetaPathFinder protocol
-        """Intercept the first import of ``anomalib.models`` (one shot, then remove ourselves)."""
+    On the first import of ``anomalib.models`` it removes itself, asks the other finders for the real spec and
+    wraps that loader's ``exec_module`` so that our models are imported right after ``anomalib.models``.
+    """
+
+    def find_spec(self, fullname, path, target=None):
+        """Intercept the first import of ``anomalib.models``."""
         if fullname != _TRIGGER:
             return None
         if self in sys.meta_path:
             sys.meta_path.remove(self)
+        import importlib.util
+
         spec = importlib.util.find_spec(fullname)
         if spec is None or spec.loader is None:
             return spec
         original_exec = spec.loader.exec_module
 
-        def exec_module(module):  # noqa: ANN001, ANN202
+        def exec_module(module):
             original_exec(module)
             _load_plugin()
 

@@ -2,6 +2,7 @@
 
 * ``anomalib-fewshot demo [--output DIR]``: generate the offline demo dataset, train DFD (lite profile,
   1-shot), test (prints metrics, writes heat-maps), export to OpenVINO and run the exported model.
+* ``anomalib-fewshot benchmark -c CONFIG``: run (or resume) a benchmark grid, see ``configs/benchmark``.
 * ``anomalib-fewshot <anything else>``: exactly ``anomalib <anything else>`` (train, test, export, ...).
 """
 
@@ -12,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-OUR_VERBS = ("demo",)
+OUR_VERBS = ("demo", "benchmark")
 
 
 def _demo(argv: list[str]) -> int:
@@ -44,8 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "demo":
         return _demo(argv[1:])
-    import anomalib_fewshot.models  # noqa: F401 - registers the models even without the start-up hook
+    if argv and argv[0] == "benchmark":
+        from anomalib_fewshot.benchmark.runner import main as benchmark_main
+
+        return benchmark_main(argv[1:])
     from anomalib.cli.cli import main as anomalib_main
+
+    import anomalib_fewshot.models  # noqa: F401 - registers the models even without the start-up hook
 
     sys.argv = ["anomalib", *argv]
     anomalib_main()

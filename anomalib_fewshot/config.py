@@ -24,12 +24,13 @@ def model_config_path(name: str) -> Path:
     return path
 
 
-def model_init_args(name: str, **overrides: Any) -> dict[str, Any]:  # noqa: ANN401
+def model_init_args(name: str, **overrides: Any) -> dict[str, Any]:
     """Constructor arguments of a shipped profile, with ``overrides`` applied.
 
     Example:
         >>> from anomalib_fewshot.models import Dfd
         >>> model = Dfd(**model_init_args("dfd_lite", k_shot=2))  # doctest: +SKIP
+
     """
     import yaml
 

@@ -14,7 +14,7 @@ def f32_openvino_config() -> dict[str, str]:
     return {"INFERENCE_PRECISION_HINT": "f32"}
 
 
-def save_heatmap(image_path: str | Path, anomaly_map: Any, output: str | Path) -> Path:  # noqa: ANN401
+def save_heatmap(image_path: str | Path, anomaly_map: Any, output: str | Path) -> Path:
     """Save ``image | heat-map overlay`` side by side with anomalib's visualisation functions."""
     import numpy as np
     from anomalib.visualization.image.functional import overlay_image, visualize_anomaly_map

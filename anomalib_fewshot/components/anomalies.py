@@ -85,6 +85,7 @@ class PerlinImageAnomaly:
 
     Returns from ``__call__``: ``(augmented (3,H,W), mask (1,H,W) float, label float)``; the label is 1 only
     if the final (foreground-restricted) mask is non-empty.
+
     """
 
     def __init__(

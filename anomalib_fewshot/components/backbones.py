@@ -125,6 +125,7 @@ class Backbone(nn.Module):
         >>> backbone = Backbone("tf_efficientnet_lite0", ("blocks.2", "blocks.4"), pre_trained=False)
         >>> [f.shape[1] for f in backbone(torch.rand(1, 3, 64, 64))]
         [40, 112]
+
     """
 
     def __init__(
@@ -156,7 +157,7 @@ class Backbone(nn.Module):
             indices = []
             for layer in self.layers:
                 prefix, _, index = layer.partition(".")
-                if prefix != "features" or not index.isdigit() or not 0 <= int(index) < 19:  # noqa: PLR2004
+                if prefix != "features" or not index.isdigit() or not 0 <= int(index) < 19:
                     msg = f"MobileNetV2 layers are 'features.<0..18>', got '{layer}'"
                     raise ValueError(msg)
                 indices.append(int(index))

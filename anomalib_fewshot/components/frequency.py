@@ -22,6 +22,7 @@ class GaussianPyramidSplit(nn.Module):
         >>> low, high = split(torch.rand(2, 3, 256, 256))
         >>> torch.allclose(low + high, low + high)
         True
+
     """
 
     def __init__(self, channels: int = 3) -> None:

@@ -26,6 +26,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return path
 
 
-def atomic_write_json(path: str | Path, data: Any) -> Path:  # noqa: ANN401 - any JSON-serialisable value
+def atomic_write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -62,6 +62,7 @@ def local_patch_features(feature_map: torch.Tensor, patch_size: int = 3) -> torc
 
     Returns:
         ``(B, C * patch_size**2, H, W)`` where channel ``c * p**2 + j`` is channel ``c`` at neighbour ``j``.
+
     """
     batch, channels, height, width = feature_map.shape
     padding = (patch_size - 1) // 2

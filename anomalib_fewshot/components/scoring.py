@@ -85,4 +85,3 @@ class BranchNormalizer(nn.Module):
 def is_finite_tensor(value: torch.Tensor) -> bool:
     """Python-side check (training/fit time only, never in the exported graph)."""
     return bool(torch.isfinite(value).all())
-

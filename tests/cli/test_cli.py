@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,27 +20,35 @@ BIN = Path(sys.executable).parent
 def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    assert result.returncode == 0, f"{' '.join(args)}\nSTDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-5000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(args)}\nSTDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-5000:]}"
+    )
     return result
 
 
 def _data_args(root: Path) -> list[str]:
     return [
-        "--data", "MVTecAD", "--data.root", str(root), "--data.category", "tiny",
-        "--data.num_workers", "0", "--data.eval_batch_size", "4",
+        "--data",
+        "MVTecAD",
+        "--data.root",
+        str(root),
+        "--data.category",
+        "tiny",
+        "--data.num_workers",
+        "0",
+        "--data.eval_batch_size",
+        "4",
     ]
 
 
 def test_registry_in_fresh_interpreter(tmp_path: Path):
+    init = json.dumps(TINY_CONFIGS["Dfd"])
     code = (
-        "import sys; import anomalib.models as m; "
+        "import json, sys; import anomalib.models as m; "
         "assert 'Dfd' in m.list_models(case='pascal'), m.list_models(case='pascal'); "
-        "model = m.get_model('dfd', backbone='tf_efficientnet_lite0', layers=['blocks.2','blocks.4'], pre_trained=False,"
-        " pretrain_embed_dim=16, target_embed_dim=16, gaussian_hidden_dim=16, perlin_num_heads=2, image_size=64);"
-        "assert type(model).__name__ == 'Dfd'; "
-        "assert m.get_model({'class_path': 'Dfd', 'init_args': {'pre_trained': False, 'backbone': 'tf_efficientnet_lite0',"
-        " 'layers': ['blocks.2', 'blocks.4'], 'pretrain_embed_dim': 16, 'target_embed_dim': 16, 'gaussian_hidden_dim': 16,"
-        " 'perlin_num_heads': 2, 'image_size': 64}}).__class__.__name__ == 'Dfd'"
+        f"init = json.loads({init!r}); "
+        "assert type(m.get_model('dfd', **init)).__name__ == 'Dfd'; "
+        "assert type(m.get_model({'class_path': 'Dfd', 'init_args': init})).__name__ == 'Dfd'"
     )
     _run([sys.executable, "-c", code], tmp_path)
 
@@ -55,8 +64,18 @@ def test_stock_cli_train_export_predict(tmp_path: Path, tiny_data_root: Path):
     """anomalib train --model Dfd (short name) → export openvino from the ckpt → OpenVINOInferencer."""
     results = tmp_path / "results"
     _run(
-        [str(BIN / "anomalib"), "train", "--model", "Dfd", *cli_model_args("Dfd"), *_data_args(tiny_data_root),
-         "--default_root_dir", str(results), "--trainer.logger", "false"],
+        [
+            str(BIN / "anomalib"),
+            "train",
+            "--model",
+            "Dfd",
+            *cli_model_args("Dfd"),
+            *_data_args(tiny_data_root),
+            "--default_root_dir",
+            str(results),
+            "--trainer.logger",
+            "false",
+        ],
         tmp_path,
     )
     ckpts = sorted(results.rglob("model.ckpt"))
@@ -65,8 +84,20 @@ def test_stock_cli_train_export_predict(tmp_path: Path, tiny_data_root: Path):
     assert (ckpt.parents[2] / "few_shot_selection.json").is_file()
     export_root = tmp_path / "export"
     _run(
-        [str(BIN / "anomalib"), "export", "--model", "Dfd", "--export_type", "openvino", "--ckpt_path", str(ckpt),
-         "--export_root", str(export_root), "--onnx_kwargs", '{"opset_version": 18}'],
+        [
+            str(BIN / "anomalib"),
+            "export",
+            "--model",
+            "Dfd",
+            "--export_type",
+            "openvino",
+            "--ckpt_path",
+            str(ckpt),
+            "--export_root",
+            str(export_root),
+            "--onnx_kwargs",
+            '{"opset_version": 18}',
+        ],
         tmp_path,
     )
     xml = next(export_root.rglob("model.xml"))
@@ -82,15 +113,34 @@ def test_stock_cli_train_export_predict(tmp_path: Path, tiny_data_root: Path):
 def test_stock_cli_dotted_path_and_yaml_config(tmp_path: Path, tiny_data_root: Path):
     """--model anomalib_fewshot.models.Dfd, and a YAML config with the short class_path, both fit."""
     _run(
-        [str(BIN / "anomalib"), "fit", "--model", "anomalib_fewshot.models.Dfd", *cli_model_args("Dfd"),
-         *_data_args(tiny_data_root), "--default_root_dir", str(tmp_path / "dotted"), "--trainer.logger", "false"],
+        [
+            str(BIN / "anomalib"),
+            "fit",
+            "--model",
+            "anomalib_fewshot.models.Dfd",
+            *cli_model_args("Dfd"),
+            *_data_args(tiny_data_root),
+            "--default_root_dir",
+            str(tmp_path / "dotted"),
+            "--trainer.logger",
+            "false",
+        ],
         tmp_path,
     )
     config = tmp_path / "dfd.yaml"
     config.write_text(yaml.safe_dump({"model": {"class_path": "Dfd", "init_args": TINY_CONFIGS["Dfd"]}}))
     _run(
-        [str(BIN / "anomalib"), "fit", "--config", str(config), *_data_args(tiny_data_root),
-         "--default_root_dir", str(tmp_path / "yaml"), "--trainer.logger", "false"],
+        [
+            str(BIN / "anomalib"),
+            "fit",
+            "--config",
+            str(config),
+            *_data_args(tiny_data_root),
+            "--default_root_dir",
+            str(tmp_path / "yaml"),
+            "--trainer.logger",
+            "false",
+        ],
         tmp_path,
     )
     assert list((tmp_path / "yaml").rglob("model.ckpt"))
@@ -102,8 +152,15 @@ def test_shipped_configs_parse(tmp_path: Path):
 
     for name in ("dfd", "dfd_lite"):
         result = _run(
-            [str(BIN / "anomalib"), "fit", "--config", str(model_config_path(name)), "--data", "MVTecAD",
-             "--print_config"],
+            [
+                str(BIN / "anomalib"),
+                "fit",
+                "--config",
+                str(model_config_path(name)),
+                "--data",
+                "MVTecAD",
+                "--print_config",
+            ],
             tmp_path,
         )
         assert "anomalib_fewshot.models.Dfd" in result.stdout

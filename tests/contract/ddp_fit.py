@@ -12,11 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from anomalib.data import MVTecAD  # noqa: E402
-from anomalib.engine import Engine  # noqa: E402
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
 
-import anomalib_fewshot.models as plugin_models  # noqa: E402
-from tests.helpers import TINY_CONFIGS  # noqa: E402
+import anomalib_fewshot.models as plugin_models
+from tests.helpers import TINY_CONFIGS
 
 
 def main() -> None:
@@ -24,7 +24,11 @@ def main() -> None:
     model = getattr(plugin_models, name)(**TINY_CONFIGS[name])
     datamodule = MVTecAD(root=data_root, category="tiny", num_workers=0, eval_batch_size=4)
     engine = Engine(
-        default_root_dir=output, logger=False, accelerator="cpu", devices=2, strategy="ddp",
+        default_root_dir=output,
+        logger=False,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
         enable_progress_bar=False,
     )
     engine.fit(model, datamodule=datamodule)

@@ -37,7 +37,7 @@ class _GradientRecorder(Callback):
     def __init__(self) -> None:
         self.with_grad: set[str] = set()
 
-    def on_after_backward(self, trainer, pl_module) -> None:  # noqa: ANN001
+    def on_after_backward(self, trainer, pl_module) -> None:
         for name, param in pl_module.named_parameters():
             if param.requires_grad and param.grad is not None and torch.isfinite(param.grad).all():
                 if param.grad.abs().sum() > 0:
@@ -55,7 +55,10 @@ class Fitted:
         self.recorder = _GradientRecorder()
         self.datamodule = MVTecAD(root=data_root, category="tiny", num_workers=0, train_batch_size=2, eval_batch_size=4)
         self.engine = Engine(
-            default_root_dir=root, logger=False, callbacks=[self.recorder], enable_progress_bar=False,
+            default_root_dir=root,
+            logger=False,
+            callbacks=[self.recorder],
+            enable_progress_bar=False,
         )
         self.engine.fit(self.model, datamodule=self.datamodule)
         self.run_dir = Path(self.engine.trainer.default_root_dir)

@@ -45,9 +45,7 @@ def test_mobilenet_v2_registry_weights():
     backbone.load_weights()
     assert backbone.channels == [32, 96]
     with torch.no_grad():
-        logits = imagenet_classifier("mobilenet_v2")(
-            (_picture("chelsea") - backbone.mean) / backbone.std
-        )
+        logits = imagenet_classifier("mobilenet_v2")((_picture("chelsea") - backbone.mean) / backbone.std)
     assert logits.argmax(-1).item() in CATS
 
 

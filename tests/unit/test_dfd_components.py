@@ -91,7 +91,9 @@ def test_foreground_modes():
 
 
 @pytest.mark.parametrize("paths", ["low_high", "low", "high", "full"])
-@pytest.mark.parametrize(("gaussian", "perlin", "head"), [(True, True, "vit"), (False, True, "mlp"), (True, False, "vit")])
+@pytest.mark.parametrize(
+    ("gaussian", "perlin", "head"), [(True, True, "vit"), (False, True, "mlp"), (True, False, "vit")]
+)
 def test_dfd_model_variants_forward(paths, gaussian, perlin, head):
     model = DfdModel(
         backbone="tf_efficientnet_lite0",

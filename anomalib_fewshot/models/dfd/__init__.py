@@ -17,6 +17,7 @@ Example:
     ...             pretrain_embed_dim=128, target_embed_dim=128, gaussian_hidden_dim=128,
     ...             perlin_num_heads=4, k_shot=1)
     >>> Engine().train(model, datamodule=MVTecAD(root="datasets/MVTecAD", category="bottle"))  # doctest: +SKIP
+
 """
 
 from anomalib_fewshot.models.dfd.lightning_model import Dfd

@@ -47,10 +47,11 @@ CACHE_FP16_ABOVE_BYTES = 1 << 30
 class _Pool:
     """The augmented shot pool: cached backbone features of normal and pseudo-anomalous images."""
 
-    normal: list[torch.Tensor]  # per level: (n, P, C, h, w)
+    normal: list[torch.Tensor]  # per level (n, P, C, h, w); or one (n, P, N, D) tensor when aggregated
     anomalous: list[torch.Tensor]
     masks: torch.Tensor  # (n, 1, H, W) uint8
     labels: torch.Tensor  # (n,)
+    aggregated: bool  # cache holds locally aggregated tokens (else raw backbone features)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -116,6 +117,9 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
         lr_t_max: cosine period in epochs (``None``: ``epochs − 4``, the code's ``(meta_epochs − 1)·4``).
         smoothing_sigma: Gaussian smoothing of the maps.
         cache_dtype: ``"auto"`` (float16 when the cache would exceed 1 GiB), ``"float32"`` or ``"float16"``.
+        cache_stage: what the pool caches per sample: ``"backbone"`` outputs, ``"aggregated"`` tokens (after the
+            frozen local aggregation: identical results, no aggregation per step, up to 2x the memory) or
+            ``"auto"`` (aggregated when that cache stays under 1 GiB in float32, else backbone outputs).
         pre_processor: anomalib pre-processor (default: resize only; the model normalises internally).
         post_processor: anomalib post-processor.
         evaluator: anomalib evaluator.
@@ -127,6 +131,7 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
         >>> from anomalib_fewshot.models import Dfd
         >>> model = Dfd(backbone="tf_efficientnet_lite0", layers=("blocks.2", "blocks.4"), k_shot=1)
         >>> Engine().train(model, datamodule=MVTecAD(category="bottle"))  # doctest: +SKIP
+
     """
 
     def __init__(
@@ -175,6 +180,7 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
         lr_t_max: int | None = None,
         smoothing_sigma: float = 4.0,
         cache_dtype: Literal["auto", "float32", "float16"] = "auto",
+        cache_stage: Literal["auto", "backbone", "aggregated"] = "auto",
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -194,6 +200,9 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
                 raise ValueError(msg)
         if cache_dtype not in ("auto", "float32", "float16"):
             msg = f"cache_dtype must be 'auto', 'float32' or 'float16', got {cache_dtype!r}"
+            raise ValueError(msg)
+        if cache_stage not in ("auto", "backbone", "aggregated"):
+            msg = f"cache_stage must be 'auto', 'backbone' or 'aggregated', got {cache_stage!r}"
             raise ValueError(msg)
         resolve_foreground(foreground, None)  # validates the value
         self.k_shot = validate_k_shot(k_shot)
@@ -259,22 +268,24 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
         hp = self.hparams
         groups = [{"params": self.model.adaptor.parameters(), "lr": hp.adaptor_lr, "weight_decay": 0.0}]
         if self.model.gaussian is not None:
-            groups.append({
-                "params": self.model.gaussian.parameters(),
-                "lr": hp.gaussian_lr,
-                "weight_decay": hp.discriminator_weight_decay,
-            })
+            groups.append(
+                {
+                    "params": self.model.gaussian.parameters(),
+                    "lr": hp.gaussian_lr,
+                    "weight_decay": hp.discriminator_weight_decay,
+                }
+            )
         if self.model.perlin is not None:
-            groups.append({
-                "params": self.model.perlin.parameters(),
-                "lr": hp.perlin_lr,
-                "weight_decay": hp.discriminator_weight_decay,
-            })
+            groups.append(
+                {
+                    "params": self.model.perlin.parameters(),
+                    "lr": hp.perlin_lr,
+                    "weight_decay": hp.discriminator_weight_decay,
+                }
+            )
         optimizer = torch.optim.Adam(groups)
         t_max = hp.lr_t_max if hp.lr_t_max is not None else max(1, hp.epochs - 4)
-        lambdas = [lambda _epoch: 1.0] + [
-            _cosine_factor(group["lr"], hp.lr_min, t_max) for group in groups[1:]
-        ]
+        lambdas = [lambda _epoch: 1.0] + [_cosine_factor(group["lr"], hp.lr_min, t_max) for group in groups[1:]]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
@@ -313,9 +324,7 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
             raise ValueError(msg)
         size = self.hparams.image_size
         if self.input_size is not None and tuple(self.input_size) != (size, size):
-            msg = (
-                f"the pre-processor resizes to {tuple(self.input_size)} but the model was built for image_size={size}"
-            )
+            msg = f"the pre-processor resizes to {tuple(self.input_size)} but the model was built for image_size={size}"
             raise ValueError(msg)
 
     def _load_shot_images(self) -> list[torch.Tensor]:
@@ -355,17 +364,20 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
                     masks.append(mask.round().to(torch.uint8))
                     labels.append(label)
         n = len(samples)
-        normal_feats, anomalous_feats = self._cache_features([s[0] for s in samples], [s[1] for s in samples], device)
-        pool = _Pool(normal_feats, anomalous_feats, torch.stack(masks), torch.stack(labels).float())
+        normal_feats, anomalous_feats, aggregated = self._cache_features(
+            [s[0] for s in samples], [s[1] for s in samples], device
+        )
+        pool = _Pool(normal_feats, anomalous_feats, torch.stack(masks), torch.stack(labels).float(), aggregated)
         self.model.train(was_training)
         logger.info(
-            "DFD pool: %d samples (%d shots x %d), %d with pseudo-anomalies, feature cache %.1f MB (%s)",
+            "DFD pool: %d samples (%d shots x %d), %d with pseudo-anomalies, feature cache %.1f MB (%s, %s)",
             n,
             len(images),
             hp.samples_per_shot,
             int(pool.labels.sum()),
             pool.nbytes() / 2**20,
             normal_feats[0].dtype,
+            "aggregated tokens" if aggregated else "backbone features",
         )
         return pool
 
@@ -375,35 +387,45 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
         anomalous: list[torch.Tensor],
         device: torch.device,
         chunk: int = 16,
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], bool]:
+        """Run the frozen part once per pool image; return the caches and whether they hold aggregated tokens."""
         num_paths = self.model.num_paths
         probe = self.model.backbone_features(normal[0][None].to(device))
-        per_image = sum(f[0].numel() for f in probe) * 2
+        raw_floats = sum(f[0].numel() for f in probe) * num_paths * 2 * len(normal)
+        token_floats = self.model.aggregate(probe)[0].numel() * num_paths * 2 * len(normal)
+        stage = self.hparams.cache_stage
+        if stage == "auto":
+            stage = "aggregated" if token_floats * 4 <= CACHE_FP16_ABOVE_BYTES else "backbone"
+        aggregated = stage == "aggregated"
+        floats = token_floats if aggregated else raw_floats
         dtype = {"float32": torch.float32, "float16": torch.float16}.get(self.hparams.cache_dtype)
         if dtype is None:
-            dtype = torch.float16 if per_image * 4 * len(normal) > CACHE_FP16_ABOVE_BYTES else torch.float32
+            dtype = torch.float16 if floats * 4 > CACHE_FP16_ABOVE_BYTES else torch.float32
+        shapes = [self.model.aggregate(probe).shape[1:]] if aggregated else [f.shape[1:] for f in probe]
         caches: list[list[torch.Tensor]] = []
         for images in (normal, anomalous):
-            levels = [
-                torch.empty(len(images), num_paths, *f.shape[1:], dtype=dtype)
-                for f in probe
-            ]
+            levels = [torch.empty(len(images), num_paths, *shape, dtype=dtype) for shape in shapes]
             for start in range(0, len(images), chunk):
                 batch = torch.stack(images[start : start + chunk]).to(device)
                 feats = self.model.backbone_features(batch)
+                if aggregated:
+                    with torch.no_grad():
+                        feats = [self.model.aggregate(feats)]
                 for level, f in zip(levels, feats, strict=True):
                     f = f.reshape(num_paths, len(batch), *f.shape[1:]).transpose(0, 1)
                     level[start : start + len(batch)] = f.to("cpu", dtype)
             caches.append(levels)
-        return caches[0], caches[1]
+        return caches[0], caches[1], aggregated
 
     # ------------------------------------------------------------------ training
     def _pool_tokens(self, levels: list[torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
         """Adapted tokens ``(P·b, N, D)`` (path-major) for pool ``indices``."""
         feats = []
         for level in levels:
-            f = level[indices].to(self.device, torch.float32)  # (b, P, C, h, w)
+            f = level[indices].to(self.device, torch.float32)  # (b, P, ...)
             feats.append(f.transpose(0, 1).reshape(-1, *f.shape[2:]))
+        if self._pool is not None and self._pool.aggregated:
+            return self.model.adaptor(feats[0])
         return self.model.embed(feats)
 
     def training_step(self, batch: PoolBatch, *args, **kwargs) -> STEP_OUTPUT:
@@ -508,7 +530,7 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
         return PostProcessor()
 
 
-def _cosine_factor(base_lr: float, lr_min: float, t_max: int) -> Any:  # noqa: ANN401 - a callable
+def _cosine_factor(base_lr: float, lr_min: float, t_max: int) -> Any:
     """LambdaLR factor reproducing ``CosineAnnealingLR(T_max, eta_min)`` for a group with ``base_lr``."""
 
     def factor(epoch: int) -> float:

@@ -29,6 +29,7 @@ def perlin_loss(
         masks: ``(B, 1, H, W)`` pseudo-anomaly masks in {0, 1}.
         labels: ``(B,)`` image labels (1 = has a pseudo-anomaly).
         margin: truncation margin ``θ``.
+
     """
     anomalous = masks > 0.5
     normal_term = F.relu(margin - logit_maps)
@@ -59,13 +60,17 @@ def similarity_loss(
         anomalous_tokens: ``(B, N, D)``.
         token_mask: ``(B, N)`` boolean, the max-pooled mask on the token grid.
         mode: see above.
+
     """
     selected = token_mask.reshape(-1)
     count = selected.sum()
     if count == 0:
         return normal_tokens.sum() * 0.0
-    cosine = F.cosine_similarity(normal_tokens.reshape(-1, normal_tokens.shape[-1]), anomalous_tokens.reshape(
-        -1, anomalous_tokens.shape[-1]), dim=-1)
+    cosine = F.cosine_similarity(
+        normal_tokens.reshape(-1, normal_tokens.shape[-1]),
+        anomalous_tokens.reshape(-1, anomalous_tokens.shape[-1]),
+        dim=-1,
+    )
     mean_cosine = (cosine * selected).sum() / count
     return mean_cosine if mode == "cosine" else 1.0 - mean_cosine
 
@@ -103,6 +108,8 @@ class DfdLoss(nn.Module):
         """Weighted Perlin term for one path."""
         return self.perlin_weight * perlin_loss(logit_maps, masks, labels, self.margin)
 
-    def sim(self, normal_tokens: torch.Tensor, anomalous_tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    def sim(
+        self, normal_tokens: torch.Tensor, anomalous_tokens: torch.Tensor, token_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Weighted similarity term for one path."""
         return self.similarity_weight * similarity_loss(normal_tokens, anomalous_tokens, token_mask, self.similarity)

@@ -139,6 +139,7 @@ class DfdModel(nn.Module):
         use_gaussian_discriminator: enable the Gaussian (feature-noise) discriminator.
         use_perlin_discriminator: enable the Perlin (image-anomaly) discriminator.
         smoothing_sigma: Gaussian smoothing of the maps (0 disables).
+
     """
 
     def __init__(

@@ -1,0 +1,1 @@
+"""Benchmarks: measured numbers for the docs (accuracy, speed, memory, start-up cost)."""

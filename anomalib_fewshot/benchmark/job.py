@@ -1,0 +1,206 @@
+"""One benchmark job (model × dataset × k × seed), run in its own process by :mod:`.runner`.
+
+``python -m anomalib_fewshot.benchmark.job '<json spec>' RESULT.json`` fits the model on the seeded shots,
+evaluates raw scores on the whole test split and times eager torch and OpenVINO (f32) inference.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anomalib_fewshot.components.io import atomic_write_json
+
+#: Baselines from anomalib that run offline on the lite backbone (registry weights loaded by us).
+LITE_BACKBONE = {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"]}
+
+
+def build_model(spec: dict[str, Any]) -> Any:
+    """Our models from a shipped profile; anomalib's Patchcore on the same lite backbone and weights."""
+    name = spec["model"]
+    if name == "Patchcore":
+        from anomalib.models import Patchcore
+        from anomalib.pre_processing import PreProcessor
+        from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+        from anomalib_fewshot.components.backbones import Backbone
+
+        size = spec.get("image_size", 256)
+        pre = PreProcessor(Compose([Resize((size, size), antialias=True), Normalize([0.5] * 3, [0.5] * 3)]))
+        model = Patchcore(
+            **LITE_BACKBONE,
+            pre_trained=False,
+            coreset_sampling_ratio=1.0,
+            pre_processor=pre,
+        )
+        weights = Backbone(LITE_BACKBONE["backbone"], LITE_BACKBONE["layers"], pre_trained=True)
+        weights.load_weights()
+        model.model.feature_extractor.feature_extractor.load_state_dict(weights.network.state_dict())
+        return model
+    import anomalib_fewshot.models as plugin_models
+    from anomalib_fewshot.config import model_init_args
+
+    overrides = {"k_shot": spec["k_shot"], "few_shot_seed": spec["seed"], **spec.get("overrides", {})}
+    return getattr(plugin_models, name)(**model_init_args(spec["profile"], **overrides))
+
+
+def _subsample_for_baseline(datamodule: Any, k_shot: int | None, seed: int) -> list[str]:
+    """Apply our shot selection to a datamodule for an anomalib model that has no k-shot argument."""
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from anomalib_fewshot.components.fewshot import select_shots
+
+    datamodule.setup(TrainerFn.FITTING)  # marks the datamodule as set up, so the Engine keeps our subset
+    samples = datamodule.train_data.samples
+    paths = samples["image_path"].astype(str).tolist()
+    shots = select_shots(paths, k_shot, seed)
+    chosen = set(shots)
+    datamodule.train_data = datamodule.train_data.subsample([i for i, p in enumerate(paths) if p in chosen])
+    return shots
+
+
+def _raw_predictions(model: Any, datamodule: Any) -> tuple[np.ndarray, ...]:
+    """Raw (un-post-processed) scores and maps on the test split, with labels and masks at model resolution."""
+    model.eval()
+    scores, maps, labels, masks = [], [], [], []
+    transform = model.pre_processor.transform
+    with torch.no_grad():
+        for batch in datamodule.test_dataloader():
+            image, mask = transform(batch.image, batch.gt_mask)
+            out = model.model(image)
+            scores.append(out.pred_score.reshape(-1).float())
+            amap = out.anomaly_map.float()
+            amap = amap.reshape(amap.shape[0], *amap.shape[-2:])
+            maps.append(amap)
+            labels.append(batch.gt_label.reshape(-1).int())
+            if mask is None:
+                mask = torch.zeros_like(amap, dtype=torch.bool)
+            masks.append(mask.reshape(amap.shape).bool())
+    return (torch.cat(scores).numpy(), torch.cat(maps).numpy(), torch.cat(labels).numpy(), torch.cat(masks).numpy())
+
+
+def _monotone01(values: np.ndarray) -> torch.Tensor:
+    """Strictly monotone, unclamped affine map of raw scores into [0, 1] (keeps every ordering and tie)."""
+    lo, hi = float(values.min()), float(values.max())
+    return torch.from_numpy((values - lo) / (hi - lo if hi > lo else 1.0)).float()
+
+
+def compute_metrics(scores: np.ndarray, maps: np.ndarray, labels: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """Image AUROC, pixel AUROC, AUPRO (FPR ≤ 0.3), image and pixel F1-max on raw scores."""
+    from anomalib.metrics.aupro import _AUPRO
+    from torchmetrics.classification import BinaryAUROC, BinaryPrecisionRecallCurve
+
+    def f1max(preds: torch.Tensor, target: torch.Tensor) -> float:
+        precision, recall, _ = BinaryPrecisionRecallCurve(thresholds=None)(preds, target)
+        f1 = 2 * precision * recall / (precision + recall + 1e-12)
+        return float(f1.max())
+
+    image_scores, image_target = _monotone01(scores), torch.from_numpy(labels).int()
+    pixel_scores, pixel_target = _monotone01(maps), torch.from_numpy(masks).int()
+    metrics = {
+        "image_auroc": float(BinaryAUROC()(image_scores, image_target)),
+        "image_f1max": f1max(image_scores, image_target),
+        "pixel_auroc": float(BinaryAUROC()(pixel_scores.flatten(), pixel_target.flatten())),
+        "pixel_f1max": f1max(pixel_scores.flatten(), pixel_target.flatten()),
+    }
+    aupro = _AUPRO(fpr_limit=0.3)
+    aupro.update(pixel_scores, pixel_target)
+    metrics["aupro"] = float(aupro.compute())
+    return metrics
+
+
+def _time_ms(fn: Any, inputs: list[Any], warmup: int = 3) -> float:
+    for item in inputs[:warmup]:
+        fn(item)
+    times = []
+    for item in inputs:
+        start = time.perf_counter()
+        fn(item)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one job; return its result row."""
+    from anomalib.data import MVTecAD
+    from anomalib.deploy import ExportType, OpenVINOInferencer
+    from anomalib.engine import Engine
+    from lightning.pytorch import Callback
+
+    torch.manual_seed(spec["seed"])
+    work = Path(spec["work_dir"])
+    datamodule = MVTecAD(
+        root=spec["root"], category=spec["category"], num_workers=0, eval_batch_size=8, train_batch_size=8
+    )
+    model = build_model(spec)
+    shots = None
+    if spec["model"] == "Patchcore":
+        shots = _subsample_for_baseline(datamodule, spec["k_shot"], spec["seed"])
+
+    class _FitTimer(Callback):
+        start = end = None
+
+        def setup(self, trainer, pl_module, stage):
+            if stage == "fit" and self.start is None:
+                self.start = time.perf_counter()
+
+        def on_validation_start(self, trainer, pl_module):
+            if self.end is None:
+                self.end = time.perf_counter()
+
+    timer = _FitTimer()
+    engine = Engine(default_root_dir=work, logger=False, callbacks=[timer], enable_progress_bar=False)
+    start = time.perf_counter()
+    engine.fit(model, datamodule=datamodule)
+    fit_total = time.perf_counter() - start
+    if shots is None:
+        shots = (model.few_shot_record or {}).get("shots")
+    scores, maps, labels, masks = _raw_predictions(model, datamodule)
+    row: dict[str, Any] = {**compute_metrics(scores, maps, labels, masks)}
+
+    # Inference speed on the same test images (raw RGB tensors in [0, 1], full exported pipeline).
+    items = [datamodule.test_data[i] for i in range(min(spec.get("timing_images", 30), len(datamodule.test_data)))]
+    images = [item.image[None].float() for item in items]
+    model.eval()
+    with torch.no_grad():
+        torch_ms = _time_ms(model, images)
+    export_dir = work / "export"
+    xml = engine.export(model, ExportType.OPENVINO, export_root=export_dir, onnx_kwargs={"opset_version": 18})
+    inferencer = OpenVINOInferencer(xml, device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"})
+    batch_dim = inferencer.model.inputs[0].get_partial_shape()[0]
+    # anomalib's own Patchcore exports with the batch fixed to the tracing example's (2): time such models at
+    # that batch and report per image.
+    ov_batch = batch_dim.get_length() if batch_dim.is_static else 1
+    arrays = [np.repeat(image.numpy(), ov_batch, axis=0) for image in images]
+    openvino_ms = _time_ms(inferencer.predict, arrays) / ov_batch
+    row.update(
+        {
+            "fit_s": round((timer.end or time.perf_counter()) - (timer.start or start), 1),
+            "fit_total_s": round(fit_total, 1),
+            "torch_ms": round(torch_ms, 1),
+            "openvino_ms": round(openvino_ms, 1),
+        "openvino_batch": ov_batch,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
+            "n_test": len(labels),
+            "shots": json.dumps(shots),
+        }
+    )
+    return row
+
+
+def main() -> None:
+    """Entry point: ``python -m anomalib_fewshot.benchmark.job SPEC_JSON RESULT_JSON``."""
+    spec = json.loads(sys.argv[1])
+    atomic_write_json(sys.argv[2], run(spec))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Benchmark runner (first version): grid of models × datasets × k × seeds → results.csv → results.md.
+
+Each job runs in its own Python process under a time limit (a hung or crashing job is recorded, not fatal),
+every finished job is appended to ``results.csv`` atomically, and a re-run skips jobs already in the CSV, so an
+interrupted grid resumes where it stopped.
+
+    anomalib-fewshot benchmark -c configs/benchmark/dfd_first.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import itertools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from anomalib_fewshot.components.io import atomic_write_text
+
+METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1max", "pixel_f1max")
+TIMINGS = ("fit_s", "torch_ms", "openvino_ms", "peak_rss_mb")
+KEY_FIELDS = ("model", "profile", "dataset", "k_shot", "seed")
+
+
+def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Read a benchmark YAML and expand it into job specs."""
+    import yaml
+
+    config = yaml.safe_load(config_path.read_text())
+    grid = config["grid"]
+    jobs = []
+    for model, dataset, k_shot, seed in itertools.product(
+        grid["models"], grid["datasets"], grid["k_shot"], grid["seeds"]
+    ):
+        jobs.append(
+            {
+                "model": model["model"],
+                "profile": model.get("profile", ""),
+                "overrides": model.get("overrides", {}),
+                "dataset": dataset["name"],
+                "root": str(Path(dataset["root"]).resolve()),
+                "category": dataset["category"],
+                "k_shot": k_shot,
+                "seed": seed,
+            }
+        )
+    return config, jobs
+
+
+def job_key(job: dict[str, Any]) -> tuple[str, ...]:
+    """Identity of a job in results.csv."""
+    return tuple(str(job[f]) for f in KEY_FIELDS)
+
+
+def read_rows(csv_path: Path) -> list[dict[str, str]]:
+    """Rows of results.csv (empty when missing)."""
+    if not csv_path.is_file():
+        return []
+    with csv_path.open(newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def upsert_row(csv_path: Path, row: dict[str, Any]) -> None:
+    """Add ``row`` (replacing an earlier row of the same job) by rewriting the CSV atomically."""
+    kept = [r for r in read_rows(csv_path) if job_key(r) != job_key(row)]
+    rows = [*kept, {k: ("" if v is None else v) for k, v in row.items()}]
+    fields: list[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(csv_path, buffer.getvalue())
+
+
+def run_job(job: dict[str, Any], output: Path, timeout_s: float) -> dict[str, Any]:
+    """Run one job in a subprocess; return its row (with ``status`` ok/failed/timeout)."""
+    name = "_".join(job_key(job)).replace("/", "-")
+    work = output / "jobs" / name
+    work.mkdir(parents=True, exist_ok=True)
+    result_path = work / "result.json"
+    result_path.unlink(missing_ok=True)
+    spec = {**job, "work_dir": str(work)}
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    start = time.perf_counter()
+    row = {f: job[f] for f in KEY_FIELDS}
+    log_path = work / "log.txt"
+    with log_path.open("w") as log:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "anomalib_fewshot.benchmark.job", json.dumps(spec), str(result_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=timeout_s,
+                check=False,
+            )
+            status = "ok" if proc.returncode == 0 and result_path.is_file() else "failed"
+        except subprocess.TimeoutExpired:
+            status = "timeout"
+    row["status"] = status
+    row["wall_s"] = round(time.perf_counter() - start, 1)
+    if status == "ok":
+        row.update(json.loads(result_path.read_text()))
+    else:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.is_file() else []
+        row["error"] = f"{status}: {tail[0][:300] if tail else ''}"
+    return row
+
+
+def summarise(rows: list[dict[str, str]]) -> str:
+    """Markdown table: mean ± std over seeds per model × profile × dataset × k."""
+    groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
+    for row in rows:
+        if row.get("status") == "ok":
+            groups.setdefault((row["model"], row["profile"], row["dataset"], row["k_shot"]), []).append(row)
+    header = ["model", "profile", "dataset", "k", "seeds", *METRICS, *TIMINGS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key in sorted(groups):
+        group = groups[key]
+        cells = [*key, str(len(group))]
+        for field in (*METRICS, *TIMINGS):
+            values = [float(r[field]) for r in group if r.get(field)]
+            if not values:
+                cells.append("–")
+                continue
+            mean = statistics.mean(values)
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{mean:.3f} ± {std:.3f}" if field in METRICS else f"{mean:.1f} ± {std:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [r for r in rows if r.get("status") != "ok"]
+    if failed:
+        lines += ["", "Failed jobs:", *[f"- {'/'.join(job_key(r))}: {r.get('error', '')}" for r in failed]]
+    return "\n".join(lines) + "\n"
+
+
+def machine_description() -> str:
+    """One line about this machine."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {_torch_version()}"
+
+
+def _torch_version() -> str:
+    from importlib.metadata import version
+
+    return version("torch")
+
+
+def run_grid(config_path: Path, output: Path | None = None) -> Path:
+    """Run (or resume) the grid of ``config_path``; return the results folder."""
+    config, jobs = load_grid(config_path)
+    output = Path(output or config.get("output", "benchmark_results"))
+    output.mkdir(parents=True, exist_ok=True)
+    csv_path = output / "results.csv"
+    done = {job_key(r) for r in read_rows(csv_path) if r.get("status") == "ok"}
+    todo = [job for job in jobs if job_key(job) not in done]
+    timeout_s = float(config.get("timeout_s", 3600))
+    from rich.progress import Progress
+
+    with Progress() as progress:
+        task = progress.add_task("benchmark jobs", total=len(jobs), completed=len(jobs) - len(todo))
+        for job in todo:
+            progress.update(task, description="/".join(job_key(job)))
+            upsert_row(csv_path, run_job(job, output, timeout_s))
+            progress.advance(task)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    report = (
+        f"# Benchmark results\n\ncommand: `anomalib-fewshot benchmark -c {config_path}`  \n"
+        f"machine: {machine_description()}  \ndate: {stamp}\n\n"
+        "Metrics on raw model outputs mapped monotonically to [0, 1] (no clamping, no post-processor); "
+        "AUPRO at FPR ≤ 0.3; fit_s = shot selection + weights + pool/bank building + training (excludes "
+        "validation); torch_ms / openvino_ms = median per image at batch 1 of the full exported pipeline "
+        "(OpenVINO f32); peak_rss_mb = peak resident memory of the job process.\n\n" + summarise(read_rows(csv_path))
+    )
+    atomic_write_text(output / "results.md", report)
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``anomalib-fewshot benchmark -c CONFIG [--output DIR]``."""
+    parser = argparse.ArgumentParser(prog="anomalib-fewshot benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("-c", "--config", type=Path, required=True)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if not args.config.is_file():
+        parser.error(f"config file not found: {args.config}")
+    output = run_grid(args.config, args.output)
+    print((output / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""DFD training details: cache stages are equivalent, bad arguments fail early, zero-step fits are errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+
+from anomalib_fewshot.components.fewshot import FewShotError
+from anomalib_fewshot.components.pool import ZeroStepsError
+from anomalib_fewshot.models import Dfd
+from tests.helpers import TINY_CONFIGS
+
+pytestmark = pytest.mark.slow
+
+
+def _fit(root: Path, data_root: Path, **overrides) -> Dfd:
+    torch.manual_seed(0)
+    model = Dfd(**{**TINY_CONFIGS["Dfd"], **overrides})
+    engine = Engine(default_root_dir=root, logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    engine.fit(model, datamodule=MVTecAD(root=data_root, category="tiny", num_workers=0, eval_batch_size=4))
+    return model.eval()
+
+
+def test_cache_stages_give_the_same_model(tmp_path: Path, tiny_data_root: Path):
+    a = _fit(tmp_path / "a", tiny_data_root, cache_stage="backbone", epochs=1)
+    b = _fit(tmp_path / "b", tiny_data_root, cache_stage="aggregated", epochs=1)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out_a, out_b = a.model(images), b.model(images)
+    torch.testing.assert_close(out_a.anomaly_map, out_b.anomaly_map, atol=1e-3, rtol=1e-3)
+
+
+def test_same_seed_same_scores(tmp_path: Path, tiny_data_root: Path):
+    a = _fit(tmp_path / "a", tiny_data_root, epochs=1)
+    b = _fit(tmp_path / "b", tiny_data_root, epochs=1)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(a.model(images).pred_score, b.model(images).pred_score, atol=1e-6, rtol=0)
+    assert a.few_shot_record["shots"] == b.few_shot_record["shots"]
+
+
+def test_zero_optimizer_steps_is_an_error(tmp_path: Path, tiny_data_root: Path):
+    model = Dfd(**TINY_CONFIGS["Dfd"])
+    engine = Engine(default_root_dir=tmp_path, logger=False, limit_train_batches=0, enable_progress_bar=False)
+    with pytest.raises(ZeroStepsError, match="without a single optimiser step"):
+        engine.fit(model, datamodule=MVTecAD(root=tiny_data_root, category="tiny", num_workers=0))
+    assert not list(tmp_path.rglob("*.ckpt")), "a checkpoint of an untrained model was written"
+
+
+def test_k_shot_larger_than_dataset_is_a_clear_error(tmp_path: Path, tiny_data_root: Path):
+    model = Dfd(**{**TINY_CONFIGS["Dfd"], "k_shot": 50})
+    engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    with pytest.raises(FewShotError, match=r"k_shot=50 is larger than the number of normal training images \(4\)"):
+        engine.fit(model, datamodule=MVTecAD(root=tiny_data_root, category="tiny", num_workers=0))
+
+
+def test_few_shot_source_folder(tmp_path: Path, tiny_data_root: Path):
+    source = tiny_data_root / "tiny" / "train" / "good"
+    model = _fit(tmp_path, tiny_data_root, few_shot_source=str(source), k_shot=1, epochs=1)
+    assert model.few_shot_record["source"] == "few_shot_source"
+    assert Path(model.few_shot_record["shots"][0]).parent == source
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"k_shot": 0}, "k_shot"),
+        ({"epochs": 0}, "epochs"),
+        ({"samples_per_shot": 0}, "samples_per_shot"),
+        ({"cache_dtype": "int8"}, "cache_dtype"),
+        ({"cache_stage": "disk"}, "cache_stage"),
+        ({"foreground": "left"}, "foreground"),
+        ({"anomaly_prob": 2.0}, "probability"),
+        ({"use_gaussian_discriminator": False, "use_perlin_discriminator": False}, "at least one"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Dfd(**{**TINY_CONFIGS["Dfd"], **kwargs})
+
+
+def test_normalize_in_pre_processor_is_rejected(tmp_path: Path, tiny_data_root: Path):
+    from anomalib.models.components import AnomalibModule
+
+    model = Dfd(**TINY_CONFIGS["Dfd"], pre_processor=AnomalibModule.configure_pre_processor((64, 64)))
+    engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="Normalize"):
+        engine.fit(model, datamodule=MVTecAD(root=tiny_data_root, category="tiny", num_workers=0))
