@@ -26,7 +26,14 @@ def main() -> None:
     parser.add_argument("--good", type=Path, default=None, help="folder of good images (default: generated part)")
     parser.add_argument("--output", type=Path, default=Path("dfd_folder_api_run"))
     parser.add_argument("--k-shot", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=None, help="override the profile (quick runs)")
+    parser.add_argument("--samples-per-shot", type=int, default=None, help="override the profile (quick runs)")
     args = parser.parse_args()
+    overrides = {"k_shot": args.k_shot}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.samples_per_shot is not None:
+        overrides["samples_per_shot"] = args.samples_per_shot
 
     good = args.good or make_demo_dataset(args.output / "data") / "train" / "good"
     datamodule = Folder(
@@ -37,7 +44,7 @@ def main() -> None:
         val_split_mode="synthetic",
         num_workers=0,
     )
-    model = Dfd(**model_init_args("dfd_lite", k_shot=args.k_shot))
+    model = Dfd(**model_init_args("dfd_lite", **overrides))
     engine = Engine(default_root_dir=args.output / "results")
     engine.fit(model, datamodule=datamodule)
     print(engine.test(model, datamodule=datamodule))
