@@ -187,7 +187,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             "fit_total_s": round(fit_total, 1),
             "torch_ms": round(torch_ms, 1),
             "openvino_ms": round(openvino_ms, 1),
-        "openvino_batch": ov_batch,
+            "openvino_batch": ov_batch,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
             "n_test": len(labels),
             "shots": json.dumps(shots),

@@ -28,7 +28,7 @@ from anomalib_fewshot.components.io import atomic_write_text
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1max", "pixel_f1max")
 TIMINGS = ("fit_s", "torch_ms", "openvino_ms", "peak_rss_mb")
-KEY_FIELDS = ("model", "profile", "dataset", "k_shot", "seed")
+KEY_FIELDS = ("model", "variant", "dataset", "k_shot", "seed")
 
 
 def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -41,11 +41,16 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     for model, dataset, k_shot, seed in itertools.product(
         grid["models"], grid["datasets"], grid["k_shot"], grid["seeds"]
     ):
+        overrides = model.get("overrides", {})
+        variant = model.get("variant") or model.get("profile", "") + (
+            "+" + json.dumps(overrides, sort_keys=True, separators=(",", ":")) if overrides else ""
+        )
         jobs.append(
             {
                 "model": model["model"],
+                "variant": variant,
                 "profile": model.get("profile", ""),
-                "overrides": model.get("overrides", {}),
+                "overrides": overrides,
                 "dataset": dataset["name"],
                 "root": str(Path(dataset["root"]).resolve()),
                 "category": dataset["category"],
@@ -57,8 +62,9 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def job_key(job: dict[str, Any]) -> tuple[str, ...]:
-    """Identity of a job in results.csv."""
-    return tuple(str(job[f]) for f in KEY_FIELDS)
+    """Identity of a job in results.csv (rows written before variants existed use their profile)."""
+    values = {**job, "variant": job.get("variant") or job.get("profile", "")}
+    return tuple(str(values[f]) for f in KEY_FIELDS)
 
 
 def read_rows(csv_path: Path) -> list[dict[str, str]]:
@@ -85,7 +91,7 @@ def upsert_row(csv_path: Path, row: dict[str, Any]) -> None:
 
 def run_job(job: dict[str, Any], output: Path, timeout_s: float) -> dict[str, Any]:
     """Run one job in a subprocess; return its row (with ``status`` ok/failed/timeout)."""
-    name = "_".join(job_key(job)).replace("/", "-")
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in "_".join(job_key(job)))
     work = output / "jobs" / name
     work.mkdir(parents=True, exist_ok=True)
     result_path = work / "result.json"
@@ -93,7 +99,7 @@ def run_job(job: dict[str, Any], output: Path, timeout_s: float) -> dict[str, An
     spec = {**job, "work_dir": str(work)}
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     start = time.perf_counter()
-    row = {f: job[f] for f in KEY_FIELDS}
+    row = {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"]}
     log_path = work / "log.txt"
     with log_path.open("w") as log:
         try:
@@ -123,8 +129,9 @@ def summarise(rows: list[dict[str, str]]) -> str:
     groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
     for row in rows:
         if row.get("status") == "ok":
-            groups.setdefault((row["model"], row["profile"], row["dataset"], row["k_shot"]), []).append(row)
-    header = ["model", "profile", "dataset", "k", "seeds", *METRICS, *TIMINGS]
+            key = job_key(row)
+            groups.setdefault((key[0], key[1], key[2], key[3]), []).append(row)
+    header = ["model", "variant", "dataset", "k", "seeds", *METRICS, *TIMINGS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in sorted(groups):
         group = groups[key]
@@ -149,7 +156,9 @@ def machine_description() -> str:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {_torch_version()}"
 

@@ -33,7 +33,12 @@ def _config(tmp_path: Path, models: list[dict]) -> Path:
 
 
 def test_grid_runs_records_failures_and_resumes(tmp_path: Path, monkeypatch):
-    dfd = {"model": "Dfd", "profile": "dfd_lite", "overrides": {"samples_per_shot": 4, "epochs": 1, "image_size": 128}}
+    dfd = {
+        "model": "Dfd",
+        "variant": "lite-quick",
+        "profile": "dfd_lite",
+        "overrides": {"samples_per_shot": 4, "epochs": 1, "image_size": 128},
+    }
     broken = {"model": "Dfd", "profile": "dfd_lite", "overrides": {"no_such_argument": 1}}
     path = _config(tmp_path, [dfd, broken])
     output = runner.run_grid(path)
@@ -44,7 +49,8 @@ def test_grid_runs_records_failures_and_resumes(tmp_path: Path, monkeypatch):
         assert float(ok[field]) >= 0
     assert "no_such_argument" in rows[1]["error"]
     report = (output / "results.md").read_text()
-    assert "| Dfd | dfd_lite | demo | 1 | 1 |" in report
+    assert "| Dfd | lite-quick | demo | 1 | 1 |" in report
+    assert rows[1]["variant"] == 'dfd_lite+{"no_such_argument":1}'
     assert "Failed jobs" in report
 
     # Resume: finished jobs are not run again; only the failed one is retried.

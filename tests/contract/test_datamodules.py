@@ -12,6 +12,7 @@ from anomalib.engine import Engine
 
 import anomalib_fewshot.models as plugin_models
 from anomalib_fewshot.components.fewshot import SHOT_FILE_NAME, select_shots
+from anomalib_fewshot.data.demo import make_demo_dataset
 from tests.helpers import TINY_CONFIGS
 
 pytestmark = pytest.mark.slow
@@ -27,7 +28,9 @@ def _visa_layout(tiny_root: Path, root: Path) -> Path:
     (target / "ground_truth" / "bad").mkdir(parents=True)
     for image in (src / "test" / "scratch").glob("*.png"):
         shutil.copy(image, target / "test" / "bad" / image.name)
-        shutil.copy(src / "ground_truth" / "scratch" / f"{image.stem}_mask.png", target / "ground_truth" / "bad" / image.name)
+        shutil.copy(
+            src / "ground_truth" / "scratch" / f"{image.stem}_mask.png", target / "ground_truth" / "bad" / image.name
+        )
     return root
 
 
@@ -35,9 +38,11 @@ def _datamodule(kind: str, tiny_data_root: Path, tmp_path: Path):
     if kind == "MVTecAD":
         return MVTecAD(root=tiny_data_root, category="tiny", num_workers=0, eval_batch_size=4)
     if kind == "Folder":
+        # a user-style folder: good images only; test and validation anomalies are synthetic
+        good = make_demo_dataset(tmp_path / "folder", "part", n_train=12, n_test_good=0, n_test_defect=0, size=64)
         return Folder(
             name="tiny",
-            root=tiny_data_root / "tiny" / "train" / "good",
+            root=good / "train" / "good",
             normal_dir=".",
             test_split_mode="synthetic",
             val_split_mode="synthetic",

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def _fit(root: Path, data_root: Path, **overrides) -> Dfd:
     torch.manual_seed(0)
     model = Dfd(**{**TINY_CONFIGS["Dfd"], **overrides})
-    engine = Engine(default_root_dir=root, logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    engine = Engine(default_root_dir=root, logger=False, enable_progress_bar=False)
     engine.fit(model, datamodule=MVTecAD(root=data_root, category="tiny", num_workers=0, eval_batch_size=4))
     return model.eval()
 
@@ -90,3 +90,36 @@ def test_normalize_in_pre_processor_is_rejected(tmp_path: Path, tiny_data_root: 
     engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
     with pytest.raises(ValueError, match="Normalize"):
         engine.fit(model, datamodule=MVTecAD(root=tiny_data_root, category="tiny", num_workers=0))
+
+
+def test_paper_profile_cache_stays_under_4gb_at_k8():
+    """The feature cache of the paper profile (WRN-50, 1536-d) at k = 8 must stay under 4 GB."""
+    model = Dfd(pre_trained=False)  # paper defaults, random weights: only shapes matter
+    size = model.estimate_cache_bytes(8)
+    assert size < 4e9, f"{size / 1e9:.2f} GB"
+    lite = Dfd(**{**TINY_CONFIGS["Dfd"], "image_size": 256, "pretrain_embed_dim": 128, "target_embed_dim": 128})
+    assert lite.estimate_cache_bytes(8) < size
+
+
+def test_pool_stores_anomalous_features_only_for_anomalous_samples(tmp_path: Path, tiny_data_root: Path):
+    torch.manual_seed(0)
+    model = Dfd(**{**TINY_CONFIGS["Dfd"], "epochs": 1, "anomaly_prob": 0.5})
+    pools = []
+    original = Dfd._build_pool
+
+    def capture(self, images):
+        pool = original(self, images)
+        pools.append(pool)
+        return pool
+
+    engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    Dfd._build_pool = capture
+    try:
+        engine.fit(model, datamodule=MVTecAD(root=tiny_data_root, category="tiny", num_workers=0))
+    finally:
+        Dfd._build_pool = original
+    pool = pools[0]
+    n_anomalous = int(pool.labels.sum())
+    assert 0 < n_anomalous < len(pool)
+    assert len(pool.anomalous[0]) == n_anomalous
+    assert torch.equal((pool.anomalous_row >= 0).float(), pool.labels)

@@ -48,7 +48,8 @@ class _Pool:
     """The augmented shot pool: cached backbone features of normal and pseudo-anomalous images."""
 
     normal: list[torch.Tensor]  # per level (n, P, C, h, w); or one (n, P, N, D) tensor when aggregated
-    anomalous: list[torch.Tensor]
+    anomalous: list[torch.Tensor]  # the same for the m samples that carry a pseudo-anomaly only
+    anomalous_row: torch.Tensor  # (n,) row in ``anomalous`` or -1 (no anomaly: the image equals the normal one)
     masks: torch.Tensor  # (n, 1, H, W) uint8
     labels: torch.Tensor  # (n,)
     aggregated: bool  # cache holds locally aggregated tokens (else raw backbone features)
@@ -57,7 +58,7 @@ class _Pool:
         return len(self.labels)
 
     def nbytes(self) -> int:
-        tensors = [*self.normal, *self.anomalous, self.masks, self.labels]
+        tensors = [*self.normal, *self.anomalous, self.anomalous_row, self.masks, self.labels]
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -364,10 +365,14 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
                     masks.append(mask.round().to(torch.uint8))
                     labels.append(label)
         n = len(samples)
+        labels_t = torch.stack(labels).float()
+        anomalous_idx = torch.nonzero(labels_t > 0).flatten()
+        anomalous_row = torch.full((n,), -1, dtype=torch.long)
+        anomalous_row[anomalous_idx] = torch.arange(len(anomalous_idx))
         normal_feats, anomalous_feats, aggregated = self._cache_features(
-            [s[0] for s in samples], [s[1] for s in samples], device
+            [s[0] for s in samples], [samples[i][1] for i in anomalous_idx.tolist()], device
         )
-        pool = _Pool(normal_feats, anomalous_feats, torch.stack(masks), torch.stack(labels).float(), aggregated)
+        pool = _Pool(normal_feats, anomalous_feats, anomalous_row, torch.stack(masks), labels_t, aggregated)
         self.model.train(was_training)
         logger.info(
             "DFD pool: %d samples (%d shots x %d), %d with pseudo-anomalies, feature cache %.1f MB (%s, %s)",
@@ -381,6 +386,35 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
         )
         return pool
 
+    def _cache_plan(self, probe: list[torch.Tensor], n_images: int) -> tuple[bool, torch.dtype, int]:
+        """Decide what to cache for ``n_images`` images: (aggregated tokens?, dtype, bytes)."""
+        num_paths = self.model.num_paths
+        raw_floats = sum(f[0].numel() for f in probe) * num_paths * n_images
+        with torch.no_grad():
+            token_floats = self.model.aggregate(probe)[0].numel() * num_paths * n_images
+        stage = self.hparams.cache_stage
+        if stage == "auto":
+            stage = "aggregated" if token_floats * 4 <= CACHE_FP16_ABOVE_BYTES else "backbone"
+        aggregated = stage == "aggregated"
+        floats = token_floats if aggregated else raw_floats
+        dtype = {"float32": torch.float32, "float16": torch.float16}.get(self.hparams.cache_dtype)
+        if dtype is None:
+            dtype = torch.float16 if floats * 4 > CACHE_FP16_ABOVE_BYTES else torch.float32
+        return aggregated, dtype, floats * torch.empty(0, dtype=dtype).element_size()
+
+    def estimate_cache_bytes(self, k_shot: int) -> int:
+        """Expected size of the training-pool cache for ``k_shot`` shots (features, masks and labels).
+
+        Uses the expected share of pseudo-anomalous samples (``anomaly_prob``); runs one backbone pass on a
+        blank image and needs no weights.
+        """
+        hp = self.hparams
+        n = k_shot * hp.samples_per_shot
+        n_anomalous = round(n * hp.anomaly_prob) if hp.image_anomalies else 0
+        probe = self.model.backbone_features(torch.zeros(1, 3, hp.image_size, hp.image_size, device=self.device))
+        _, _, feature_bytes = self._cache_plan(probe, n + n_anomalous)
+        return feature_bytes + n * hp.image_size**2 + n * 12
+
     def _cache_features(
         self,
         normal: list[torch.Tensor],
@@ -391,17 +425,9 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
         """Run the frozen part once per pool image; return the caches and whether they hold aggregated tokens."""
         num_paths = self.model.num_paths
         probe = self.model.backbone_features(normal[0][None].to(device))
-        raw_floats = sum(f[0].numel() for f in probe) * num_paths * 2 * len(normal)
-        token_floats = self.model.aggregate(probe)[0].numel() * num_paths * 2 * len(normal)
-        stage = self.hparams.cache_stage
-        if stage == "auto":
-            stage = "aggregated" if token_floats * 4 <= CACHE_FP16_ABOVE_BYTES else "backbone"
-        aggregated = stage == "aggregated"
-        floats = token_floats if aggregated else raw_floats
-        dtype = {"float32": torch.float32, "float16": torch.float16}.get(self.hparams.cache_dtype)
-        if dtype is None:
-            dtype = torch.float16 if floats * 4 > CACHE_FP16_ABOVE_BYTES else torch.float32
-        shapes = [self.model.aggregate(probe).shape[1:]] if aggregated else [f.shape[1:] for f in probe]
+        aggregated, dtype, _ = self._cache_plan(probe, len(normal) + len(anomalous))
+        with torch.no_grad():
+            shapes = [self.model.aggregate(probe).shape[1:]] if aggregated else [f.shape[1:] for f in probe]
         caches: list[list[torch.Tensor]] = []
         for images in (normal, anomalous):
             levels = [torch.empty(len(images), num_paths, *shape, dtype=dtype) for shape in shapes]
@@ -418,13 +444,33 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
         return caches[0], caches[1], aggregated
 
     # ------------------------------------------------------------------ training
-    def _pool_tokens(self, levels: list[torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
-        """Adapted tokens ``(P·b, N, D)`` (path-major) for pool ``indices``."""
+    def _cached(self, kind: str, indices: torch.Tensor) -> list[torch.Tensor]:
+        """Cached entries ``(b, P, ...)`` per level of the ``"normal"`` or ``"anomalous"`` images of ``indices``.
+
+        Samples without a pseudo-anomaly have no anomalous entry: their anomalous image is the normal one.
+        """
+        pool = self._pool
+        normal = [level[indices] for level in pool.normal]
+        if kind == "normal":
+            return normal
+        rows = pool.anomalous_row[indices]
+        has = rows >= 0
+        if not bool(has.any()):
+            return normal
+        mixed = []
+        for normal_level, anomalous_level in zip(normal, pool.anomalous, strict=True):
+            level = normal_level.clone()
+            level[has] = anomalous_level[rows[has]]
+            mixed.append(level)
+        return mixed
+
+    def _pool_tokens(self, kind: str, indices: torch.Tensor) -> torch.Tensor:
+        """Adapted tokens ``(P·b, N, D)`` (path-major) of the ``kind`` images of pool ``indices``."""
         feats = []
-        for level in levels:
-            f = level[indices].to(self.device, torch.float32)  # (b, P, ...)
+        for level in self._cached(kind, indices):
+            f = level.to(self.device, torch.float32)  # (b, P, ...)
             feats.append(f.transpose(0, 1).reshape(-1, *f.shape[2:]))
-        if self._pool is not None and self._pool.aggregated:
+        if self._pool.aggregated:
             return self.model.adaptor(feats[0])
         return self.model.embed(feats)
 
@@ -439,8 +485,8 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
         pool = self._pool
         masks = pool.masks[indices].to(self.device, torch.float32)
         labels = pool.labels[indices].to(self.device)
-        normal = self._pool_tokens(pool.normal, indices)
-        anomalous = self._pool_tokens(pool.anomalous, indices)
+        normal = self._pool_tokens("normal", indices)
+        anomalous = self._pool_tokens("anomalous", indices)
         num_paths, b = self.model.num_paths, len(indices)
         grid = self.model.grid
         token_mask = None
@@ -493,10 +539,11 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
         self.model.eval()
         size = tuple(pool.masks.shape[-2:])
         stats: dict[str, list[torch.Tensor]] = {}
-        for levels in (pool.normal, pool.anomalous):
-            for start in range(0, len(pool), chunk):
-                indices = torch.arange(start, min(start + chunk, len(pool)))
-                maps = self.model.branch_maps(self._pool_tokens(levels, indices), size)
+        anomalous = torch.nonzero(pool.anomalous_row >= 0).flatten()
+        for kind, selection in (("normal", torch.arange(len(pool))), ("anomalous", anomalous)):
+            for start in range(0, len(selection), chunk):
+                indices = selection[start : start + chunk]
+                maps = self.model.branch_maps(self._pool_tokens(kind, indices), size)
                 for name, branch_map in maps.items():
                     flat = branch_map.flatten(1)
                     stats.setdefault(name, []).append(torch.stack([flat.amin(1), flat.amax(1)]).cpu())
@@ -505,7 +552,7 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
             normalizer = self.model.gaussian_norm if name == "gaussian" else self.model.perlin_norm
             normalizer.fit(maxs.to(self.device), mins.to(self.device), maxs.to(self.device))
         self.model.train(was_training)
-        logger.info("DFD: fitted score normalisation on %d training-pool images", 2 * len(pool))
+        logger.info("DFD: fitted score normalisation on %d training-pool images", len(pool) + len(anomalous))
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
