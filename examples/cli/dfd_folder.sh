@@ -10,11 +10,12 @@
 # (val_split_mode=synthetic), so only good images are needed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+good_arg=${1:-}
 out=${2:-dfd_folder_run}
 shift $(( $# < 2 ? $# : 2 ))
 mkdir -p "$out"
-if [ -n "${1:-}" ]; then
-  good=$(cd "$1" && pwd)
+if [ -n "$good_arg" ]; then
+  good=$(cd "$good_arg" && pwd)
 else
   python -m anomalib_fewshot.data.demo "$out/data" >/dev/null
   good=$(cd "$out/data/plate/train/good" && pwd)
@@ -26,7 +27,7 @@ anomalib train --config "$config" --model.k_shot 1 \
   --data.test_split_mode synthetic --data.val_split_mode synthetic --data.num_workers 0 \
   --default_root_dir "$out/results" "$@"
 
-ckpt=$(ls -t "$out"/results/Dfd/*/*/*/weights/lightning/model.ckpt | head -1)
+ckpt=$(find "$out/results" -name model.ckpt -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
 anomalib export --model Dfd --export_type openvino --ckpt_path "$ckpt" \
   --export_root "$out/export" --onnx_kwargs '{"opset_version": 18}'
 
