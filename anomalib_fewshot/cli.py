@@ -13,8 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-OUR_VERBS = ("demo", "benchmark")
-
 
 def _demo(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="anomalib-fewshot demo", description=(__doc__ or "").splitlines()[2])

@@ -276,11 +276,6 @@ class Backbone(nn.Module):
         self._load_full_state(pretrained.state_dict(), f"timm:{self.name}")
 
 
-def parameter_count(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-
 def imagenet_classifier(name: str, weights_path: str | Path | None = None) -> nn.Module:
     """The full ImageNet classifier of ``name`` with local weights (registry package or ``weights_path``).
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalib_fewshot.components.ops import adaptive_avg_pool_matrix, local_patch_features
+from anomalib_fewshot.components.ops import adaptive_avg_pool_matrix, local_patch_features, pool_last_dim
 
 
 class LocalAggregation(nn.Module):
@@ -44,12 +44,7 @@ class LocalAggregation(nn.Module):
 
     def _pool(self, x: torch.Tensor, name: str, out_dim: int) -> torch.Tensor:
         matrix = getattr(self, f"pool_{name}")
-        in_dim = x.shape[-1]
-        if in_dim == out_dim:
-            return x
-        if matrix.numel():
-            return x @ matrix
-        return x.reshape(*x.shape[:-1], out_dim, in_dim // out_dim).mean(-1)
+        return pool_last_dim(x, out_dim, matrix if matrix.numel() else None)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Aggregate ``features`` (list of ``(B, C_l, H_l, W_l)``) into ``(B, H_0·W_0, target_dim)``.

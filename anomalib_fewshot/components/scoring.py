@@ -80,8 +80,3 @@ class BranchNormalizer(nn.Module):
     def normalize_map(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """Apply the fitted global affine map."""
         return anomaly_map * self.map_scale - self.map_shift
-
-
-def is_finite_tensor(value: torch.Tensor) -> bool:
-    """Python-side check (training/fit time only, never in the exported graph)."""
-    return bool(torch.isfinite(value).all())
