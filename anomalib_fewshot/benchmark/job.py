@@ -56,14 +56,10 @@ def _subsample_for_baseline(datamodule: Any, k_shot: int | None, seed: int) -> l
     """Apply our shot selection to a datamodule for an anomalib model that has no k-shot argument."""
     from lightning.pytorch.trainer.states import TrainerFn
 
-    from anomalib_fewshot.components.fewshot import select_shots
+    from anomalib_fewshot.components.fewshot import subsample_to_shots
 
     datamodule.setup(TrainerFn.FITTING)  # marks the datamodule as set up, so the Engine keeps our subset
-    samples = datamodule.train_data.samples
-    paths = samples["image_path"].astype(str).tolist()
-    shots = select_shots(paths, k_shot, seed)
-    chosen = set(shots)
-    datamodule.train_data = datamodule.train_data.subsample([i for i, p in enumerate(paths) if p in chosen])
+    datamodule.train_data, shots, _ = subsample_to_shots(datamodule.train_data, k_shot, seed)
     return shots
 
 

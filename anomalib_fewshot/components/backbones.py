@@ -223,28 +223,9 @@ class Backbone(nn.Module):
             logger.info("Backbone %s keeps random weights (pre_trained=False).", self.name)
         self.weights_loaded = True
 
-    def _full_reference_state(self) -> dict[str, torch.Tensor]:
-        """State dict of the full classification network (key names and shapes only matter)."""
-        if self.name == TORCHVISION_MOBILENET_V2:
-            from torchvision.models import mobilenet_v2
-
-            return mobilenet_v2(weights=None).state_dict()
-        import timm
-
-        return timm.create_model(self.name, pretrained=False).state_dict()
-
     def _load_file(self, path: Path) -> None:
-        state = _load_state_dict_file(path)
-        reference = self._full_reference_state()
-        own = self.network.state_dict()
-        if set(state) == set(reference) or set(own) <= set(state):
-            full_state = state
-        else:
-            try:  # e.g. the efficientnet-lite0 registry file: same network, other key names
-                full_state = _remap_by_position(state, reference)
-            except WeightsError as exc:
-                msg = f"Weights file '{path}' does not fit backbone '{self.name}': {exc}"
-                raise WeightsError(msg) from exc
+        own = set(self.network.state_dict())
+        full_state = _state_dict_like(path, _classifier(self.name).state_dict(), self.name, feature_keys=own)
         self._load_full_state(full_state, str(path))
 
     def _load_full_state(self, full_state: dict[str, torch.Tensor], source: str) -> None:
@@ -276,6 +257,39 @@ class Backbone(nn.Module):
         self._load_full_state(pretrained.state_dict(), f"timm:{self.name}")
 
 
+def _classifier(name: str) -> nn.Module:
+    """The full ImageNet classification network of ``name`` with random weights."""
+    if name == TORCHVISION_MOBILENET_V2:
+        from torchvision.models import mobilenet_v2
+
+        return mobilenet_v2(weights=None)
+    import timm
+
+    return timm.create_model(name, pretrained=False)
+
+
+def _state_dict_like(
+    path: Path,
+    reference: dict[str, torch.Tensor],
+    name: str,
+    feature_keys: set[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Read ``path`` and key it like ``reference`` (the full classifier's state dict).
+
+    A file with the reference's keys, or holding every ``feature_keys`` entry (a feature-extractor state dict), is
+    used as it is; otherwise it is mapped onto the reference by position (e.g. the efficientnet-lite0 registry file:
+    the same network under other key names), checking every shape.
+    """
+    state = _load_state_dict_file(path)
+    if set(state) == set(reference) or (feature_keys and feature_keys <= set(state)):
+        return state
+    try:
+        return _remap_by_position(state, reference)
+    except WeightsError as exc:
+        msg = f"Weights file '{path}' does not fit backbone '{name}': {exc}"
+        raise WeightsError(msg) from exc
+
+
 def imagenet_classifier(name: str, weights_path: str | Path | None = None) -> nn.Module:
     """The full ImageNet classifier of ``name`` with local weights (registry package or ``weights_path``).
 
@@ -285,17 +299,6 @@ def imagenet_classifier(name: str, weights_path: str | Path | None = None) -> nn
     if path is None:
         msg = f"No local weights for '{name}': pass weights_path or install its weights package."
         raise WeightsError(msg)
-    if name == TORCHVISION_MOBILENET_V2:
-        from torchvision.models import mobilenet_v2
-
-        model = mobilenet_v2(weights=None)
-    else:
-        import timm
-
-        model = timm.create_model(name, pretrained=False)
-    state = _load_state_dict_file(path)
-    reference = model.state_dict()
-    if set(state) != set(reference):
-        state = _remap_by_position(state, reference)
-    model.load_state_dict(state, strict=True)
+    model = _classifier(name)
+    model.load_state_dict(_state_dict_like(path, model.state_dict(), name), strict=True)
     return model.eval()

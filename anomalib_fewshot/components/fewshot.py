@@ -61,6 +61,20 @@ def select_shots(paths: Sequence[str | Path], k_shot: int | None, seed: int) -> 
     return [ordered[i] for i in select_shot_indices(len(ordered), k_shot, seed)]
 
 
+def subsample_to_shots(dataset: Any, k_shot: int | None, seed: int) -> tuple[Any, list[str], int]:
+    """Subsample an anomalib dataset to the seeded shots among its normal images.
+
+    Returns ``(subset, shot paths, number of normal images)``; the one place that turns the selection rule into
+    a training set, for our models and for the baselines the benchmark compares them with.
+    """
+    samples = dataset.samples
+    normal = samples[samples["label_index"] == 0] if "label_index" in samples.columns else samples
+    shots = select_shots(normal["image_path"].astype(str).tolist(), k_shot, seed)
+    chosen = set(shots)
+    positions = [i for i, p in enumerate(samples["image_path"].astype(str)) if p in chosen]
+    return dataset.subsample(positions), shots, len(normal)
+
+
 def list_images(source: str | Path | Sequence[str | Path]) -> list[str]:
     """Image paths of a folder (recursive) or an explicit list; clear errors for missing files."""
     if isinstance(source, (str, Path)):
@@ -134,16 +148,11 @@ class FewShotMixin:
             source = "few_shot_source"
             n_pool = len(pool)
         else:
-            paths = normal["image_path"].astype(str).tolist()
-            if not paths:
+            if normal.empty:
                 msg = f"the datamodule '{type(datamodule).__name__}' has no normal training images"
                 raise FewShotError(msg)
-            shots = select_shots(paths, self.k_shot, self.few_shot_seed)
-            chosen = set(shots)
-            positions = [i for i, p in enumerate(samples["image_path"].astype(str)) if p in chosen]
-            subset = dataset.subsample(positions)
+            subset, shots, n_pool = subsample_to_shots(dataset, self.k_shot, self.few_shot_seed)
             source = "datamodule"
-            n_pool = len(paths)
         self._full_train_data = dataset
         datamodule.train_data = subset
         self.few_shot_record = {
