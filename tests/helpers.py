@@ -22,6 +22,20 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         "batch_size": 4,
         "k_shot": 2,
     },
+    "Pcsnet": {
+        "backbone": "tf_efficientnet_lite0",
+        "layers": ["blocks.1", "blocks.2", "blocks.4"],
+        "pre_trained": False,
+        "image_size": 64,
+        "resize_size": None,
+        "grid_size": 16,
+        "num_nearest": 8,
+        "guide_channels": 32,
+        "cas_dim": 16,
+        "pyramid_bins": [15, 8, 4, 2],
+        "epochs": 3,
+        "k_shot": 2,
+    },
 }
 
 TINY_IMAGE_SIZE = 64
@@ -39,6 +53,8 @@ def cli_model_args(name: str) -> list[str]:
     args = []
     for key, value in TINY_CONFIGS[name].items():
         if isinstance(value, list):
-            value = "[" + ",".join(value) + "]"
+            value = "[" + ",".join(str(v) for v in value) + "]"
+        elif value is None:
+            value = "null"
         args += [f"--model.{key}", str(value)]
     return args

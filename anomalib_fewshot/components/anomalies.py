@@ -1,4 +1,4 @@
-"""Pseudo-anomalies: DRAEM-style Perlin image anomalies, foreground masks, rotation and feature noise.
+"""Pseudo-anomalies: DRAEM-style Perlin and NSA-style patch-swap image anomalies, foreground masks, rotation, noise.
 
 Image anomalies reuse anomalib's :class:`~anomalib.data.utils.generators.perlin.PerlinAnomalyGenerator`
 (Perlin mask with scales ``2**U{0..5}``, rotated ±90°, thresholded at 0.5; texture from a folder such as
@@ -9,6 +9,7 @@ object, a configurable anomaly probability and blend range, and labels that foll
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -136,3 +137,166 @@ class PerlinImageAnomaly:
 def gaussian_feature_noise(features: torch.Tensor, std: float = 0.015) -> torch.Tensor:
     """Feature-level pseudo-anomalies ``q + ε``, ``ε ~ N(0, std²)`` i.i.d. per element."""
     return features + torch.randn_like(features) * std
+
+
+@dataclass(frozen=True)
+class PatchSwapParams:
+    """Per-category settings of the NSA-style same-image patch swap (:class:`PatchSwapAnomaly`).
+
+    Attributes:
+        width_bounds: ``((min, max) along height, (min, max) along width)`` of the patch *half*-width, relative
+            to the image size.
+        num_patches: patches to try; the first always, each further one with probability 1/2.
+        min_object_pct: share of the source patch that must be object (only with ``skip_background``).
+        min_overlap_pct: share of the source object that must land on object at the destination.
+        skip_background: ``(brightness, threshold)`` on the 0–255 scale: pixels whose grey value is within
+            ``threshold`` of ``brightness`` are background; ``None`` treats every pixel as object.
+
+    """
+
+    width_bounds: tuple[tuple[float, float], tuple[float, float]] = ((0.03, 0.4), (0.03, 0.4))
+    num_patches: int = 1
+    min_object_pct: float = 0.7
+    min_overlap_pct: float = 0.25
+    skip_background: tuple[float, float] | None = None
+
+
+_SMALL = ((0.01, 0.05), (0.01, 0.05))
+_SMALL_TALL = ((0.01, 0.05), (0.01, 0.1))
+_WHITE_BG = (200.0, 60.0)
+_BLACK_BG = (20.0, 20.0)
+
+#: NSA settings per MVTec AD category, as used by PCSNet's reference code (NSA's tables). Categories that are
+#: not listed (e.g. magnetic tile, a user's own part) use :class:`PatchSwapParams`'s defaults.
+NSA_CATEGORY_PARAMS: dict[str, PatchSwapParams] = {
+    "bottle": PatchSwapParams(skip_background=_WHITE_BG),
+    "cable": PatchSwapParams(_SMALL, num_patches=3),
+    "capsule": PatchSwapParams(_SMALL, skip_background=_WHITE_BG),
+    "carpet": PatchSwapParams(num_patches=2),
+    "grid": PatchSwapParams(_SMALL_TALL, num_patches=3),
+    "hazelnut": PatchSwapParams(_SMALL_TALL, num_patches=3, skip_background=_BLACK_BG),
+    "leather": PatchSwapParams(_SMALL, num_patches=3),
+    "metal_nut": PatchSwapParams(((0.05, 0.4), (0.05, 0.4)), min_object_pct=0.5, skip_background=_BLACK_BG),
+    "pill": PatchSwapParams(_SMALL_TALL, num_patches=2, skip_background=_BLACK_BG),
+    "screw": PatchSwapParams(_SMALL, min_object_pct=0.5, skip_background=_WHITE_BG),
+    "tile": PatchSwapParams(_SMALL_TALL),
+    "toothbrush": PatchSwapParams(_SMALL, num_patches=3, min_object_pct=0.25, skip_background=_BLACK_BG),
+    "transistor": PatchSwapParams(num_patches=3),
+    "wood": PatchSwapParams(_SMALL, num_patches=3),
+    "zipper": PatchSwapParams(num_patches=3, skip_background=_WHITE_BG),
+}
+
+
+class PatchSwapAnomaly:
+    """NSA-style pseudo-anomaly: patches cut from the image itself and pasted, unblended, at a shifted place.
+
+    This is the configuration PCSNet trains with (NSA's ``patch_ex`` with ``same=True``, ``mode='swap'``,
+    ``shift=True``, ``resize=False``, binary labels), written from its description: the patch half-width is
+    ``lower + Gamma(shape, scale)`` of the image size, clipped to ``width_bounds``; with ``skip_background``
+    the source must be mostly object and must overlap object at the destination; the label marks pixels whose
+    mean absolute change exceeds ``tol`` (0–255 scale), median-filtered (5×5).
+
+    Args:
+        params: per-category settings (see :data:`NSA_CATEGORY_PARAMS`).
+        gamma_params: ``(shape, scale, lower)`` of the half-width distribution.
+        tol: label threshold on the mean absolute change (0–255 scale).
+        max_attempts: placement attempts per patch before giving up on it.
+
+    """
+
+    def __init__(
+        self,
+        params: PatchSwapParams | None = None,
+        gamma_params: tuple[float, float, float] = (2.0, 0.05, 0.03),
+        tol: float = 1.0,
+        max_attempts: int = 200,
+    ) -> None:
+        self.params = params or PatchSwapParams()
+        for axis in self.params.width_bounds:
+            if not 0.0 <= axis[0] <= axis[1] <= 0.5:
+                msg = f"patch width bounds must satisfy 0 <= min <= max <= 0.5, got {self.params.width_bounds}"
+                raise ValueError(msg)
+        if self.params.num_patches < 1:
+            msg = f"num_patches must be >= 1, got {self.params.num_patches}"
+            raise ValueError(msg)
+        self.gamma_params = gamma_params
+        self.tol = tol
+        self.max_attempts = max_attempts
+
+    @staticmethod
+    def _median(mask: np.ndarray, size: int) -> np.ndarray:
+        from kornia.filters import median_blur
+
+        tensor = torch.from_numpy(mask.astype(np.float32))[None, None]
+        return median_blur(tensor, (size, size))[0, 0].numpy() > 0.5
+
+    def _object_mask(self, image: np.ndarray) -> np.ndarray | None:
+        if self.params.skip_background is None:
+            return None
+        brightness, threshold = self.params.skip_background
+        return self._median(np.abs(image.mean(-1) - brightness) > threshold, 7)
+
+    def _paste_one(
+        self,
+        out: np.ndarray,
+        source: np.ndarray,
+        objects: np.ndarray | None,
+        label_area: np.ndarray,
+        rng: np.random.Generator,
+    ) -> None:
+        height, width = out.shape[:2]
+        p = self.params
+        (lo1, hi1), (lo2, hi2) = p.width_bounds
+        min1, max1 = round(lo1 * height), round(hi1 * height)
+        min2, max2 = round(lo2 * width), round(hi2 * width)
+        shape, scale, lower = self.gamma_params
+        half1 = int(np.clip((lower + rng.gamma(shape, scale)) * height, max(min1, 1), max(max1, 1)))
+        half2 = int(np.clip((lower + rng.gamma(shape, scale)) * width, max(min2, 1), max(max2, 1)))
+        for _ in range(self.max_attempts):  # source box
+            c1 = int(rng.integers(min1, max(height - min1, min1 + 1)))
+            c2 = int(rng.integers(min2, max(width - min2, min2 + 1)))
+            a1, b1 = max(c1 - half1, 0), min(c1 + half1, height)
+            a2, b2 = max(c2 - half2, 0), min(c2 + half2, width)
+            if b1 - a1 < 1 or b2 - a2 < 1:
+                continue
+            if objects is None or objects[a1:b1, a2:b2].mean() > p.min_object_pct:
+                break
+        else:
+            return
+        patch = source[a1:b1, a2:b2]
+        h, w = patch.shape[:2]
+        if h + 2 >= height or w + 2 >= width:
+            return
+        src_objects = objects[a1:b1, a2:b2] if objects is not None else None
+        for _ in range(self.max_attempts):  # destination box
+            d1 = int(rng.integers(h // 2 + 1, height - h // 2 - 1))
+            d2 = int(rng.integers(w // 2 + 1, width - w // 2 - 1))
+            t1, t2 = d1 - h // 2, d2 - w // 2
+            if src_objects is None:
+                break
+            dest_objects = objects[t1 : t1 + h, t2 : t2 + w]
+            overlap = (dest_objects & src_objects).sum() / max(src_objects.sum(), 1)
+            if src_objects.mean() > p.min_object_pct and overlap > p.min_overlap_pct:
+                break
+        else:
+            return
+        paste = np.ones((h, w), dtype=bool)
+        if src_objects is not None:
+            paste &= src_objects | objects[t1 : t1 + h, t2 : t2 + w]
+        region = out[t1 : t1 + h, t2 : t2 + w]
+        region[paste] = patch[paste]
+        label_area[t1 : t1 + h, t2 : t2 + w] = paste
+
+    def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Make one pseudo-anomaly from a ``(3, H, W)`` image in ``[0, 1]``: ``(image, mask (1, H, W) float)``."""
+        source = image.detach().permute(1, 2, 0).cpu().numpy().astype(np.float64) * 255.0
+        objects = self._object_mask(source)
+        out = source.copy()
+        area = np.zeros(source.shape[:2], dtype=bool)
+        for index in range(self.params.num_patches):
+            if index == 0 or rng.integers(2):
+                self._paste_one(out, source, objects, area, rng)
+        change = np.abs(out - source).mean(-1) * area
+        label = self._median(change > self.tol, 5)
+        augmented = torch.from_numpy(out / 255.0).permute(2, 0, 1).to(image)
+        return augmented, torch.from_numpy(label).to(image).unsqueeze(0)

@@ -5,8 +5,9 @@ Importing this module makes the models visible to the stock ``anomalib`` CLI (``
 """
 
 from anomalib_fewshot.models.dfd import Dfd
+from anomalib_fewshot.models.pcsnet import Pcsnet
 
-__all__ = ["Dfd"]
+__all__ = ["Dfd", "Pcsnet"]
 
 
 def _register_with_anomalib() -> None:

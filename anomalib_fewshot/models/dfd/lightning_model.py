@@ -16,15 +16,12 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from anomalib import LearningType
-from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
-from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
-from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from anomalib_fewshot.components.anomalies import (
     PerlinImageAnomaly,
@@ -33,8 +30,9 @@ from anomalib_fewshot.components.anomalies import (
     random_rotation,
     resolve_foreground,
 )
-from anomalib_fewshot.components.fewshot import FewShotMixin, validate_k_shot
-from anomalib_fewshot.components.pool import PoolBatch, TrainingPoolMixin
+from anomalib_fewshot.components.fewshot import validate_k_shot
+from anomalib_fewshot.components.lightning import ShotModelMixin, resize_pre_processor
+from anomalib_fewshot.components.pool import PoolBatch
 from anomalib_fewshot.models.dfd.loss import DfdLoss
 from anomalib_fewshot.models.dfd.torch_model import DfdModel
 
@@ -62,7 +60,7 @@ class _Pool:
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
-class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
+class Dfd(ShotModelMixin, AnomalibModule):
     """DFD few-shot anomaly detection model.
 
     Trains, per category, a feature adaptor and two discriminators on ``k_shot`` normal images: every shot
@@ -245,8 +243,7 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
     @classmethod
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
         """Resize only: each torch model owns its backbone's input normalisation."""
-        image_size = image_size or (256, 256)
-        return PreProcessor(transform=Compose([Resize(image_size, antialias=True)]))
+        return resize_pre_processor(image_size or (256, 256))
 
     @property
     def learning_type(self) -> LearningType:
@@ -295,10 +292,10 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
         """On ``fit``: select the shots, load backbone weights, build the pool and take over the train loader."""
         if stage != "fit" or self._pool is not None:
             return
-        self._check_pre_processor()
+        self.check_pre_processor()
         self.apply_few_shot(self.trainer)
         self.model.backbone.load_weights()
-        images = self._load_shot_images()
+        images = self.load_shot_images()
         self._pool = self._build_pool(images)
         self.install_pool_loader(
             self.trainer,
@@ -313,33 +310,6 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
             self.release_pool_loader()
             self.restore_train_data(self.trainer)
             self._pool = None
-
-    def _check_pre_processor(self) -> None:
-        transform = getattr(self.pre_processor, "transform", None)
-        transforms = transform.transforms if isinstance(transform, Compose) else [transform]
-        if any(isinstance(t, Normalize) for t in transforms):
-            msg = (
-                f"{type(self).__name__} normalises images inside the model (per backbone); its pre-processor must "
-                "only resize. Remove Normalize from the custom pre_processor."
-            )
-            raise ValueError(msg)
-        size = self.hparams.image_size
-        if self.input_size is not None and tuple(self.input_size) != (size, size):
-            msg = f"the pre-processor resizes to {tuple(self.input_size)} but the model was built for image_size={size}"
-            raise ValueError(msg)
-
-    def _load_shot_images(self) -> list[torch.Tensor]:
-        dataset = self.trainer.datamodule.train_data
-        size = int(self.hparams.image_size)
-        resize = Resize((size, size), antialias=True)
-        images = []
-        for index in range(len(dataset)):
-            item = dataset[index]
-            image = item.image.float()
-            if image.max() > 1.0:
-                image = image / 255.0
-            images.append(resize(image).clamp(0, 1))
-        return images
 
     @torch.no_grad()
     def _build_pool(self, images: list[torch.Tensor]) -> _Pool:
@@ -527,11 +497,6 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
             self._fit_normalizers()
             self._normalizers_fitted_at_step = trainer.global_step
 
-    def on_fit_end(self) -> None:
-        """A fit without optimiser steps is an error, never a silent success."""
-        super().on_fit_end()
-        self.check_optimizer_steps(self.trainer)
-
     @torch.no_grad()
     def _fit_normalizers(self, chunk: int = 16) -> None:
         pool = self._pool
@@ -553,28 +518,6 @@ class Dfd(FewShotMixin, TrainingPoolMixin, AnomalibModule):
             normalizer.fit(maxs.to(self.device), mins.to(self.device), maxs.to(self.device))
         self.model.train(was_training)
         logger.info("DFD: fitted score normalisation on %d training-pool images", len(pool) + len(anomalous))
-
-    # ------------------------------------------------------------------ evaluation
-    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
-        """Predict on a validation batch (anomalib's post-processor fits its thresholds on these)."""
-        del args, kwargs
-        predictions = self.model(batch.image)
-        return batch.update(**predictions._asdict())
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also store the shot list."""
-        super().on_save_checkpoint(checkpoint)
-        self.save_few_shot_record(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also restore the shot list."""
-        super().on_load_checkpoint(checkpoint)
-        self.load_few_shot_record(checkpoint)
-
-    def configure_post_processor(self) -> PostProcessor:
-        """Anomalib's default post-processor (thresholds and min–max from validation outputs)."""
-        return PostProcessor()
 
 
 def _cosine_factor(base_lr: float, lr_min: float, t_max: int) -> Any:

@@ -1,0 +1,313 @@
+"""PCSNet torch model: frozen backbone, prototypical feature adaption (PFA) and context-aware segmentation (CAS).
+
+Pure torch (no Lightning). Everything fitted (descriptor, radius, CAS weights, prototypes) lives in parameters or
+buffers, pooling is done with precomputed matrices, and the eval forward has no data-dependent control flow, so it
+exports to ONNX/OpenVINO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from anomalib.data import InferenceBatch
+from torch import nn
+
+from anomalib_fewshot.components.backbones import Backbone
+from anomalib_fewshot.components.ops import adaptive_avg_pool_matrix, pool_last_dim
+from anomalib_fewshot.components.scoring import GaussianSmoothing
+
+#: MVTec AD / MPDD categories for which the reference code uses the reduced descriptor.
+ROTATION_OBJECTS = ("grid", "screw", "bracket_black", "bracket_brown", "tubes")
+
+
+class AdaptiveAvgPool2dExact(nn.Module):
+    """``nn.AdaptiveAvgPool2d(out_size)`` for a fixed input size, as two matmuls with precomputed matrices.
+
+    PyTorch's adaptive pooling with non-divisible sizes (e.g. 64 → 60) does not export to ONNX; the
+    averaging windows are fixed for fixed sizes, so they become constant matrices (exact, static).
+    """
+
+    def __init__(self, in_size: tuple[int, int], out_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.out_size = tuple(out_size)
+        self.register_buffer("rows", adaptive_avg_pool_matrix(in_size[0], out_size[0]), persistent=False)
+        self.register_buffer("cols", adaptive_avg_pool_matrix(in_size[1], out_size[1]), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` → ``(B, C, h, w)``."""
+        x = pool_last_dim(x, self.out_size[1], self.cols)
+        return pool_last_dim(x.transpose(-1, -2), self.out_size[0], self.rows).transpose(-1, -2)
+
+
+class CoordConv1x1(nn.Module):
+    """CoordConv with a 1×1 kernel: append ``x, y ∈ [−1, 1]`` coordinate channels, then ``Conv2d(C+2 → C_out)``.
+
+    The coordinates are a constant buffer for the fixed feature size (the reference code builds them with
+    ``torch.arange(...).cuda()`` on every call).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, size: tuple[int, int]) -> None:
+        super().__init__()
+        height, width = size
+        ys = torch.linspace(-1.0, 1.0, height).view(height, 1).expand(height, width)
+        xs = torch.linspace(-1.0, 1.0, width).view(1, width).expand(height, width)
+        self.register_buffer("coords", torch.stack([xs, ys])[None].clone(), persistent=False)
+        self.conv = nn.Conv2d(in_channels + 2, out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` → ``(B, C_out, h, w)``."""
+        return self.conv(torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1))
+
+
+def _reduction(channels: int) -> nn.Sequential:
+    """``1×1 conv → BN → ReLU → 1×1 conv → BN → ReLU → 1×1 conv`` halving the channels (rotation objects)."""
+    half = channels // 2
+    return nn.Sequential(
+        nn.Conv2d(channels, half, 1, bias=False),
+        nn.BatchNorm2d(half),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(half, half, 1, bias=False),
+        nn.BatchNorm2d(half),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(half, half, 1, bias=False),
+    )
+
+
+class PrototypeDescriptor(nn.Module):
+    """The PFA descriptor: per level 3×3 average pooling, [reduction], CoordConv 1×1, bilinear resize, concat.
+
+    Args:
+        channels: backbone channels per level.
+        sizes: backbone feature sizes per level (for the coordinate buffers).
+        grid: side of the common feature grid (64 in the paper).
+        reduced: use the reduced (half-width) descriptor of the reference code's rotation objects.
+
+    """
+
+    def __init__(self, channels: Sequence[int], sizes: Sequence[tuple[int, int]], grid: int, reduced: bool) -> None:
+        super().__init__()
+        self.grid = grid
+        out_channels = [c // 2 if reduced else c for c in channels]
+        self.reduce = nn.ModuleList([_reduction(c) if reduced else nn.Identity() for c in channels])
+        self.coord = nn.ModuleList(
+            [CoordConv1x1(c, c, size) for c, size in zip(out_channels, sizes, strict=True)],
+        )
+        self.out_channels = sum(out_channels)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Backbone features → descriptor ``(B, D, grid, grid)``."""
+        levels = []
+        for feature, reduce, coord in zip(features, self.reduce, self.coord, strict=True):
+            x = coord(reduce(F.avg_pool2d(feature, 3, stride=1, padding=1)))
+            levels.append(F.interpolate(x, size=(self.grid, self.grid), mode="bilinear", align_corners=False))
+        return torch.cat(levels, dim=1)
+
+
+def _conv_relu(in_channels: int, out_channels: int, kernel: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False), nn.ReLU(inplace=True)]
+
+
+class ContextAwareSegmentation(nn.Module):
+    """CAS: PFENet-style feature-enrichment pyramid over guide features and prototype-distance maps.
+
+    For every bin ``b`` (coarse to fine in the order given, 60/30/15/8 in the paper): pool the guide features to
+    ``b×b`` (exact, export-safe), resize the distance map to ``b×b``, merge (1×1), add the previous bin's
+    features (1×1 ``alpha`` conv, residual), refine (two 3×3, residual) and resize back to the grid; then merge all
+    bins (1×1), refine (two 3×3, residual) and classify (3×3, dropout, 1×1) to one channel at the image size.
+    The per-bin auxiliary classifiers of the reference code (``inner_cls``, never used by a loss) are left out.
+
+    Args:
+        guide_channels: channels of the guide features.
+        distance_channels: channels of the distance map (the number of nearest prototypes).
+        dim: working width (896 in the paper).
+        bins: pyramid bin sizes.
+        grid: side of the feature grid.
+        dropout: dropout of the classifier.
+
+    """
+
+    def __init__(
+        self,
+        guide_channels: int,
+        distance_channels: int,
+        dim: int,
+        bins: Sequence[int],
+        grid: int,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if not bins or any(not 1 <= b <= grid for b in bins):
+            msg = f"pyramid_bins must be non-empty sizes in [1, grid={grid}], got {list(bins)}"
+            raise ValueError(msg)
+        self.bins = [int(b) for b in bins]
+        self.grid = grid
+        self.pools = nn.ModuleList([AdaptiveAvgPool2dExact((grid, grid), (b, b)) for b in self.bins])
+        self.merge = nn.ModuleList(
+            [nn.Sequential(*_conv_relu(guide_channels + distance_channels, dim, 1)) for _ in self.bins],
+        )
+        self.alpha = nn.ModuleList([nn.Sequential(*_conv_relu(2 * dim, dim, 1)) for _ in self.bins[1:]])
+        self.beta = nn.ModuleList(
+            [nn.Sequential(*_conv_relu(dim, dim, 3), *_conv_relu(dim, dim, 3)) for _ in self.bins],
+        )
+        self.res1 = nn.Sequential(*_conv_relu(len(self.bins) * dim, dim, 1))
+        self.res2 = nn.Sequential(*_conv_relu(dim, dim, 3), *_conv_relu(dim, dim, 3))
+        self.cls = nn.Sequential(*_conv_relu(dim, dim, 3), nn.Dropout2d(dropout), nn.Conv2d(dim, 1, 1))
+
+    def forward(self, guide: torch.Tensor, distances: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Guide ``(B, G, g, g)`` and distance map ``(B, K, g, g)`` → segmentation logits ``(B, 1, *size)``."""
+        pyramid: list[torch.Tensor] = []
+        for index, (bin_size, pool) in enumerate(zip(self.bins, self.pools, strict=True)):
+            guide_bin = pool(guide)
+            dist_bin = F.interpolate(distances, size=(bin_size, bin_size), mode="bilinear", align_corners=True)
+            x = self.merge[index](torch.cat([guide_bin, dist_bin], dim=1))
+            if index > 0:
+                previous = F.interpolate(pyramid[-1], size=(bin_size, bin_size), mode="bilinear", align_corners=True)
+                x = self.alpha[index - 1](torch.cat([x, previous], dim=1)) + x
+            x = self.beta[index](x) + x
+            pyramid.append(F.interpolate(x, size=(self.grid, self.grid), mode="bilinear", align_corners=True))
+        x = self.res1(torch.cat(pyramid, dim=1))
+        x = self.res2(x) + x
+        return F.interpolate(self.cls(x), size=size, mode="bilinear", align_corners=True)
+
+
+def prototype_distances(
+    features: torch.Tensor,
+    prototypes: torch.Tensor,
+    prototype_sq_norms: torch.Tensor,
+    eps: float = 1e-12,
+) -> torch.Tensor:
+    """Euclidean distances between every grid position and every prototype.
+
+    Args:
+        features: descriptor ``(B, D, g, g)``.
+        prototypes: ``(M, D)``.
+        prototype_sq_norms: ``(M,)`` precomputed ``‖c‖²``.
+        eps: floor under the squared distance (keeps ``sqrt`` and its gradient finite).
+
+    Returns:
+        ``(B, g·g, M)`` distances ``sqrt(‖φ‖² + ‖c‖² − 2 φ·c)``.
+
+    """
+    tokens = features.flatten(2).transpose(1, 2)
+    squared = tokens.pow(2).sum(-1, keepdim=True) + prototype_sq_norms - 2.0 * tokens @ prototypes.t()
+    return squared.clamp_min(eps).sqrt()
+
+
+class PcsnetModel(nn.Module):
+    """PCSNet (Jiang et al., IEEE TNNLS 2024): PFA descriptor with frozen prototypes, and the CAS sub-network.
+
+    Input: ``(B, 3, S, S)`` RGB images in ``[0, 1]`` (already resized/cropped to ``image_size``); the model
+    normalises with the backbone's statistics.
+
+    Eval output: :class:`~anomalib.data.InferenceBatch` with the CAS map (Gaussian-smoothed) and its maximum as
+    the image score.
+
+    Args:
+        backbone: backbone name (see :class:`~anomalib_fewshot.components.backbones.Backbone`).
+        layers: three feature layers (``layer1``–``layer3`` of WRN-50 in the paper).
+        pre_trained: load ImageNet weights when fitting starts.
+        weights_path: local backbone weights file.
+        image_size: square input size.
+        grid_size: side of the descriptor grid (64 in the paper); there is one prototype per grid position.
+        reduced_descriptor: the reduced descriptor used for rotation objects (see :data:`ROTATION_OBJECTS`).
+        num_nearest: nearest prototypes kept per position as the CAS distance map (200 in the paper).
+        guide_channels: leading descriptor channels passed to the CAS as guide features (896 in the paper).
+        cas_dim: working width of the CAS (896).
+        pyramid_bins: CAS pyramid bins (60, 30, 15, 8).
+        cas_dropout: dropout in the CAS classifier.
+        radius_init: initial value of the learnable radius ``r``.
+        smoothing_sigma: Gaussian smoothing of the map (0 disables).
+
+    """
+
+    def __init__(
+        self,
+        backbone: str = "wide_resnet50_2.tv_in1k",
+        layers: Sequence[str] = ("layer1", "layer2", "layer3"),
+        pre_trained: bool = True,
+        weights_path: str | None = None,
+        image_size: int = 224,
+        grid_size: int = 64,
+        reduced_descriptor: bool = False,
+        num_nearest: int = 200,
+        guide_channels: int = 896,
+        cas_dim: int = 896,
+        pyramid_bins: Sequence[int] = (60, 30, 15, 8),
+        cas_dropout: float = 0.1,
+        radius_init: float = 1e-5,
+        smoothing_sigma: float = 4.0,
+    ) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.grid_size = grid_size
+        self.num_nearest = num_nearest
+        self.backbone = Backbone(backbone, layers, pre_trained=pre_trained, weights_path=weights_path)
+        with torch.no_grad():
+            probe = self.backbone(torch.zeros(1, 3, image_size, image_size))
+        channels = [f.shape[1] for f in probe]
+        sizes = [tuple(f.shape[-2:]) for f in probe]
+        self.descriptor = PrototypeDescriptor(channels, sizes, grid_size, reduced_descriptor)
+        dim = self.descriptor.out_channels
+        num_prototypes = grid_size * grid_size
+        if not 1 <= num_nearest <= num_prototypes:
+            msg = f"num_nearest must be in [1, grid_size**2={num_prototypes}], got {num_nearest}"
+            raise ValueError(msg)
+        if not 1 <= guide_channels <= dim:
+            msg = f"guide_channels must be in [1, descriptor channels={dim}], got {guide_channels}"
+            raise ValueError(msg)
+        self.guide_channels = guide_channels
+        self.radius = nn.Parameter(torch.tensor(float(radius_init)))
+        self.register_buffer("prototypes", torch.zeros(num_prototypes, dim))
+        self.register_buffer("prototype_sq_norms", torch.zeros(num_prototypes))
+        self.register_buffer("prototypes_ready", torch.tensor(False))
+        self.cas = ContextAwareSegmentation(guide_channels, num_nearest, cas_dim, pyramid_bins, grid_size, cas_dropout)
+        self.smoothing = GaussianSmoothing(smoothing_sigma)
+
+    # ------------------------------------------------------------------ PFA
+    def backbone_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Frozen backbone features of ``[0, 1]`` images."""
+        with torch.no_grad():
+            return self.backbone(self.backbone.normalize(images))
+
+    def describe(self, images: torch.Tensor) -> torch.Tensor:
+        """Descriptor ``(B, D, g, g)`` of ``[0, 1]`` images."""
+        return self.descriptor(self.backbone_features(images))
+
+    @torch.no_grad()
+    def set_prototypes(self, descriptors: torch.Tensor) -> None:
+        """Freeze the prototypes as the mean descriptor ``(D, g, g)`` (or the mean of ``(N, D, g, g)``)."""
+        if descriptors.dim() == 4:
+            descriptors = descriptors.mean(0)
+        prototypes = descriptors.flatten(1).t().contiguous()
+        self.prototypes.copy_(prototypes)
+        self.prototype_sq_norms.copy_(prototypes.pow(2).sum(-1))
+        self.prototypes_ready.fill_(True)
+
+    def distances(self, descriptors: torch.Tensor) -> torch.Tensor:
+        """``(B, g·g, M)`` distances of every position to every prototype."""
+        return prototype_distances(descriptors, self.prototypes, self.prototype_sq_norms)
+
+    def nearest(self, distances: torch.Tensor, k: int) -> torch.Tensor:
+        """The ``k`` smallest distances per position, ascending: ``(B, g·g, k)``."""
+        return torch.topk(distances, k, dim=-1, largest=False, sorted=True).values
+
+    def distance_map(self, nearest: torch.Tensor) -> torch.Tensor:
+        """``(B, g·g, K)`` nearest distances → ``(B, K, g, g)`` CAS input."""
+        return nearest.transpose(1, 2).reshape(nearest.shape[0], -1, self.grid_size, self.grid_size)
+
+    # ------------------------------------------------------------------ CAS
+    def segment(self, descriptors: torch.Tensor, nearest: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """CAS logits ``(B, 1, *size)`` from descriptors and their ``num_nearest`` nearest distances."""
+        guide = descriptors[:, : self.guide_channels]
+        return self.cas(guide, self.distance_map(nearest[..., : self.num_nearest]), size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor | InferenceBatch:
+        """Training mode: descriptors ``(B, D, g, g)``. Eval mode: :class:`InferenceBatch`."""
+        descriptors = self.describe(images)
+        if self.training:
+            return descriptors
+        nearest = self.nearest(self.distances(descriptors), self.num_nearest)
+        anomaly_map = self.smoothing(self.segment(descriptors, nearest, tuple(images.shape[-2:])))
+        return InferenceBatch(pred_score=anomaly_map.amax(dim=(1, 2, 3)), anomaly_map=anomaly_map)
