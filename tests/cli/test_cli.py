@@ -148,9 +148,12 @@ def test_stock_cli_dotted_path_and_yaml_config(tmp_path: Path, tiny_data_root: P
 
 def test_shipped_configs_parse(tmp_path: Path):
     """configs/model/*.yaml are valid for the stock CLI (print_config does not fit anything)."""
-    from anomalib_fewshot.config import model_config_path
+    import anomalib_fewshot.models as plugin_models
+    from anomalib_fewshot.config import config_dir, model_config_path
 
-    for name in ("dfd", "dfd_lite"):
+    names = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+    assert {"dfd", "dfd_lite", "pcsnet", "pcsnet_lite"} <= set(names)
+    for name in names:
         result = _run(
             [
                 str(BIN / "anomalib"),
@@ -163,4 +166,6 @@ def test_shipped_configs_parse(tmp_path: Path):
             ],
             tmp_path,
         )
-        assert "anomalib_fewshot.models.Dfd" in result.stdout
+        class_path = yaml.safe_load(model_config_path(name).read_text())["model"]["class_path"]
+        assert class_path in result.stdout
+        assert hasattr(plugin_models, class_path.rsplit(".", 1)[1])
