@@ -56,7 +56,7 @@ def _pcsnet_maps(model: plugin_models.Pcsnet, images: torch.Tensor) -> dict[str,
     net, size = model.model, images.shape[-2:]
     descriptors = net.describe(images)
     nearest = net.nearest(net.distances(descriptors), max(net.num_nearest, model.loss.neighbors))
-    maps = {"cas": net.smoothing(net.segment(descriptors, nearest, size))[:, 0]}
+    maps = {"cas": net.smoothing(net.segment(descriptors, nearest, size))[:, 0]} if net.cas is not None else {}
     grid = (net.grid_size, net.grid_size)
     for name, values in (("pfa_3nn_mean", nearest[..., : model.loss.neighbors].mean(-1)), ("pfa_1nn", nearest[..., 0])):
         grid_map = values.reshape(-1, 1, *grid)

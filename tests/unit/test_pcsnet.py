@@ -117,6 +117,29 @@ def test_eval_forward_is_per_image():
     torch.testing.assert_close(batch.pred_score, batch.anomaly_map.amax(dim=(1, 2, 3)))
 
 
+def test_ablation_switches():
+    images = torch.rand(2, 3, 64, 64)
+    plain = _tiny_model(use_coordinates=False).eval()
+    assert not hasattr(plain.descriptor.coord[0], "coords")
+    assert plain.descriptor.coord[0].conv.in_channels == plain.descriptor.coord[0].conv.out_channels
+    pfa_only = _tiny_model(use_cas=False).eval()
+    assert pfa_only.cas is None
+    with torch.no_grad():
+        pfa_only.set_prototypes(pfa_only.describe(images))
+        out = pfa_only(images)
+        nearest = pfa_only.nearest(pfa_only.distances(pfa_only.describe(images)), 1)
+    assert out.anomaly_map.shape == (2, 1, 64, 64)
+    expected = pfa_only.smoothing(pfa_only.prototype_map(nearest, (64, 64)))
+    torch.testing.assert_close(out.anomaly_map, expected)
+
+
+def test_pfa_only_fit(tmp_path, tiny_data_root):
+    model, engine, _ = _fit(tmp_path, tiny_data_root, use_cas=False, epochs=2)
+    assert model.model.cas is None
+    assert engine.trainer.global_step == 2
+    assert len(engine.trainer.optimizers[0].param_groups) == 1
+
+
 def test_model_arguments_validated():
     with pytest.raises(ValueError, match="num_nearest"):
         _tiny_model(num_nearest=16 * 16 + 1)

@@ -56,6 +56,9 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
             resizes the whole image to ``image_size`` (anomalib's usual protocol, no border lost).
         grid_size: descriptor grid side (64); one prototype per position.
         reduced_descriptor: the reduced descriptor the reference code uses for rotation objects (grid, screw).
+        use_coordinates: CoordConv coordinate channels in the descriptor (ablation switch).
+        use_cas: train and use the CAS; ``False`` (ablation: PFA only) scores with the nearest-prototype distance
+            and drops ``L_SEG``.
         num_nearest: nearest-prototype distances per position fed to the CAS (200).
         guide_channels: leading descriptor channels used as CAS guide features (896).
         cas_dim: CAS width (896).
@@ -113,6 +116,8 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         resize_size: int | None = 256,
         grid_size: int = 64,
         reduced_descriptor: bool = False,
+        use_coordinates: bool = True,
+        use_cas: bool = True,
         num_nearest: int = 200,
         guide_channels: int = 896,
         cas_dim: int = 896,
@@ -173,6 +178,8 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
             image_size=image_size,
             grid_size=grid_size,
             reduced_descriptor=reduced_descriptor,
+            use_coordinates=use_coordinates,
+            use_cas=use_cas,
             num_nearest=num_nearest,
             guide_channels=guide_channels,
             cas_dim=cas_dim,
@@ -222,12 +229,10 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam (amsgrad) with the code's two learning rates: PFA (descriptor, radius) and CAS."""
         hp = self.hparams
-        pfa = [*self.model.descriptor.parameters(), self.model.radius]
-        return torch.optim.Adam(
-            [{"params": pfa, "lr": hp.pfa_lr}, {"params": self.model.cas.parameters(), "lr": hp.cas_lr}],
-            weight_decay=hp.weight_decay,
-            amsgrad=True,
-        )
+        groups = [{"params": [*self.model.descriptor.parameters(), self.model.radius], "lr": hp.pfa_lr}]
+        if self.model.cas is not None:
+            groups.append({"params": self.model.cas.parameters(), "lr": hp.cas_lr})
+        return torch.optim.Adam(groups, weight_decay=hp.weight_decay, amsgrad=True)
 
     # ------------------------------------------------------------------ pseudo-anomalies
     def patch_swap_params(self, category: str | None) -> PatchSwapParams:
@@ -354,8 +359,10 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
             "nfc": loss_fn.compactness(nearest[:n], radius),
             "afs": loss_fn.separation(nearest[n:], distances[n:], grid_masks, radius),
             "pdc": loss_fn.disparity(mix_nearest, anomalous),
-            "seg": loss_fn.segmentation(model.segment(mix_descriptors, mix_nearest, masks.shape[-2:]), mix_masks),
         }
+        if model.cas is not None:
+            logits = model.segment(mix_descriptors, mix_nearest, masks.shape[-2:])
+            terms["seg"] = loss_fn.segmentation(logits, mix_masks)
         loss = loss_fn.weighted(terms)
         for name, value in terms.items():
             self.log(f"train_{name}_loss", value, on_step=False, on_epoch=True, batch_size=n)

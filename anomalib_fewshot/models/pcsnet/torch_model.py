@@ -45,20 +45,24 @@ class CoordConv1x1(nn.Module):
     """CoordConv with a 1×1 kernel: append ``x, y ∈ [−1, 1]`` coordinate channels, then ``Conv2d(C+2 → C_out)``.
 
     The coordinates are a constant buffer for the fixed feature size (the reference code builds them with
-    ``torch.arange(...).cuda()`` on every call).
+    ``torch.arange(...).cuda()`` on every call). ``coordinates=False`` makes it a plain 1×1 convolution (ablation).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, size: tuple[int, int]) -> None:
+    def __init__(self, in_channels: int, out_channels: int, size: tuple[int, int], coordinates: bool = True) -> None:
         super().__init__()
         height, width = size
-        ys = torch.linspace(-1.0, 1.0, height).view(height, 1).expand(height, width)
-        xs = torch.linspace(-1.0, 1.0, width).view(1, width).expand(height, width)
-        self.register_buffer("coords", torch.stack([xs, ys])[None].clone(), persistent=False)
-        self.conv = nn.Conv2d(in_channels + 2, out_channels, kernel_size=1)
+        self.coordinates = coordinates
+        if coordinates:
+            ys = torch.linspace(-1.0, 1.0, height).view(height, 1).expand(height, width)
+            xs = torch.linspace(-1.0, 1.0, width).view(1, width).expand(height, width)
+            self.register_buffer("coords", torch.stack([xs, ys])[None].clone(), persistent=False)
+        self.conv = nn.Conv2d(in_channels + (2 if coordinates else 0), out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` → ``(B, C_out, h, w)``."""
-        return self.conv(torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1))
+        if self.coordinates:
+            x = torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1)
+        return self.conv(x)
 
 
 def _reduction(channels: int) -> nn.Sequential:
@@ -83,16 +87,24 @@ class PrototypeDescriptor(nn.Module):
         sizes: backbone feature sizes per level (for the coordinate buffers).
         grid: side of the common feature grid (64 in the paper).
         reduced: use the reduced (half-width) descriptor of the reference code's rotation objects.
+        coordinates: append coordinate channels (CoordConv); ``False`` for a plain 1×1 convolution.
 
     """
 
-    def __init__(self, channels: Sequence[int], sizes: Sequence[tuple[int, int]], grid: int, reduced: bool) -> None:
+    def __init__(
+        self,
+        channels: Sequence[int],
+        sizes: Sequence[tuple[int, int]],
+        grid: int,
+        reduced: bool,
+        coordinates: bool = True,
+    ) -> None:
         super().__init__()
         self.grid = grid
         out_channels = [c // 2 if reduced else c for c in channels]
         self.reduce = nn.ModuleList([_reduction(c) if reduced else nn.Identity() for c in channels])
         self.coord = nn.ModuleList(
-            [CoordConv1x1(c, c, size) for c, size in zip(out_channels, sizes, strict=True)],
+            [CoordConv1x1(c, c, size, coordinates) for c, size in zip(out_channels, sizes, strict=True)],
         )
         self.out_channels = sum(out_channels)
 
@@ -212,6 +224,8 @@ class PcsnetModel(nn.Module):
         image_size: square input size.
         grid_size: side of the descriptor grid (64 in the paper); there is one prototype per grid position.
         reduced_descriptor: the reduced descriptor used for rotation objects (see :data:`ROTATION_OBJECTS`).
+        use_coordinates: CoordConv coordinate channels in the descriptor (ablation switch).
+        use_cas: build the CAS; without it (ablation: PFA only) the map is the nearest-prototype distance.
         num_nearest: nearest prototypes kept per position as the CAS distance map (200 in the paper).
         guide_channels: leading descriptor channels passed to the CAS as guide features (896 in the paper).
         cas_dim: working width of the CAS (896).
@@ -231,6 +245,8 @@ class PcsnetModel(nn.Module):
         image_size: int = 224,
         grid_size: int = 64,
         reduced_descriptor: bool = False,
+        use_coordinates: bool = True,
+        use_cas: bool = True,
         num_nearest: int = 200,
         guide_channels: int = 896,
         cas_dim: int = 896,
@@ -248,7 +264,7 @@ class PcsnetModel(nn.Module):
             probe = self.backbone(torch.zeros(1, 3, image_size, image_size))
         channels = [f.shape[1] for f in probe]
         sizes = [tuple(f.shape[-2:]) for f in probe]
-        self.descriptor = PrototypeDescriptor(channels, sizes, grid_size, reduced_descriptor)
+        self.descriptor = PrototypeDescriptor(channels, sizes, grid_size, reduced_descriptor, use_coordinates)
         dim = self.descriptor.out_channels
         num_prototypes = grid_size * grid_size
         if not 1 <= num_nearest <= num_prototypes:
@@ -262,7 +278,11 @@ class PcsnetModel(nn.Module):
         self.register_buffer("prototypes", torch.zeros(num_prototypes, dim))
         self.register_buffer("prototype_sq_norms", torch.zeros(num_prototypes))
         self.register_buffer("prototypes_ready", torch.tensor(False))
-        self.cas = ContextAwareSegmentation(guide_channels, num_nearest, cas_dim, pyramid_bins, grid_size, cas_dropout)
+        self.cas = (
+            ContextAwareSegmentation(guide_channels, num_nearest, cas_dim, pyramid_bins, grid_size, cas_dropout)
+            if use_cas
+            else None
+        )
         self.smoothing = GaussianSmoothing(smoothing_sigma)
 
     # ------------------------------------------------------------------ PFA
@@ -303,11 +323,21 @@ class PcsnetModel(nn.Module):
         guide = descriptors[:, : self.guide_channels]
         return self.cas(guide, self.distance_map(nearest[..., : self.num_nearest]), size)
 
+    def prototype_map(self, nearest: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The PFA-only map: nearest-prototype distance per position, up-sampled to ``size`` ``(B, 1, *size)``."""
+        grid_map = nearest[..., :1].transpose(1, 2).reshape(-1, 1, self.grid_size, self.grid_size)
+        return F.interpolate(grid_map, size=size, mode="bilinear", align_corners=False)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor | InferenceBatch:
         """Training mode: descriptors ``(B, D, g, g)``. Eval mode: :class:`InferenceBatch`."""
         descriptors = self.describe(images)
         if self.training:
             return descriptors
+        size = tuple(images.shape[-2:])
+        if self.cas is None:
+            nearest = self.nearest(self.distances(descriptors), 1)
+            anomaly_map = self.smoothing(self.prototype_map(nearest, size))
+            return InferenceBatch(pred_score=anomaly_map.amax(dim=(1, 2, 3)), anomaly_map=anomaly_map)
         nearest = self.nearest(self.distances(descriptors), self.num_nearest)
-        anomaly_map = self.smoothing(self.segment(descriptors, nearest, tuple(images.shape[-2:])))
+        anomaly_map = self.smoothing(self.segment(descriptors, nearest, size))
         return InferenceBatch(pred_score=anomaly_map.amax(dim=(1, 2, 3)), anomaly_map=anomaly_map)
