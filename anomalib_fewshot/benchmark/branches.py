@@ -65,8 +65,15 @@ def _pcsnet_maps(model: plugin_models.Pcsnet, images: torch.Tensor) -> dict[str,
 
 
 def _pcsnet_notes(model: plugin_models.Pcsnet, train_images: torch.Tensor) -> str:
-    del train_images
-    return f"learned radius r = {float(model.model.radius):.4g} (r² = {float(model.model.radius) ** 2:.4g})"
+    net, loss = model.model, model.loss
+    nearest = net.nearest(net.distances(net.describe(train_images)), loss.neighbors).flatten()
+    radius = float(net.radius)
+    hinges = f"r² = {radius**2:.4g} (L_NFC hinge), (r + α)² = {(radius + loss.alpha) ** 2:.4g} (L_AFS hinge)"
+    spread = f"median {nearest.median():.4g}, 5th percentile {nearest.quantile(0.05):.4g}"
+    return (
+        f"learned radius r = {radius:.4g}: {hinges}\n"
+        f"{loss.neighbors}-NN prototype distance on {len(train_images)} training images: {spread}"
+    )
 
 
 BRANCHES: dict[str, tuple[Callable, Callable]] = {

@@ -23,28 +23,39 @@ from anomalib_fewshot.components.io import atomic_write_json
 LITE_BACKBONE = {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"]}
 
 
+#: anomalib's own models used as baselines, with the arguments that put them on the lite backbone.
+BASELINES: dict[str, dict[str, Any]] = {
+    "Patchcore": {"coreset_sampling_ratio": 1.0},
+    "Padim": {"n_features": 100},  # PaDiM's ResNet-18 setting (100 random channels)
+}
+
+
+def build_baseline(name: str, image_size: int = 256, **overrides: Any) -> Any:
+    """An anomalib baseline on the lite backbone with the offline registry weights (mean = std = 0.5 inputs)."""
+    import anomalib.models as anomalib_models
+    from anomalib.pre_processing import PreProcessor
+    from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+    from anomalib_fewshot.components.backbones import Backbone
+
+    if name not in BASELINES:
+        msg = f"unknown baseline '{name}'; available: {sorted(BASELINES)} and the plugin models"
+        raise ValueError(msg)
+    pre = PreProcessor(Compose([Resize((image_size, image_size), antialias=True), Normalize([0.5] * 3, [0.5] * 3)]))
+    model = getattr(anomalib_models, name)(
+        **LITE_BACKBONE, pre_trained=False, pre_processor=pre, **{**BASELINES[name], **overrides}
+    )
+    weights = Backbone(LITE_BACKBONE["backbone"], LITE_BACKBONE["layers"], pre_trained=True)
+    weights.load_weights()
+    model.model.feature_extractor.feature_extractor.load_state_dict(weights.network.state_dict())
+    return model
+
+
 def build_model(spec: dict[str, Any]) -> Any:
-    """Our models from a shipped profile; anomalib's Patchcore on the same lite backbone and weights."""
+    """Our models from a shipped profile; anomalib's baselines on the same lite backbone and weights."""
     name = spec["model"]
-    if name == "Patchcore":
-        from anomalib.models import Patchcore
-        from anomalib.pre_processing import PreProcessor
-        from torchvision.transforms.v2 import Compose, Normalize, Resize
-
-        from anomalib_fewshot.components.backbones import Backbone
-
-        size = spec.get("image_size", 256)
-        pre = PreProcessor(Compose([Resize((size, size), antialias=True), Normalize([0.5] * 3, [0.5] * 3)]))
-        model = Patchcore(
-            **LITE_BACKBONE,
-            pre_trained=False,
-            coreset_sampling_ratio=1.0,
-            pre_processor=pre,
-        )
-        weights = Backbone(LITE_BACKBONE["backbone"], LITE_BACKBONE["layers"], pre_trained=True)
-        weights.load_weights()
-        model.model.feature_extractor.feature_extractor.load_state_dict(weights.network.state_dict())
-        return model
+    if name in BASELINES:
+        return build_baseline(name, spec.get("image_size", 256), **spec.get("overrides", {}))
     import anomalib_fewshot.models as plugin_models
     from anomalib_fewshot.config import model_init_args
 
@@ -113,6 +124,17 @@ def compute_metrics(scores: np.ndarray, maps: np.ndarray, labels: np.ndarray, ma
     return metrics
 
 
+def check_finite(scores: np.ndarray, maps: np.ndarray) -> None:
+    """Refuse to score NaN/inf outputs (e.g. Padim at k = 1, whose covariance divides by N − 1 = 0)."""
+    bad_scores, bad_maps = int((~np.isfinite(scores)).sum()), int((~np.isfinite(maps)).sum())
+    if bad_scores or bad_maps:
+        msg = (
+            f"non-finite model outputs: {bad_scores} of {scores.size} image scores and {bad_maps} of {maps.size} "
+            "map values are NaN/inf"
+        )
+        raise ValueError(msg)
+
+
 def _time_ms(fn: Any, inputs: list[Any], warmup: int = 3) -> float:
     for item in inputs[:warmup]:
         fn(item)
@@ -126,19 +148,22 @@ def _time_ms(fn: Any, inputs: list[Any], warmup: int = 3) -> float:
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one job; return its result row."""
-    from anomalib.data import MVTecAD
+    import anomalib.data as anomalib_data
     from anomalib.deploy import ExportType, OpenVINOInferencer
     from anomalib.engine import Engine
     from lightning.pytorch import Callback
 
     torch.manual_seed(spec["seed"])
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
     work = Path(spec["work_dir"])
-    datamodule = MVTecAD(
+    datamodule_class = getattr(anomalib_data, spec.get("datamodule", "MVTecAD"))
+    datamodule = datamodule_class(
         root=spec["root"], category=spec["category"], num_workers=0, eval_batch_size=8, train_batch_size=8
     )
     model = build_model(spec)
     shots = None
-    if spec["model"] == "Patchcore":
+    if spec["model"] in BASELINES:
         shots = _subsample_for_baseline(datamodule, spec["k_shot"], spec["seed"])
 
     class _FitTimer(Callback):
@@ -160,6 +185,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if shots is None:
         shots = (model.few_shot_record or {}).get("shots")
     scores, maps, labels, masks = _raw_predictions(model, datamodule)
+    check_finite(scores, maps)
     row: dict[str, Any] = {**compute_metrics(scores, maps, labels, masks)}
 
     # Inference speed on the same test images (raw RGB tensors in [0, 1], full exported pipeline).

@@ -1,10 +1,29 @@
-"""Benchmark runner (first version): grid of models × datasets × k × seeds → results.csv → results.md.
+"""Benchmark runner: grid of models × datasets × k × seeds → results.csv → results.md and plots.
 
 Each job runs in its own Python process under a time limit (a hung or crashing job is recorded, not fatal),
-every finished job is appended to ``results.csv`` atomically, and a re-run skips jobs already in the CSV, so an
+every finished job is written to ``results.csv`` atomically, and a re-run skips jobs already in the CSV, so an
 interrupted grid resumes where it stopped.
 
-    anomalib-fewshot benchmark -c configs/benchmark/dfd_first.yaml
+    anomalib-fewshot benchmark -c configs/benchmark/real.yaml
+
+Grid YAML::
+
+    output: docs/benchmarks/real            # results.csv, results.md and *.png go here
+    jobs_dir: benchmark_results/real_jobs   # per-job logs, checkpoints, exports (default: <output>/jobs)
+    timeout_s: 3600                         # per job (a model entry may set its own timeout_s)
+    grid:
+      models:                               # plugin models take a shipped profile (+ overrides);
+        - {model: Pcsnet, profile: pcsnet_lite}
+        - {model: Patchcore}                # anomalib baselines on the same lite backbone and weights
+        - {model: Padim, timeout_s: 900, threads: 1}   # threads: torch threads of that model's jobs
+      datasets:                             # MVTec-layout roots; datamodule: Visa for anomalib's VisA layout
+        - {name: mvtec_bottle, root: ../shared/data/mvtec_ad, category: bottle}
+      k_shot: [1, 2, 4, full]               # full = every normal training image
+      seeds: [0, 1, 2]
+      skip:                                 # optional: jobs left out on purpose, with the reason (reported)
+        - {model: Dfd, k_shot: full, reason: "..."}
+
+Python API: ``run_grid(Path("configs/benchmark/real.yaml"))``.
 """
 
 from __future__ import annotations
@@ -29,6 +48,7 @@ from anomalib_fewshot.components.io import atomic_write_text
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1max", "pixel_f1max")
 TIMINGS = ("fit_s", "torch_ms", "openvino_ms", "peak_rss_mb")
 KEY_FIELDS = ("model", "variant", "dataset", "k_shot", "seed")
+FULL = "full"
 
 
 def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -41,6 +61,9 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     for model, dataset, k_shot, seed in itertools.product(
         grid["models"], grid["datasets"], grid["k_shot"], grid["seeds"]
     ):
+        if str(k_shot) != FULL and (not isinstance(k_shot, int) or k_shot < 1):
+            msg = f"{config_path}: k_shot values must be positive integers or '{FULL}', got {k_shot!r}"
+            raise ValueError(msg)
         overrides = model.get("overrides", {})
         variant = model.get("variant") or model.get("profile", "") + (
             "+" + json.dumps(overrides, sort_keys=True, separators=(",", ":")) if overrides else ""
@@ -54,11 +77,27 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 "dataset": dataset["name"],
                 "root": str(Path(dataset["root"]).resolve()),
                 "category": dataset["category"],
-                "k_shot": k_shot,
+                "datamodule": dataset.get("datamodule", "MVTecAD"),
+                "k_shot": str(k_shot) if str(k_shot) == FULL else k_shot,
                 "seed": seed,
+                "timeout_s": model.get("timeout_s", config.get("timeout_s", 3600)),
+                "threads": model.get("threads"),
             }
         )
     return config, jobs
+
+
+def skipped_jobs(config: dict[str, Any], jobs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """Jobs matched by the grid's ``skip`` rules (every given field equal), each with its rule's reason."""
+    rules = config["grid"].get("skip", [])
+    out = []
+    for job in jobs:
+        for rule in rules:
+            fields = {k: v for k, v in rule.items() if k != "reason"}
+            if all(str(job.get(k)) == str(v) for k, v in fields.items()):
+                out.append((job, rule.get("reason", "left out")))
+                break
+    return out
 
 
 def job_key(job: dict[str, Any]) -> tuple[str, ...]:
@@ -89,14 +128,14 @@ def upsert_row(csv_path: Path, row: dict[str, Any]) -> None:
     atomic_write_text(csv_path, buffer.getvalue())
 
 
-def run_job(job: dict[str, Any], output: Path, timeout_s: float) -> dict[str, Any]:
-    """Run one job in a subprocess; return its row (with ``status`` ok/failed/timeout)."""
+def run_job(job: dict[str, Any], jobs_dir: Path, timeout_s: float) -> dict[str, Any]:
+    """Run one job in a subprocess (work folder under ``jobs_dir``); return its row (status ok/failed/timeout)."""
     name = "".join(c if c.isalnum() or c in "._-" else "_" for c in "_".join(job_key(job)))
-    work = output / "jobs" / name
+    work = jobs_dir / name
     work.mkdir(parents=True, exist_ok=True)
     result_path = work / "result.json"
     result_path.unlink(missing_ok=True)
-    spec = {**job, "work_dir": str(work)}
+    spec = {**job, "work_dir": str(work), "k_shot": None if job["k_shot"] == FULL else job["k_shot"]}
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     start = time.perf_counter()
     row = {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"]}
@@ -124,8 +163,11 @@ def run_job(job: dict[str, Any], output: Path, timeout_s: float) -> dict[str, An
     return row
 
 
-def summarise(rows: list[dict[str, str]]) -> str:
-    """Markdown table: mean ± std over seeds per model × profile × dataset × k."""
+def summarise(rows: list[dict[str, str]], jobs: list[dict[str, Any]] | None = None) -> str:
+    """Markdown table: mean ± std over seeds per model × variant × dataset × k (only the grid's ``jobs``)."""
+    if jobs is not None:
+        wanted = {job_key(job) for job in jobs}
+        rows = [r for r in rows if job_key(r) in wanted]
     groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
     for row in rows:
         if row.get("status") == "ok":
@@ -133,7 +175,7 @@ def summarise(rows: list[dict[str, str]]) -> str:
             groups.setdefault((key[0], key[1], key[2], key[3]), []).append(row)
     header = ["model", "variant", "dataset", "k", "seeds", *METRICS, *TIMINGS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for key in sorted(groups):
+    for key in sorted(groups, key=_sort_key):
         group = groups[key]
         cells = [*key, str(len(group))]
         for field in (*METRICS, *TIMINGS):
@@ -149,6 +191,12 @@ def summarise(rows: list[dict[str, str]]) -> str:
     if failed:
         lines += ["", "Failed jobs:", *[f"- {'/'.join(job_key(r))}: {r.get('error', '')}" for r in failed]]
     return "\n".join(lines) + "\n"
+
+
+def _sort_key(key: tuple[str, ...]) -> tuple[Any, ...]:
+    """Model, variant, dataset, then k numerically (``full`` last)."""
+    k = key[3]
+    return (*key[:3], int(k) if k.isdigit() else float("inf"))
 
 
 def machine_description() -> str:
@@ -175,16 +223,19 @@ def run_grid(config_path: Path, output: Path | None = None) -> Path:
     output = Path(output or config.get("output", "benchmark_results"))
     output.mkdir(parents=True, exist_ok=True)
     csv_path = output / "results.csv"
+    jobs_dir = Path(config.get("jobs_dir") or output / "jobs")
+    skipped = skipped_jobs(config, jobs)
+    skipped_keys = {job_key(job) for job, _ in skipped}
+    jobs = [job for job in jobs if job_key(job) not in skipped_keys]
     done = {job_key(r) for r in read_rows(csv_path) if r.get("status") == "ok"}
     todo = [job for job in jobs if job_key(job) not in done]
-    timeout_s = float(config.get("timeout_s", 3600))
     from rich.progress import Progress
 
     with Progress() as progress:
         task = progress.add_task("benchmark jobs", total=len(jobs), completed=len(jobs) - len(todo))
         for job in todo:
             progress.update(task, description="/".join(job_key(job)))
-            upsert_row(csv_path, run_job(job, output, timeout_s))
+            upsert_row(csv_path, run_job(job, jobs_dir, float(job["timeout_s"])))
             progress.advance(task)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report = (
@@ -193,10 +244,33 @@ def run_grid(config_path: Path, output: Path | None = None) -> Path:
         "Metrics on raw model outputs mapped monotonically to [0, 1] (no clamping, no post-processor); "
         "AUPRO at FPR ≤ 0.3; fit_s = shot selection + weights + pool/bank building + training (excludes "
         "validation); torch_ms / openvino_ms = median per image at batch 1 of the full exported pipeline "
-        "(OpenVINO f32); peak_rss_mb = peak resident memory of the job process.\n\n" + summarise(read_rows(csv_path))
+        "(OpenVINO f32); peak_rss_mb = peak resident memory of the job process.\n\n"
+        + summarise(read_rows(csv_path), jobs)
+        + _skipped_section(skipped)
+        + _plots_section(read_rows(csv_path), output)
     )
     atomic_write_text(output / "results.md", report)
     return output
+
+
+def _skipped_section(skipped: list[tuple[dict[str, Any], str]]) -> str:
+    if not skipped:
+        return ""
+    reasons: dict[str, list[str]] = {}
+    for job, reason in skipped:
+        reasons.setdefault(reason, []).append("/".join(job_key(job)))
+    lines = ["", "Left out on purpose:"]
+    for reason, keys in reasons.items():
+        shown = ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
+        lines.append(f"- {reason}: {len(keys)} job(s) ({shown})")
+    return "\n".join(lines) + "\n"
+
+
+def _plots_section(rows: list[dict[str, str]], output: Path) -> str:
+    from anomalib_fewshot.benchmark.plots import write_plots
+
+    paths = write_plots(rows, output)
+    return "".join(f"\n![{p.stem}]({p.name})\n" for p in paths)
 
 
 def main(argv: list[str] | None = None) -> int:

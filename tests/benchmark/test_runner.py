@@ -14,51 +14,65 @@ from anomalib_fewshot.data.demo import make_demo_dataset
 pytestmark = pytest.mark.slow
 
 
-def _config(tmp_path: Path, models: list[dict]) -> Path:
-    data = tmp_path / "data"
-    make_demo_dataset(data, "plate", n_train=4, n_test_good=3, n_test_defect=3, size=128)
-    config = {
-        "output": str(tmp_path / "out"),
-        "timeout_s": 600,
-        "grid": {
-            "models": models,
-            "datasets": [{"name": "demo", "root": str(data), "category": "plate"}],
-            "k_shot": [1],
-            "seeds": [0],
-        },
-    }
+SMOKE = Path(__file__).resolve().parents[2] / "configs" / "benchmark" / "smoke.yaml"
+
+
+def test_smoke_grid_runs_records_failures_plots_and_resumes(tmp_path: Path, monkeypatch):
+    """configs/benchmark/smoke.yaml end to end (every plugin model and both baselines, k = 1 and full)."""
+    monkeypatch.chdir(tmp_path)
+    config = yaml.safe_load(SMOKE.read_text())
+    make_demo_dataset(Path(config["grid"]["datasets"][0]["root"]), "plate", n_train=4, n_test_good=3,
+                      n_test_defect=3, size=128)  # fmt: skip
+    broken = {"model": "Dfd", "profile": "dfd_lite", "overrides": {"no_such_argument": 1}}
+    config["grid"]["models"].append(broken)
+    config["grid"]["skip"] = [{"model": "Dfd", "k_shot": "full", "reason": "too slow for the smoke grid"}]
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def test_grid_runs_records_failures_and_resumes(tmp_path: Path, monkeypatch):
-    dfd = {
-        "model": "Dfd",
-        "variant": "lite-quick",
-        "profile": "dfd_lite",
-        "overrides": {"samples_per_shot": 4, "epochs": 1, "image_size": 128},
-    }
-    broken = {"model": "Dfd", "profile": "dfd_lite", "overrides": {"no_such_argument": 1}}
-    path = _config(tmp_path, [dfd, broken])
     output = runner.run_grid(path)
-    rows = runner.read_rows(output / "results.csv")
-    assert [r["status"] for r in rows] == ["ok", "failed"]
-    ok = rows[0]
-    for field in ("image_auroc", "pixel_auroc", "aupro", "fit_s", "torch_ms", "openvino_ms", "peak_rss_mb"):
-        assert float(ok[field]) >= 0
-    assert "no_such_argument" in rows[1]["error"]
-    report = (output / "results.md").read_text()
-    assert "| Dfd | lite-quick | demo | 1 | 1 |" in report
-    assert rows[1]["variant"] == 'dfd_lite+{"no_such_argument":1}'
-    assert "Failed jobs" in report
 
-    # Resume: finished jobs are not run again; only the failed one is retried.
+    rows = {(r["model"], r["k_shot"], r["variant"]): r for r in runner.read_rows(output / "results.csv")}
+    expected_ok = [("Pcsnet", k, "pcsnet_lite-quick") for k in ("1", "full")]
+    expected_ok += [("Patchcore", k, "") for k in ("1", "full")] + [("Dfd", "1", "dfd_lite-quick")]
+    expected_ok += [("Padim", "full", "")]
+    for key in expected_ok:
+        row = rows[key]
+        assert row["status"] == "ok", row
+        for field in ("image_auroc", "pixel_auroc", "aupro", "image_f1max", "pixel_f1max", "fit_s", "torch_ms",
+                      "openvino_ms", "peak_rss_mb"):  # fmt: skip
+            assert float(row[field]) >= 0, (key, field)
+    assert rows[("Pcsnet", "full", "pcsnet_lite-quick")]["shots"].count(".png") == 4  # all normal images
+    # Padim at k = 1: covariance over N - 1 = 0 samples gives NaN scores -> a recorded failure, not a crash
+    assert rows[("Padim", "1", "")]["status"] == "failed"
+    assert "non-finite" in rows[("Padim", "1", "")]["error"]
+    broken_row = rows[("Dfd", "1", 'dfd_lite+{"no_such_argument":1}')]
+    assert broken_row["status"] == "failed"
+    assert "no_such_argument" in broken_row["error"]
+    assert ("Dfd", "full", "dfd_lite-quick") not in rows  # skipped on purpose
+
+    report = (output / "results.md").read_text()
+    assert "| Pcsnet | pcsnet_lite-quick | demo | 1 | 1 |" in report
+    assert "Failed jobs" in report
+    assert "Left out on purpose:\n- too slow for the smoke grid: 2 job(s)" in report  # quick and broken Dfd
+    for plot in ("auroc_vs_k.png", "accuracy_vs_speed.png"):
+        assert (output / plot).read_bytes()[:4] == b"\x89PNG"
+        assert f"]({plot})" in report
+
+    # Resume: finished jobs are not run again; only the failed ones are retried.
     calls = []
     monkeypatch.setattr(runner, "run_job", lambda job, out, t: calls.append(job) or {**job, "status": "failed"})
     runner.run_grid(path)
-    assert [c["overrides"] for c in calls] == [broken["overrides"]]
+    assert sorted((c["model"], str(c["k_shot"])) for c in calls) == [("Dfd", "1"), ("Padim", "1")]
+    assert rows[("Pcsnet", "1", "pcsnet_lite-quick")]["status"] == "ok"
     assert runner.read_rows(output / "results.csv")[0]["status"] == "ok"
+
+
+def test_grid_rejects_bad_k(tmp_path: Path):
+    config = yaml.safe_load(SMOKE.read_text())
+    config["grid"]["k_shot"] = [0]
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="k_shot"):
+        runner.load_grid(path)
 
 
 def test_metrics_on_raw_scores_are_not_squashed():
