@@ -7,6 +7,7 @@ evaluates raw scores on the whole test split and times eager torch and OpenVINO 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import sys
@@ -212,6 +213,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             "openvino_batch": ov_batch,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
             "n_test": len(labels),
+            # 1-minute load average when the job ends: above the core count, other work shared the CPU and the
+            # timings of this row are pessimistic.
+            "load_avg_1m": round(os.getloadavg()[0], 2),
             "shots": json.dumps(shots),
         }
     )

@@ -244,7 +244,9 @@ def run_grid(config_path: Path, output: Path | None = None) -> Path:
         "Metrics on raw model outputs mapped monotonically to [0, 1] (no clamping, no post-processor); "
         "AUPRO at FPR ≤ 0.3; fit_s = shot selection + weights + pool/bank building + training (excludes "
         "validation); torch_ms / openvino_ms = median per image at batch 1 of the full exported pipeline "
-        "(OpenVINO f32); peak_rss_mb = peak resident memory of the job process.\n\n"
+        "(OpenVINO f32); peak_rss_mb = peak resident memory of the job process. results.csv also records "
+        "load_avg_1m per job: above the core count, other work shared the CPU and that row's timings are "
+        "pessimistic.\n\n"
         + summarise(read_rows(csv_path), jobs)
         + _skipped_section(skipped)
         + _plots_section(read_rows(csv_path), output)
