@@ -236,23 +236,36 @@ def run_grid(config_path: Path, output: Path | None = None) -> Path:
         for job in todo:
             progress.update(task, description="/".join(job_key(job)))
             upsert_row(csv_path, run_job(job, jobs_dir, float(job["timeout_s"])))
+            write_report(config_path, output, jobs, skipped)  # the report follows the grid as it grows
             progress.advance(task)
+    write_report(config_path, output, jobs, skipped)
+    return output
+
+
+def write_report(
+    config_path: Path,
+    output: Path,
+    jobs: list[dict[str, Any]],
+    skipped: list[tuple[dict[str, Any], str]],
+) -> Path:
+    """Write ``results.md`` (and the plots) from ``results.csv``: progress, tables, left-out jobs."""
+    rows = read_rows(output / "results.csv")
+    finished = {job_key(r) for r in rows if r.get("status") == "ok"}
+    n_done = sum(job_key(job) in finished for job in jobs)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report = (
         f"# Benchmark results\n\ncommand: `anomalib-fewshot benchmark -c {config_path}`  \n"
-        f"machine: {machine_description()}  \ndate: {stamp}\n\n"
+        f"machine: {machine_description()}  \nupdated: {stamp}  \n"
+        f"progress: {n_done} of {len(jobs)} jobs finished"
+        f"{' (complete)' if n_done == len(jobs) else ' (rerun the command to resume)'}\n\n"
         "Metrics on raw model outputs mapped monotonically to [0, 1] (no clamping, no post-processor); "
         "AUPRO at FPR ≤ 0.3; fit_s = shot selection + weights + pool/bank building + training (excludes "
         "validation); torch_ms / openvino_ms = median per image at batch 1 of the full exported pipeline "
         "(OpenVINO f32); peak_rss_mb = peak resident memory of the job process. results.csv also records "
         "load_avg_1m per job: above the core count, other work shared the CPU and that row's timings are "
-        "pessimistic.\n\n"
-        + summarise(read_rows(csv_path), jobs)
-        + _skipped_section(skipped)
-        + _plots_section(read_rows(csv_path), output)
+        "pessimistic.\n\n" + summarise(rows, jobs) + _skipped_section(skipped) + _plots_section(rows, output)
     )
-    atomic_write_text(output / "results.md", report)
-    return output
+    return atomic_write_text(output / "results.md", report)
 
 
 def _skipped_section(skipped: list[tuple[dict[str, Any], str]]) -> str:

@@ -51,6 +51,7 @@ def test_smoke_grid_runs_records_failures_plots_and_resumes(tmp_path: Path, monk
 
     report = (output / "results.md").read_text()
     assert "| Pcsnet | pcsnet_lite-quick | demo | 1 | 1 |" in report
+    assert "progress: 6 of 8 jobs finished (rerun the command to resume)" in report
     assert "Failed jobs" in report
     assert "Left out on purpose:\n- too slow for the smoke grid: 2 job(s)" in report  # quick and broken Dfd
     for plot in ("auroc_vs_k.png", "accuracy_vs_speed.png"):
