@@ -2,7 +2,8 @@
 
     python -m anomalib_fewshot.benchmark.branches MODEL CKPT ROOT CATEGORY
 
-``MODEL`` is ``Dfd`` (the Gaussian and Perlin discriminators, each frequency path, and the token scale that the
+``MODEL`` is ``Ed`` (reconstruction score, inter-correlation score and their product, the model's map),
+``Dfd`` (the Gaussian and Perlin discriminators, each frequency path, and the token scale that the
 feature noise ``noise_std`` is compared with) or ``Pcsnet`` (the CAS output, and the PFA prototype distances
 alone: mean 3-NN distance per position and 1-NN distance, smoothed like the CAS map). Prints pixel and image
 AUROC of the raw maps on the test split of an MVTec-layout dataset. Diagnosis only: nothing here feeds back
@@ -76,7 +77,32 @@ def _pcsnet_notes(model: plugin_models.Pcsnet, train_images: torch.Tensor) -> st
     )
 
 
+def _ed_maps(model: plugin_models.Ed, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    from anomalib_fewshot.models.ed.torch_model import reconstruction_score
+
+    net, size = model.model, images.shape[-2:]
+    level_tokens = net.tokens(images)
+    parts: dict[str, list[torch.Tensor]] = {}
+    outputs = net.reconstruct(level_tokens)
+    for level, (tokens, (reconstruction, attention), grid) in enumerate(zip(level_tokens, outputs, net.grids,
+                                                                            strict=True)):  # fmt: skip
+        rec = reconstruction_score(tokens, reconstruction)
+        full = net.level_score(tokens, reconstruction, attention)
+        inter = full / rec.clamp_min(1e-12)
+        for name, value in (("rec", rec), ("inter", inter), ("rec_x_inter", full)):
+            grid_map = F.interpolate(value.reshape(-1, 1, *grid), size=size, mode="bilinear", align_corners=True)
+            parts.setdefault(name, []).append(grid_map)
+            parts[f"{name}_level{level}"] = [grid_map]
+    return {name: net.smoothing(torch.stack(maps).mean(0))[:, 0] for name, maps in parts.items()}
+
+
+def _ed_notes(model: plugin_models.Ed, train_images: torch.Tensor) -> str:
+    del train_images
+    return f"levels: {len(model.model.levels)}, grids {model.model.grids}"
+
+
 BRANCHES: dict[str, tuple[Callable, Callable]] = {
+    "Ed": (_ed_maps, _ed_notes),
     "Dfd": (_dfd_maps, _dfd_notes),
     "Pcsnet": (_pcsnet_maps, _pcsnet_notes),
 }

@@ -21,7 +21,7 @@ Grid YAML::
       k_shot: [1, 2, 4, full]               # full = every normal training image
       seeds: [0, 1, 2]
       skip:                                 # optional: jobs left out on purpose, with the reason (reported)
-        - {model: Dfd, k_shot: full, reason: "..."}
+        - {model: Dfd, k_shot: full, reason: "..."}   # a list matches any of its values: seed: [1, 2]
 
 Python API: ``run_grid(Path("configs/benchmark/real.yaml"))``.
 """
@@ -88,13 +88,13 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def skipped_jobs(config: dict[str, Any], jobs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
-    """Jobs matched by the grid's ``skip`` rules (every given field equal), each with its rule's reason."""
+    """Jobs matched by the grid's ``skip`` rules (every given field equal, or in a given list), with the reason."""
     rules = config["grid"].get("skip", [])
     out = []
     for job in jobs:
         for rule in rules:
             fields = {k: v for k, v in rule.items() if k != "reason"}
-            if all(str(job.get(k)) == str(v) for k, v in fields.items()):
+            if all(str(job.get(k)) in {str(x) for x in (v if isinstance(v, list) else [v])} for k, v in fields.items()):
                 out.append((job, rule.get("reason", "left out")))
                 break
     return out

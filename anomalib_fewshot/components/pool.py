@@ -58,10 +58,18 @@ class TrainingPoolMixin:
 
     _pool_datamodule = None
 
-    def install_pool_loader(self, trainer: Trainer, pool_size: int, batch_size: int, seed: int = 0) -> None:
+    def install_pool_loader(
+        self,
+        trainer: Trainer,
+        pool_size: int,
+        batch_size: int,
+        seed: int = 0,
+        replacement: bool = True,
+    ) -> None:
         """Make ``trainer.datamodule.train_dataloader()`` iterate over ``pool_size`` pool indices.
 
-        Sampling is uniform *with replacement* (one epoch = ``pool_size`` draws), as in DFD's reference code.
+        One epoch is ``pool_size`` draws: uniform *with replacement* (DFD's reference code) or a fresh shuffle of
+        every index (``replacement=False``, the usual epoch).
         """
         if pool_size < 1:
             msg = "the training pool is empty"
@@ -71,7 +79,9 @@ class TrainingPoolMixin:
 
         def train_dataloader() -> DataLoader:
             dataset = PoolIndexDataset(pool_size)
-            sampler = RandomSampler(dataset, replacement=True, num_samples=pool_size, generator=generator)
+            sampler = RandomSampler(
+                dataset, replacement=replacement, num_samples=pool_size if replacement else None, generator=generator
+            )
             return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=PoolIndexDataset.collate)
 
         datamodule.train_dataloader = train_dataloader

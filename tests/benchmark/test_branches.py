@@ -13,6 +13,7 @@ from anomalib_fewshot.benchmark import branches
 from tests.helpers import TINY_CONFIGS
 
 EXPECTED_ROWS = {
+    "Ed": ["rec", "inter", "rec_x_inter", "rec_level0", "rec_x_inter_level1"],
     "Dfd": ["gaussian", "perlin", "gaussian/low", "perlin/high"],
     "Pcsnet": ["cas", "pfa_3nn_mean", "pfa_1nn"],
 }

@@ -17,6 +17,13 @@ pytestmark = pytest.mark.slow
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "benchmark" / "smoke.yaml"
 
 
+def test_smoke_grid_covers_every_plugin_model():
+    import anomalib_fewshot.models as plugin_models
+
+    config = yaml.safe_load(SMOKE.read_text())
+    assert set(plugin_models.__all__) <= {entry["model"] for entry in config["grid"]["models"]}
+
+
 def test_smoke_grid_runs_records_failures_plots_and_resumes(tmp_path: Path, monkeypatch):
     """configs/benchmark/smoke.yaml end to end (every plugin model and both baselines, k = 1 and full)."""
     monkeypatch.chdir(tmp_path)
@@ -33,7 +40,7 @@ def test_smoke_grid_runs_records_failures_plots_and_resumes(tmp_path: Path, monk
     rows = {(r["model"], r["k_shot"], r["variant"]): r for r in runner.read_rows(output / "results.csv")}
     expected_ok = [("Pcsnet", k, "pcsnet_lite-quick") for k in ("1", "full")]
     expected_ok += [("Patchcore", k, "") for k in ("1", "full")] + [("Dfd", "1", "dfd_lite-quick")]
-    expected_ok += [("Padim", "full", "")]
+    expected_ok += [("Padim", "full", "")] + [("Ed", k, "ed_lite-quick") for k in ("1", "full")]
     for key in expected_ok:
         row = rows[key]
         assert row["status"] == "ok", row
@@ -51,7 +58,7 @@ def test_smoke_grid_runs_records_failures_plots_and_resumes(tmp_path: Path, monk
 
     report = (output / "results.md").read_text()
     assert "| Pcsnet | pcsnet_lite-quick | demo | 1 | 1 |" in report
-    assert "progress: 6 of 8 jobs finished (rerun the command to resume)" in report
+    assert "progress: 8 of 10 jobs finished (rerun the command to resume)" in report
     assert "Failed jobs" in report
     assert "Left out on purpose:\n- too slow for the smoke grid: 2 job(s)" in report  # quick and broken Dfd
     for plot in ("auroc_vs_k.png", "accuracy_vs_speed.png"):

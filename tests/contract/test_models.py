@@ -106,8 +106,14 @@ def test_test_validate_predict(fitted: Fitted):
     scores = torch.cat([p.pred_score.reshape(-1) for p in predictions])
     assert torch.isfinite(maps).all()
     assert torch.isfinite(scores).all()
-    assert maps.flatten(1).std(1).min() > 0, "an anomaly map is constant"
     assert scores.std() > 0
+    # normalised maps are clamped to [0, 1] (a clearly normal image may be all zeros): check the raw maps
+    images = torch.cat([p.image for p in predictions])
+    model = fitted.model.eval()
+    with torch.no_grad():
+        raw = model.model(model.pre_processor(images)).anomaly_map
+    assert torch.isfinite(raw).all()
+    assert raw.flatten(1).std(1).min() > 0, "a raw anomaly map is constant"
 
 
 def test_train_runs_fit_and_test(fitted: Fitted, tmp_path: Path, tiny_data_root: Path):
@@ -130,8 +136,13 @@ def test_reload_from_checkpoint_weights_only(fitted: Fitted):
     assert reloaded.few_shot_record == original.few_shot_record
 
 
-@pytest.mark.parametrize("post_processing", [False, True], ids=["raw", "normalised"])
-@pytest.mark.parametrize("export_type", [ExportType.ONNX, ExportType.OPENVINO])
+# OpenVINO export goes through the ONNX export; the raw maps are checked on the ONNX file (the sensitive check:
+# normalised maps are clamped), the whole deployed pipeline on the OpenVINO IR.
+@pytest.mark.parametrize(
+    ("export_type", "post_processing"),
+    [(ExportType.ONNX, False), (ExportType.OPENVINO, True)],
+    ids=["onnx-raw", "openvino-normalised"],
+)
 def test_export_parity(fitted: Fitted, tmp_path: Path, export_type: ExportType, post_processing: bool):
     model = copy.deepcopy(fitted.model).eval()
     if not post_processing:

@@ -1,0 +1,22 @@
+"""ED — Emphasize Differences (on the FOD design): reconstruction transformers with Gaussian-prior attention.
+
+Reference code: https://github.com/Vzoooong/ED; parent method FOD (ICCV 2023, arXiv 2308.02983):
+https://github.com/xcyao00/FOD.
+
+Pooled backbone tokens of two levels are reconstructed by per-level transformers whose self-attention (intra)
+and cross-attention to per-position reference features (inter) are trained against learned Gaussian-prior
+target correlations. Released as a full-shot method; ``k_shot`` gives the few-shot adaptation.
+
+Example:
+    >>> from anomalib.engine import Engine
+    >>> from anomalib.data import MVTecAD
+    >>> from anomalib_fewshot.models import Ed
+    >>> model = Ed()  # full-shot, as released
+    >>> Engine().train(model, datamodule=MVTecAD(root="datasets/MVTecAD", category="bottle"))  # doctest: +SKIP
+
+"""
+
+from anomalib_fewshot.models.ed.lightning_model import Ed
+from anomalib_fewshot.models.ed.torch_model import EdModel
+
+__all__ = ["Ed", "EdModel"]
