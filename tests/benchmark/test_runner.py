@@ -97,3 +97,17 @@ def test_metrics_on_raw_scores_are_not_squashed():
     assert metrics["image_auroc"] == pytest.approx(1.0)
     assert metrics["pixel_auroc"] == pytest.approx(1.0)
     assert metrics["aupro"] == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("path", sorted(SMOKE.parent.glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_benchmark_configs_load(path: Path):
+    from anomalib_fewshot.config import config_dir
+
+    config, jobs = runner.load_grid(path)
+    assert jobs
+    profiles = {p.stem for p in (config_dir() / "model").glob("*.yaml")}
+    assert {job["profile"] for job in jobs if job["profile"]} <= profiles
+    for rule in config["grid"].get("skip", []):
+        assert set(rule) - {"reason"} <= set(jobs[0]), rule
+    kept = len(jobs) - len(runner.skipped_jobs(config, jobs))
+    assert kept > 0
