@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
@@ -44,10 +45,35 @@ def resize_pre_processor(image_size: int | tuple[int, int], resize_size: int | N
 class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
     """Common Lightning hooks of a model trained on k shots (mix in before ``AnomalibModule``).
 
-    The model's ``hparams`` must hold ``image_size``. Provides the pre-processor check, loading the shot images
-    with the model's own geometry, a validation step, shot-list checkpointing, a zero-step guard and anomalib's
-    default post-processor.
+    The model's ``hparams`` must hold ``image_size`` and ``epochs``. Provides the resize-only default
+    pre-processor (``default_image_size``), the one-class learning type, the epoch-driven trainer arguments, the
+    pre-processor check, loading the shot images with the model's own geometry, a validation step, shot-list
+    checkpointing, a zero-step guard and anomalib's default post-processor.
     """
+
+    #: Input size of the default pre-processor (the model's paper protocol); subclasses override.
+    default_image_size: tuple[int, int] = (256, 256)
+
+    @classmethod
+    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+        """Resize only: each torch model owns its backbone's input normalisation."""
+        return resize_pre_processor(image_size or cls.default_image_size)
+
+    @property
+    def learning_type(self) -> LearningType:
+        """The model trains on the normal training images (the k shots, or all): one-class."""
+        return LearningType.ONE_CLASS
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """The model owns its schedule; validation (threshold fitting) runs once, after the last epoch."""
+        epochs = int(self.hparams.epochs)
+        return {
+            "max_epochs": epochs,
+            "check_val_every_n_epoch": epochs,
+            "num_sanity_val_steps": 0,
+            "gradient_clip_val": 0,
+        }
 
     def check_pre_processor(self) -> None:
         """Reject a pre-processor that normalises, or one whose output size differs from ``image_size``."""

@@ -15,10 +15,8 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from anomalib import LearningType
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
-from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
@@ -31,7 +29,7 @@ from anomalib_fewshot.components.anomalies import (
     resolve_foreground,
 )
 from anomalib_fewshot.components.fewshot import validate_k_shot
-from anomalib_fewshot.components.lightning import ShotModelMixin, resize_pre_processor
+from anomalib_fewshot.components.lightning import ShotModelMixin
 from anomalib_fewshot.components.pool import PoolBatch
 from anomalib_fewshot.models.dfd.loss import DfdLoss
 from anomalib_fewshot.models.dfd.torch_model import DfdModel
@@ -240,26 +238,6 @@ class Dfd(ShotModelMixin, AnomalibModule):
         self._normalizers_fitted_at_step = -1
 
     # ------------------------------------------------------------------ anomalib contract
-    @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
-        """Resize only: each torch model owns its backbone's input normalisation."""
-        return resize_pre_processor(image_size or (256, 256))
-
-    @property
-    def learning_type(self) -> LearningType:
-        """DFD trains on the k shots: one-class."""
-        return LearningType.ONE_CLASS
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """The model owns its schedule; validation (threshold fitting) runs once, after the last epoch."""
-        epochs = int(self.hparams.epochs)
-        return {
-            "max_epochs": epochs,
-            "check_val_every_n_epoch": epochs,
-            "num_sanity_val_steps": 0,
-            "gradient_clip_val": 0,
-        }
 
     def configure_optimizers(self) -> dict[str, Any]:
         """One Adam with the reference code's groups; cosine decay on the discriminator groups per epoch."""

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import torch
-from anomalib import LearningType
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
-from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
@@ -165,26 +163,6 @@ class Ed(ShotModelMixin, AnomalibModule):
         self._pool: list[torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ anomalib contract
-    @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
-        """Resize only (``Resize((256, 256))`` as the reference code for MVTec); the model normalises."""
-        return resize_pre_processor(image_size or (256, 256))
-
-    @property
-    def learning_type(self) -> LearningType:
-        """ED trains on the normal training images (all, or the k shots): one-class."""
-        return LearningType.ONE_CLASS
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """The model owns its schedule; validation (threshold fitting) runs once, after the last epoch."""
-        epochs = int(self.hparams.epochs)
-        return {
-            "max_epochs": epochs,
-            "check_val_every_n_epoch": epochs,
-            "num_sanity_val_steps": 0,
-            "gradient_clip_val": 0,
-        }
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One Adam over both level transformers (lr 1e-4)."""

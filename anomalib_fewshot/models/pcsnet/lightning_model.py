@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from anomalib import LearningType
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
-from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
@@ -102,6 +100,9 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         >>> Engine().train(model, datamodule=MVTecAD(category="bottle"))  # doctest: +SKIP
 
     """
+
+    # Resize only (anomalib's usual protocol); the constructor default adds the paper's 256 → 224 crop.
+    default_image_size = (224, 224)
 
     def __init__(
         self,
@@ -205,26 +206,6 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         self._rng: np.random.Generator | None = None
 
     # ------------------------------------------------------------------ anomalib contract
-    @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
-        """Resize only (anomalib's usual protocol); the constructor default adds the paper's 256 → 224 crop."""
-        return resize_pre_processor(image_size or (224, 224))
-
-    @property
-    def learning_type(self) -> LearningType:
-        """PCSNet trains on the k shots: one-class."""
-        return LearningType.ONE_CLASS
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """The model owns its schedule; validation (threshold fitting) runs once, after the last epoch."""
-        epochs = int(self.hparams.epochs)
-        return {
-            "max_epochs": epochs,
-            "check_val_every_n_epoch": epochs,
-            "num_sanity_val_steps": 0,
-            "gradient_clip_val": 0,
-        }
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam (amsgrad) with the code's two learning rates: PFA (descriptor, radius) and CAS."""
