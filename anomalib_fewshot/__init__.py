@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_LAZY_MODELS = ("Dfd", "Ed", "Pcsnet")
+_LAZY_MODELS = ("Dfd", "Ed", "Fdsl", "Pcsnet")
 
 __all__ = ["__version__", *_LAZY_MODELS]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,20 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         "batch_size": 2,
         "k_shot": 2,
     },
+    "Fdsl": {
+        "backbone": "ViT-tiny",
+        "vision_cfg": {"width": 32, "layers": 2, "head_width": 16, "patch_size": 8, "image_size": 64},
+        "layers": [1, 2],
+        "pre_trained": False,
+        "image_size": 64,
+        "head_dims": [16, 8],
+        "window_size": 4,
+        "window_stride": 2,
+        "epochs": 2,
+        "pseudo_samples": 8,
+        "batch_size": 4,
+        "k_shot": 2,
+    },
     "Pcsnet": {
         "backbone": "tf_efficientnet_lite0",
         "layers": ["blocks.1", "blocks.2", "blocks.4"],
@@ -67,7 +82,9 @@ def cli_model_args(name: str) -> list[str]:
     """``--model.<arg> <value>`` pairs for the stock anomalib CLI."""
     args = []
     for key, value in TINY_CONFIGS[name].items():
-        if isinstance(value, list):
+        if isinstance(value, dict):
+            value = json.dumps(value)
+        elif isinstance(value, list):
             value = "[" + ",".join(str(v) for v in value) + "]"
         elif value is None:
             value = "null"

@@ -125,10 +125,16 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         super().on_load_checkpoint(checkpoint)
         self.load_few_shot_record(checkpoint)
 
+    @property
+    def fit_requires_steps(self) -> bool:
+        """Whether a fit must make optimiser steps (False for a fit that only builds memory banks)."""
+        return True
+
     def on_fit_end(self) -> None:
         """A fit without optimiser steps is an error, never a silent success."""
         super().on_fit_end()
-        self.check_optimizer_steps(self.trainer)
+        if self.fit_requires_steps:
+            self.check_optimizer_steps(self.trainer)
 
     def configure_post_processor(self) -> PostProcessor:
         """Anomalib's default post-processor (thresholds and min–max from validation outputs)."""

@@ -6,9 +6,10 @@ Importing this module makes the models visible to the stock ``anomalib`` CLI (``
 
 from anomalib_fewshot.models.dfd import Dfd
 from anomalib_fewshot.models.ed import Ed
+from anomalib_fewshot.models.fdsl import Fdsl
 from anomalib_fewshot.models.pcsnet import Pcsnet
 
-__all__ = ["Dfd", "Ed", "Pcsnet"]
+__all__ = ["Dfd", "Ed", "Fdsl", "Pcsnet"]
 
 
 def _register_with_anomalib() -> None:

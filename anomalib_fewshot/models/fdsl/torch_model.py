@@ -1,0 +1,364 @@
+"""FDSL torch model: feature discrepancy (FD) against k-shot memory banks, learned scoring (ASL), NAM and LFE.
+
+Everything the model needs at inference is a registered buffer (memory banks, positional embeddings, the
+stitching kernel), and the graph is static for a fixed k: nearest-neighbour search is MatMul → ArgMax →
+Gather, windows are tensor unfolds, overlap averaging is one transposed convolution with a one-hot kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from anomalib.data import InferenceBatch
+from torch import nn
+
+from anomalib_fewshot.models.fdsl.tokens import ClipTokens, CnnTokens, TokenExtractor
+
+ALIGNMENTS = ("cosine", "l2")
+SCORE_MODES = ("mean", "score", "map_max")
+
+
+class ScoreHead(nn.Module):
+    """FDSL's per-level token classifier: ``[BN] → (Linear → BN → ReLU)×n → Linear(·, 2) → softmax``.
+
+    Args:
+        in_dim: token width of the level (1024 for ViT-L).
+        hidden_dims: widths of the hidden layers (512, 128, 32).
+        first_batch_norm: batch-normalise the input residuals first (``useFirstBatchNorm``).
+
+    """
+
+    def __init__(self, in_dim: int, hidden_dims: Sequence[int] = (512, 128, 32), first_batch_norm: bool = True) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.BatchNorm1d(in_dim)] if first_batch_norm else []
+        width = in_dim
+        for hidden in hidden_dims:
+            layers += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
+            width = hidden
+        layers.append(nn.Linear(width, 2))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, residuals: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(B, L, 2)`` (normal, anomalous) of residual tokens ``(B, L, C)``."""
+        batch, length, channels = residuals.shape
+        logits = self.net(residuals.reshape(batch * length, channels))
+        return logits.softmax(dim=-1).reshape(batch, length, 2)
+
+
+class NeighborAggregation(nn.Module):
+    """NAM: ``Conv2d(2, 6, 5) → ReLU → Conv2d(6, 2, 5) → softmax`` over a 2-channel probability map."""
+
+    def __init__(self, hidden: int = 6, kernel_size: int = 5) -> None:
+        super().__init__()
+        padding = kernel_size // 2
+        self.net = nn.Sequential(
+            nn.Conv2d(2, hidden, kernel_size, padding=padding),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 2, kernel_size, padding=padding),
+        )
+
+    def forward(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Refined probabilities ``(B, 2, g, g)``."""
+        return self.net(probabilities).softmax(dim=1)
+
+
+def nearest_residuals(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    align: str = "cosine",
+    absolute: bool = True,
+    chunk: int = 4096,
+) -> torch.Tensor:
+    """Residual ``|f − nn(f)|`` of every query token against its nearest memory token.
+
+    Args:
+        queries: ``(B, L, C)`` tokens.
+        bank: ``(N, C)`` memory tokens.
+        align: ``"cosine"`` (the code's ``mulmax``: maximum dot product of L2-normalised tokens) or ``"l2"``
+            (``diff2``: minimum Euclidean distance).
+        absolute: absolute value of the residual (``useAbs``).
+        chunk: queries per similarity block (bounds the ``chunk × N`` similarity matrix); a fixed, static split.
+
+    """
+    bank_t = bank.t()
+    half_norms = 0.5 * bank.pow(2).sum(-1) if align == "l2" else None
+    residuals = []
+    for part in queries.split(chunk, dim=1):
+        similarity = part @ bank_t
+        if half_norms is not None:
+            similarity = similarity - half_norms  # argmax of q·m − |m|²/2 = argmin |q − m|
+        nearest = bank[similarity.argmax(dim=-1)]
+        residuals.append(part - nearest)
+    residual = torch.cat(residuals, dim=1) if len(residuals) > 1 else residuals[0]
+    return residual.abs() if absolute else residual
+
+
+def is_clip_backbone(name: str) -> bool:
+    """open_clip vision transformers are named ``ViT-…`` (timm/torchvision CNNs are lower case)."""
+    return name.startswith("ViT-")
+
+
+def window_offsets(grid: int, window: int, stride: int) -> int:
+    """Number of window positions per side, checking that the windows tile the grid exactly."""
+    if window > grid or (grid - window) % stride:
+        msg = (
+            f"LFE windows of {window} cells with stride {stride} do not tile a {grid}-cell grid: "
+            "(grid - window_size) must be a non-negative multiple of window_stride"
+        )
+        raise ValueError(msg)
+    return (grid - window) // stride + 1
+
+
+def stitch_kernel(window: int) -> torch.Tensor:
+    """One-hot ``ConvTranspose2d`` kernel ``(window², 1, window, window)``: channel ``(i, j)`` → tap ``(i, j)``."""
+    return torch.eye(window * window).reshape(window * window, 1, window, window)
+
+
+class FdslModel(nn.Module):
+    """FDSL: nearest-neighbour residuals to k-shot banks, scored by learned per-level heads and the NAM.
+
+    Args:
+        backbone: open_clip model name (``"ViT-L-14-336"``) for the paper's ViT, or a timm/torchvision CNN name
+            (``"tf_efficientnet_lite0"``) for the offline profiles.
+        layers: ViT block numbers (6, 12, 18, 24) or CNN feature modules (``["blocks.2", "blocks.4"]``).
+        pre_trained: load the backbone's pretrained weights when fitting starts.
+        weights_path: local backbone weights file.
+        vision_cfg: custom open_clip vision-tower config (see :class:`ClipTokens`).
+        image_size: square input size of the global branch (518 for ViT-L/14; a multiple of the grid cell).
+        head_dims: hidden widths of the per-level heads.
+        first_batch_norm: batch-normalise residuals before the head.
+        nam: use the NAM (``useNAM``); without it the heads' raw maps are used.
+        lfe: add the local-enhanced (window) branch.
+        window_size: LFE window in grid cells (13 = 182 px for ViT-L/14).
+        window_stride: LFE window stride in grid cells (2 = 28 px).
+        lfe_weight: weight of the window branch in the fusion (``win-weight`` 0.5).
+        align: ``"cosine"`` or ``"l2"`` nearest-neighbour alignment.
+        absolute: absolute residuals.
+        score_mode: image score: ``"mean"`` = ½·(branch score + max of the final map) (the code's evaluation score
+            without its test-set min–max), ``"score"`` = the branch score (mean over levels of each map's max,
+            fused like the maps), ``"map_max"`` = max of the final map.
+        match_chunk: query tokens per similarity block in the nearest-neighbour search.
+        quick_gelu: QuickGELU in a CLIP backbone (OpenAI weights).
+
+    """
+
+    def __init__(
+        self,
+        backbone: str = "ViT-L-14-336",
+        layers: Sequence[int | str] = (6, 12, 18, 24),
+        pre_trained: bool = True,
+        weights_path: str | None = None,
+        vision_cfg: dict[str, Any] | None = None,
+        image_size: int = 518,
+        head_dims: Sequence[int] = (512, 128, 32),
+        first_batch_norm: bool = True,
+        nam: bool = True,
+        lfe: bool = True,
+        window_size: int = 13,
+        window_stride: int = 2,
+        lfe_weight: float = 0.5,
+        align: Literal["cosine", "l2"] = "cosine",
+        absolute: bool = True,
+        score_mode: Literal["mean", "score", "map_max"] = "mean",
+        match_chunk: int = 4096,
+        quick_gelu: bool = True,
+    ) -> None:
+        super().__init__()
+        if align not in ALIGNMENTS:
+            msg = f"align must be one of {ALIGNMENTS}, got {align!r}"
+            raise ValueError(msg)
+        if score_mode not in SCORE_MODES:
+            msg = f"score_mode must be one of {SCORE_MODES}, got {score_mode!r}"
+            raise ValueError(msg)
+        if not 0.0 <= lfe_weight <= 1.0:
+            msg = f"lfe_weight must be in [0, 1], got {lfe_weight}"
+            raise ValueError(msg)
+        self.image_size = int(image_size)
+        self.features = self._build_features(
+            backbone, layers, pre_trained, weights_path, vision_cfg, image_size, window_size, quick_gelu
+        )
+        self.grid = self.image_size // self.features.patch
+        self.lfe = bool(lfe)
+        self.window_size = int(window_size)
+        self.window_stride = int(window_stride)
+        self.windows_per_side = window_offsets(self.grid, self.window_size, self.window_stride)
+        self.lfe_weight = float(lfe_weight) if self.lfe else 0.0
+        self.align = align
+        self.absolute = absolute
+        self.score_mode = score_mode
+        self.match_chunk = int(match_chunk)
+        self.use_nam = bool(nam)
+        self.heads = nn.ModuleList(ScoreHead(c, head_dims, first_batch_norm) for c in self.features.channels)
+        self.nam = NeighborAggregation() if nam else None
+        for index, channels in enumerate(self.features.channels):
+            self.register_buffer(f"bank_{index}", torch.zeros(0, channels))
+            self.register_buffer(f"window_bank_{index}", torch.zeros(0, channels))
+        self.register_buffer("banks_ready", torch.tensor(False))
+        self.register_buffer("stitch_weight", stitch_kernel(self.window_size), persistent=False)
+        counts = F.conv_transpose2d(
+            torch.ones(1, self.window_size**2, self.windows_per_side, self.windows_per_side),
+            self.stitch_weight,
+            stride=self.window_stride,
+        )
+        self.register_buffer("stitch_count", counts, persistent=False)
+
+    @staticmethod
+    def _build_features(
+        backbone: str,
+        layers: Sequence[int | str],
+        pre_trained: bool,
+        weights_path: str | None,
+        vision_cfg: dict[str, Any] | None,
+        image_size: int,
+        window_size: int,
+        quick_gelu: bool,
+    ) -> TokenExtractor:
+        if vision_cfg is not None or is_clip_backbone(backbone):
+            if vision_cfg is not None:
+                patch = int(vision_cfg.get("patch_size", 16))
+            else:
+                import open_clip
+
+                config = open_clip.get_model_config(backbone) or {}
+                patch = int(config.get("vision_cfg", {}).get("patch_size", 14))
+            return ClipTokens(
+                name=backbone,
+                layers=[int(layer) for layer in layers],
+                image_size=image_size,
+                window_size=window_size * patch,
+                pre_trained=pre_trained,
+                weights_path=weights_path,
+                vision_cfg=vision_cfg,
+                quick_gelu=quick_gelu,
+            )
+        return CnnTokens(backbone, [str(layer) for layer in layers], image_size, pre_trained, weights_path)
+
+    # ------------------------------------------------------------------ banks
+    @property
+    def num_levels(self) -> int:
+        """Number of feature levels (heads)."""
+        return len(self.heads)
+
+    def banks(self, window: bool = False) -> list[torch.Tensor]:
+        """The global (or window) memory bank of each level."""
+        prefix = "window_bank" if window else "bank"
+        return [getattr(self, f"{prefix}_{index}") for index in range(self.num_levels)]
+
+    def level_tokens(self, images: torch.Tensor, window: bool = False) -> list[torch.Tensor]:
+        """L2-normalised tokens ``(B, L, C)`` per level of ``[0, 1]`` images (windows: ``B·n_windows`` images)."""
+        maps = self.features(self.features.normalize(images), window=window)
+        return [F.normalize(m.flatten(2).transpose(1, 2), dim=-1) for m in maps]
+
+    def extract_windows(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B·n², 3, w, w)`` LFE windows of ``(B, 3, S, S)`` images, row-major over window positions."""
+        size = self.window_size * self.features.patch
+        stride = self.window_stride * self.features.patch
+        windows = images.unfold(2, size, stride).unfold(3, size, stride)  # (B, 3, n, n, w, w)
+        return windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, images.shape[1], size, size)
+
+    def window_tokens(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Window tokens per level as ``(B, n²·w², C)`` (window-major, then row-major inside the window)."""
+        tokens = self.level_tokens(self.extract_windows(images), window=True)
+        return [t.reshape(images.shape[0], -1, t.shape[-1]) for t in tokens]
+
+    @torch.no_grad()
+    def set_banks(self, images: torch.Tensor, chunk: int = 4) -> None:
+        """Fill the memory banks from the k reference images ``(k, 3, S, S)`` in ``[0, 1]`` (one draw, both banks)."""
+        global_parts: list[list[torch.Tensor]] = [[] for _ in range(self.num_levels)]
+        window_parts: list[list[torch.Tensor]] = [[] for _ in range(self.num_levels)]
+        for start in range(0, len(images), chunk):
+            batch = images[start : start + chunk]
+            for level, tokens in enumerate(self.level_tokens(batch)):
+                global_parts[level].append(tokens.reshape(-1, tokens.shape[-1]))
+            if self.lfe:
+                for level, tokens in enumerate(self.window_tokens(batch)):
+                    window_parts[level].append(tokens.reshape(-1, tokens.shape[-1]))
+        for level in range(self.num_levels):
+            setattr(self, f"bank_{level}", torch.cat(global_parts[level]))
+            if self.lfe:
+                setattr(self, f"window_bank_{level}", torch.cat(window_parts[level]))
+        self.banks_ready.fill_(True)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Banks hold k-dependent numbers of tokens: take the checkpoint's shapes before loading."""
+        for level in range(self.num_levels):
+            for name in (f"bank_{level}", f"window_bank_{level}"):
+                key = prefix + name
+                if key in state_dict:
+                    setattr(self, name, torch.empty_like(state_dict[key], device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ scoring
+    def residuals(self, tokens: Sequence[torch.Tensor], banks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-level residuals of ``(B, L, C)`` tokens against ``(N, C)`` banks."""
+        return [
+            nearest_residuals(t, b, self.align, self.absolute, self.match_chunk)
+            for t, b in zip(tokens, banks, strict=True)
+        ]
+
+    def head_maps(self, residuals: Sequence[torch.Tensor], grid: int) -> list[torch.Tensor]:
+        """Raw head probabilities per level as ``(B, 2, grid, grid)`` maps of ``(B, grid², C)`` residuals."""
+        return [
+            head(r).transpose(1, 2).reshape(r.shape[0], 2, grid, grid)
+            for head, r in zip(self.heads, residuals, strict=True)
+        ]
+
+    def refine(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Apply the NAM (identity without it)."""
+        return probabilities if self.nam is None else self.nam(probabilities)
+
+    def global_level_maps(self, images: torch.Tensor, banks: Sequence[torch.Tensor] | None = None) -> list[tuple]:
+        """``(raw, refined)`` 2-channel maps per level of the global branch (training uses both)."""
+        tokens = self.level_tokens(images)
+        raw = self.head_maps(self.residuals(tokens, self.banks() if banks is None else banks), self.grid)
+        return [(r, self.refine(r)) for r in raw]
+
+    def stitch(self, window_probabilities: torch.Tensor) -> torch.Tensor:
+        """Average overlapping window probabilities ``(B, n²·w², 2)`` into a ``(B, 2, g, g)`` map."""
+        batch = window_probabilities.shape[0]
+        n, w = self.windows_per_side, self.window_size
+        per_window = window_probabilities.reshape(batch, n * n, w * w, 2).permute(0, 3, 2, 1)  # (B, 2, w², n²)
+        stacked = per_window.reshape(batch * 2, w * w, n, n)
+        summed = F.conv_transpose2d(stacked, self.stitch_weight, stride=self.window_stride)
+        return summed.reshape(batch, 2, self.grid, self.grid) / self.stitch_count
+
+    def window_level_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Refined 2-channel maps per level of the LFE branch (heads per token, stitched, then the NAM)."""
+        tokens = self.window_tokens(images)
+        maps = []
+        for head, residual in zip(self.heads, self.residuals(tokens, self.banks(window=True)), strict=True):
+            maps.append(self.refine(self.stitch(head(residual))))
+        return maps
+
+    def forward(self, images: torch.Tensor) -> InferenceBatch:
+        """Anomaly maps (``image_size``², bilinear from the grid) and image scores of ``[0, 1]`` images."""
+        global_maps = torch.stack([refined[:, 1] for _, refined in self.global_level_maps(images)], dim=1)
+        anomaly_grid = global_maps.mean(1)
+        score = global_maps.flatten(2).amax(-1).mean(1)
+        if self.lfe:
+            window_maps = torch.stack([m[:, 1] for m in self.window_level_maps(images)], dim=1)
+            anomaly_grid = (1 - self.lfe_weight) * anomaly_grid + self.lfe_weight * window_maps.mean(1)
+            score = (1 - self.lfe_weight) * score + self.lfe_weight * window_maps.flatten(2).amax(-1).mean(1)
+        map_max = anomaly_grid.flatten(1).amax(-1)
+        if self.score_mode == "mean":
+            score = 0.5 * (score + map_max)
+        elif self.score_mode == "map_max":
+            score = map_max
+        anomaly_map = F.interpolate(anomaly_grid[:, None], size=images.shape[-2:], mode="bilinear", align_corners=True)
+        return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)
+
+    # ------------------------------------------------------------------ head weights
+    def head_state_dict(self) -> dict[str, torch.Tensor]:
+        """The learned part (heads and NAM) as a plain state dict."""
+        state = {f"heads.{k}": v for k, v in self.heads.state_dict().items()}
+        if self.nam is not None:
+            state.update({f"nam.{k}": v for k, v in self.nam.state_dict().items()})
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+    def head_signature(self) -> dict[str, Any]:
+        """What a head-weights file must match: the level widths, hidden widths and NAM."""
+        dims = [m.out_features for m in self.heads[0].net if isinstance(m, nn.Linear)][:-1]
+        return {"channels": list(self.features.channels), "head_dims": dims, "nam": self.use_nam}
