@@ -3,6 +3,8 @@
 * ``anomalib-fewshot demo [--output DIR]``: generate the offline demo dataset, train DFD (lite profile,
   1-shot), test (prints metrics, writes heat-maps), export to OpenVINO and run the exported model.
 * ``anomalib-fewshot benchmark -c CONFIG``: run (or resume) a benchmark grid, see ``configs/benchmark``.
+* ``anomalib-fewshot fdsl-pretrain ...``: FDSL stage 1, train the head on an annotated test split (see
+  ``anomalib-fewshot fdsl-pretrain --help``).
 * ``anomalib-fewshot <anything else>``: exactly ``anomalib <anything else>`` (train, test, export, ...).
 """
 
@@ -38,11 +40,44 @@ def _demo(argv: list[str]) -> int:
     return 0
 
 
+def _fdsl_pretrain(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="anomalib-fewshot fdsl-pretrain",
+        description=(
+            "FDSL stage 1: train the class-agnostic head on the annotated TEST split (images with masks) of an "
+            "anomalib datamodule, one or several categories, and write a head-weights file for "
+            "`anomalib train --model Fdsl --model.head_weights FILE`. Never evaluate the head on the data it saw."
+        ),
+    )
+    parser.add_argument("--config", type=Path, default=None, help="model config (configs/model/fdsl*.yaml)")
+    parser.add_argument("--data", default="MVTecAD", help="anomalib datamodule class (MVTecAD, Visa, Folder, ...)")
+    parser.add_argument("--data-root", default=None, help="dataset root (the datamodule's root argument)")
+    parser.add_argument("--categories", nargs="*", default=None, help="categories (one datamodule each)")
+    parser.add_argument("--data-args", default="{}", help="more datamodule arguments as JSON")
+    parser.add_argument("--output", type=Path, required=True, help="head-weights file to write")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--reference-k", type=int, default=10, help="normal train images per category bank")
+    parser.add_argument("--augment", default="mosaic", choices=["none", "mosaic", "crop", "mosaic_crop"])
+    parser.add_argument("--seed", type=int, default=111)
+    parser.add_argument("--max-steps", type=int, default=-1)
+    args = parser.parse_args(argv)
+
+    from anomalib_fewshot.workflows import fdsl_pretrain_from_cli
+
+    path = fdsl_pretrain_from_cli(args)
+    print(f"FDSL head weights written to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``anomalib-fewshot`` command."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "demo":
         return _demo(argv[1:])
+    if argv and argv[0] == "fdsl-pretrain":
+        return _fdsl_pretrain(argv[1:])
     if argv and argv[0] == "benchmark":
         from anomalib_fewshot.benchmark.runner import main as benchmark_main
 

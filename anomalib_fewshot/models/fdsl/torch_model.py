@@ -184,7 +184,8 @@ class FdslModel(nn.Module):
         self.lfe = bool(lfe)
         self.window_size = int(window_size)
         self.window_stride = int(window_stride)
-        self.windows_per_side = window_offsets(self.grid, self.window_size, self.window_stride)
+        # window geometry is only checked (and its buffers built) when the LFE branch is on
+        self.windows_per_side = window_offsets(self.grid, self.window_size, self.window_stride) if self.lfe else 0
         self.lfe_weight = float(lfe_weight) if self.lfe else 0.0
         self.align = align
         self.absolute = absolute
@@ -197,12 +198,12 @@ class FdslModel(nn.Module):
             self.register_buffer(f"bank_{index}", torch.zeros(0, channels))
             self.register_buffer(f"window_bank_{index}", torch.zeros(0, channels))
         self.register_buffer("banks_ready", torch.tensor(False))
-        self.register_buffer("stitch_weight", stitch_kernel(self.window_size), persistent=False)
-        counts = F.conv_transpose2d(
-            torch.ones(1, self.window_size**2, self.windows_per_side, self.windows_per_side),
-            self.stitch_weight,
-            stride=self.window_stride,
-        )
+        weight, counts = torch.zeros(0), torch.zeros(0)
+        if self.lfe:
+            weight = stitch_kernel(self.window_size)
+            windows = torch.ones(1, self.window_size**2, self.windows_per_side, self.windows_per_side)
+            counts = F.conv_transpose2d(windows, weight, stride=self.window_stride)
+        self.register_buffer("stitch_weight", weight, persistent=False)
         self.register_buffer("stitch_count", counts, persistent=False)
 
     @staticmethod

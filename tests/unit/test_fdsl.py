@@ -1,0 +1,313 @@
+"""FDSL: nearest-neighbour residuals, window slicing and stitching, losses, head files and head training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from anomalib.deploy import ExportType, OpenVINOInferencer
+from anomalib.engine import Engine
+
+from anomalib_fewshot.components.backbones import WeightsError
+from anomalib_fewshot.models import Fdsl
+from anomalib_fewshot.models.fdsl import (
+    FdslModel,
+    HeadWeightsError,
+    load_head_weights,
+    pretrain_head,
+    save_head_weights,
+)
+from anomalib_fewshot.models.fdsl.head import AnnotatedSplit, head_loss
+from anomalib_fewshot.models.fdsl.loss import FdslLoss, dice_loss, focal_loss
+from anomalib_fewshot.models.fdsl.tokens import ClipTokens, resize_positional_embedding
+from anomalib_fewshot.models.fdsl.torch_model import nearest_residuals, window_offsets
+from tests.helpers import TINY_CONFIGS
+
+TINY_VIT = TINY_CONFIGS["Fdsl"]["vision_cfg"]
+MODEL_KEYS = (
+    "backbone",
+    "vision_cfg",
+    "layers",
+    "pre_trained",
+    "image_size",
+    "head_dims",
+    "window_size",
+    "window_stride",
+)
+
+
+def tiny_vit_model(**overrides) -> FdslModel:
+    kwargs = {k: TINY_CONFIGS["Fdsl"][k] for k in MODEL_KEYS}
+    kwargs.update(overrides)
+    return FdslModel(**kwargs).eval()
+
+
+def tiny_cnn_model(**overrides) -> FdslModel:
+    kwargs = {
+        "backbone": "tf_efficientnet_lite0",
+        "layers": ["blocks.2", "blocks.4"],
+        "pre_trained": False,
+        "image_size": 64,
+        "head_dims": [16, 8],
+        "window_size": 4,
+        "window_stride": 2,
+    }
+    kwargs.update(overrides)
+    return FdslModel(**kwargs).eval()
+
+
+@pytest.mark.parametrize("align", ["cosine", "l2"])
+@pytest.mark.parametrize("chunk", [5, 4096])
+def test_nearest_residuals_match_brute_force(align: str, chunk: int):
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.randn(2, 13, 6, generator=generator)
+    bank = torch.randn(17, 6, generator=generator)
+    if align == "cosine":
+        queries, bank = torch.nn.functional.normalize(queries, dim=-1), torch.nn.functional.normalize(bank, dim=-1)
+    got = nearest_residuals(queries, bank, align=align, chunk=chunk)
+    for b in range(2):
+        for i in range(13):
+            if align == "cosine":
+                j = int(torch.argmax(bank @ queries[b, i]))
+            else:
+                j = int(torch.argmin((bank - queries[b, i]).norm(dim=-1)))
+            torch.testing.assert_close(got[b, i], (queries[b, i] - bank[j]).abs())
+
+
+def test_window_geometry_is_checked_only_with_lfe():
+    assert window_offsets(37, 13, 2) == 13
+    with pytest.raises(ValueError, match="do not tile"):
+        window_offsets(32, 13, 2)
+    with pytest.raises(ValueError, match="window_stride"):
+        tiny_cnn_model(window_size=5, window_stride=2)  # grid 8: (8 - 5) % 2 != 0
+    assert tiny_cnn_model(window_size=5, window_stride=2, lfe=False).windows_per_side == 0
+
+
+def test_windows_and_stitching_equal_a_loop_reference():
+    model = tiny_cnn_model()  # grid 8, window 4 cells, stride 2 cells -> 3x3 windows of 32 px
+    images = torch.rand(2, 3, 64, 64)
+    windows = model.extract_windows(images)
+    n, size, step = model.windows_per_side, 32, 16
+    assert windows.shape == (2 * n * n, 3, size, size)
+    expected = [
+        images[b, :, r * step : r * step + size, c * step : c * step + size]
+        for b in range(2)
+        for r in range(n)
+        for c in range(n)
+    ]
+    torch.testing.assert_close(windows, torch.stack(expected))
+
+    w = model.window_size
+    probabilities = torch.rand(2, n * n * w * w, 2)
+    stitched = model.stitch(probabilities)
+    total = torch.zeros(2, 2, model.grid, model.grid)
+    count = torch.zeros(model.grid, model.grid)
+    per_window = probabilities.reshape(2, n, n, w, w, 2)
+    for r in range(n):
+        for c in range(n):
+            rows, cols = slice(r * 2, r * 2 + w), slice(c * 2, c * 2 + w)
+            total[:, :, rows, cols] += per_window[:, r, c].permute(0, 3, 1, 2)
+            count[rows, cols] += 1
+    torch.testing.assert_close(stitched, total / count)
+
+
+def test_window_tokens_are_the_backbone_on_each_crop():
+    model = tiny_cnn_model()
+    images = torch.rand(1, 3, 64, 64)
+    tokens = model.window_tokens(images)
+    crops = model.extract_windows(images)
+    for index in (0, 4, 8):
+        single = model.level_tokens(crops[index : index + 1], window=True)
+        per_window = model.window_size**2
+        for level in range(model.num_levels):
+            torch.testing.assert_close(
+                tokens[level][0, index * per_window : (index + 1) * per_window], single[level][0]
+            )
+
+
+@pytest.mark.parametrize("builder", [tiny_vit_model, tiny_cnn_model])
+def test_scores_do_not_depend_on_the_batch(builder):
+    model = builder()
+    model.set_banks(torch.rand(2, 3, 64, 64))
+    images = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        together = model(images)
+        alone = [model(images[i : i + 1]) for i in range(3)]
+    torch.testing.assert_close(together.pred_score, torch.cat([a.pred_score for a in alone]))
+    torch.testing.assert_close(together.anomaly_map, torch.cat([a.anomaly_map for a in alone]))
+    assert together.anomaly_map.shape == (3, 1, 64, 64)
+
+
+def test_banks_hold_every_shot_token_and_reload_with_another_k():
+    model = tiny_vit_model()
+    model.set_banks(torch.rand(3, 3, 64, 64))
+    grid_tokens = model.grid**2
+    window_tokens = model.windows_per_side**2 * model.window_size**2
+    assert [b.shape[0] for b in model.banks()] == [3 * grid_tokens] * 2
+    assert [b.shape[0] for b in model.banks(window=True)] == [3 * window_tokens] * 2
+    fresh = tiny_vit_model()
+    fresh.load_state_dict(model.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(fresh(x).pred_score, model(x).pred_score)
+
+
+def test_positional_embedding_resize():
+    embedding = torch.randn(1 + 24 * 24, 8)
+    resized = resize_positional_embedding(embedding, 37)
+    assert resized.shape == (1 + 37 * 37, 8)
+    torch.testing.assert_close(resized[0], embedding[0])
+    torch.testing.assert_close(resize_positional_embedding(embedding, 24), embedding)
+
+
+def test_focal_and_dice_losses():
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, :2] = 1
+    perfect = torch.stack([1 - target.float(), target.float()], dim=1)
+    assert float(focal_loss(perfect, target)) < 1e-4
+    assert float(dice_loss(perfect[:, 1], target)) < 1e-6
+    uniform = torch.full((1, 2, 4, 4), 0.5)
+    # gamma 0, alpha 1: cross-entropy of p = 0.5 (+ smooth)
+    assert float(focal_loss(uniform, target, gamma=0.0)) == pytest.approx(-np.log(0.5 + 1e-5), rel=1e-4)
+    assert float(focal_loss(uniform, target)) == pytest.approx(0.25 * -np.log(0.5 + 1e-5), rel=1e-3)
+
+
+def test_head_loss_trains_heads_and_nam_only():
+    model = tiny_cnn_model(lfe=False).train()
+    model.set_banks(torch.rand(2, 3, 64, 64))
+    images, masks = torch.rand(2, 3, 64, 64), (torch.rand(2, 64, 64) > 0.8).float()
+    loss = head_loss(model, FdslLoss(), images, masks, [model.banks()] * 2)
+    loss.backward()
+    trained = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert trained
+    assert all(n.startswith(("heads.", "nam.")) for n in trained)
+    assert any(n.startswith("nam.") for n in trained)
+    assert not any(p.requires_grad for p in model.features.parameters())
+
+
+def test_head_file_round_trip_and_errors(tmp_path: Path):
+    model = tiny_vit_model()
+    path = save_head_weights(model, tmp_path / "head.pt", {"trained_on": ["x"]})
+    other = tiny_vit_model()
+    assert load_head_weights(other, path) == {"trained_on": ["x"]}
+    for a, b in zip(model.heads.state_dict().values(), other.heads.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(HeadWeightsError, match="trained for"):
+        load_head_weights(tiny_vit_model(head_dims=[8, 8]), path)
+    with pytest.raises(HeadWeightsError, match="not found"):
+        load_head_weights(model, tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(HeadWeightsError, match=r"junk\.pt"):
+        load_head_weights(model, tmp_path / "junk.pt")
+
+
+def test_clip_tokens_load_a_local_state_dict(tmp_path: Path):
+    source = ClipTokens(vision_cfg=TINY_VIT, layers=[1, 2], image_size=64, window_size=32, pre_trained=False)
+    state = {f"visual.{k}": v for k, v in source.state_dict().items() if not k.startswith(("pos_", "mean", "std"))}
+    state = {k.replace("visual.blocks.", "visual.transformer.resblocks."): v for k, v in state.items()}
+    torch.save(state, tmp_path / "clip.pt")
+    target = ClipTokens(
+        vision_cfg=TINY_VIT, layers=[1, 2], image_size=64, window_size=32, weights_path=tmp_path / "clip.pt"
+    )
+    target.load_weights()
+    x = torch.rand(1, 3, 64, 64)
+    for a, b in zip(source(x), target(x), strict=True):
+        torch.testing.assert_close(a, b)
+    wrong = {k: v[..., :1] if v.ndim > 1 else v for k, v in state.items()}
+    torch.save(wrong, tmp_path / "wrong.pt")
+    bad = ClipTokens(
+        vision_cfg=TINY_VIT, layers=[1, 2], image_size=64, window_size=32, weights_path=tmp_path / "wrong.pt"
+    )
+    with pytest.raises(WeightsError, match=r"wrong\.pt"):
+        bad.load_weights()
+
+
+def test_annotated_split_augmentations_keep_masks_aligned():
+    images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    masks = torch.zeros(4, 32, 32, dtype=torch.bool)
+    images[1, :, 8:16, 8:16] = 255
+    masks[1, 8:16, 8:16] = True
+    dataset = AnnotatedSplit(images, masks, [0, 0, 0, 0], augment="mosaic_crop", mosaic_rate=0.5, crop_rate=1.0, seed=3)
+    for _ in range(20):
+        for index in range(4):
+            image, mask, category = dataset[index]
+            assert image.shape == (3, 32, 32) and mask.shape == (32, 32) and category == 0
+            bright = image.mean(0) > 0.5
+            assert bool(((mask > 0.5) == bright).float().mean() > 0.9)  # the defect moves with its mask
+            if index == 1 and mask.sum() == 0:
+                pytest.fail("an anomalous image lost its anomaly pixels in a crop")
+
+
+@pytest.mark.slow
+def test_pretrain_head_then_fit_with_the_file_and_export(tmp_path: Path, tiny_data_root: Path):
+    cfg = TINY_CONFIGS["Fdsl"]
+    model_kwargs = {k: cfg[k] for k in MODEL_KEYS}
+    datamodule = MVTecAD(root=tiny_data_root, category="tiny", num_workers=0)
+    head = pretrain_head(
+        [datamodule],
+        tmp_path / "head.pt",
+        model_kwargs=model_kwargs,
+        epochs=2,
+        batch_size=4,
+        reference_k=2,
+        progress=False,
+    )
+    payload = torch.load(head, weights_only=True)
+    assert payload["metadata"]["trained_on"] == ["MVTecAD:tiny"] and payload["metadata"]["steps"] > 0
+
+    model = Fdsl(**cfg, head_weights=str(head))
+    engine = Engine(default_root_dir=tmp_path / "run", logger=False, enable_progress_bar=False)
+    data = MVTecAD(root=tiny_data_root, category="tiny", num_workers=0, train_batch_size=2, eval_batch_size=4)
+    engine.fit(model, datamodule=data)
+    assert model.head_metadata["trained_on"] == ["MVTecAD:tiny"]
+    reference = Fdsl(**cfg)
+    load_head_weights(reference.model, head)
+    for (name, a), b in zip(
+        model.model.heads.state_dict().items(), reference.model.heads.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)  # the fit used the file and changed nothing
+    metrics = engine.test(model, datamodule=data)[0]
+    assert np.isfinite(metrics["image_AUROC"])
+
+    exported = engine.export(
+        model, ExportType.OPENVINO, export_root=tmp_path / "export", onnx_kwargs={"opset_version": 18}
+    )
+    inferencer = OpenVINOInferencer(path=exported, device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"})
+    images = torch.rand(2, 3, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        eager = model(images)
+    result = inferencer.predict(images.numpy())
+    np.testing.assert_allclose(
+        np.asarray(result.pred_score).reshape(-1), eager.pred_score.numpy().reshape(-1), atol=1e-2
+    )
+
+
+@pytest.mark.slow
+def test_fdsl_pretrain_cli(tmp_path: Path, tiny_data_root: Path):
+    from anomalib_fewshot.cli import main
+
+    config = tmp_path / "fdsl.yaml"
+    init_args = {k: TINY_CONFIGS["Fdsl"][k] for k in MODEL_KEYS}
+    config.write_text(json.dumps({"model": {"class_path": "anomalib_fewshot.models.Fdsl", "init_args": init_args}}))
+    output = tmp_path / "head.pt"
+    argv = ["fdsl-pretrain", "--config", str(config), "--data", "MVTecAD", "--data-root", str(tiny_data_root)]
+    argv += [
+        "--categories",
+        "tiny",
+        "--output",
+        str(output),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--reference-k",
+        "2",
+    ]
+    assert main(argv) == 0
+    assert load_head_weights(tiny_vit_model(), output)["epochs"] >= 1
+    with pytest.raises(SystemExit, match="not an anomalib datamodule"):
+        main(["fdsl-pretrain", "--data", "NoSuchData", "--output", str(tmp_path / "x.pt")])
