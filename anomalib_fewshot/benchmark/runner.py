@@ -22,6 +22,10 @@ Grid YAML::
       seeds: [0, 1, 2]
       skip:                                 # optional: jobs left out on purpose, with the reason (reported)
         - {model: Dfd, k_shot: full, reason: "..."}   # a list matches any of its values: seed: [1, 2]
+    heads:                                  # FDSL heads trained (once, before the grid) on a dataset's test split
+      - {dataset: magnetic_tile, profile: fdsl_lite, epochs: 5, augment: mosaic}
+    # ... and used by a model entry: {model: Fdsl, profile: fdsl_lite, head: magnetic_tile}. A job never
+    # evaluates a head on the dataset whose annotated test split trained it (such jobs are skipped, reported).
 
 Python API: ``run_grid(Path("configs/benchmark/real.yaml"))``.
 """
@@ -70,6 +74,7 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         )
         jobs.append(
             {
+                "head": model.get("head"),
                 "model": model["model"],
                 "variant": variant,
                 "profile": model.get("profile", ""),
@@ -88,10 +93,16 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def skipped_jobs(config: dict[str, Any], jobs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
-    """Jobs matched by the grid's ``skip`` rules (every given field equal, or in a given list), with the reason."""
+    """Jobs matched by the grid's ``skip`` rules (every given field equal, or in a given list), with the reason.
+
+    Jobs whose FDSL head was trained on the job's own dataset are always skipped.
+    """
     rules = config["grid"].get("skip", [])
     out = []
     for job in jobs:
+        if job.get("head") is not None and job["head"] == job["dataset"]:
+            out.append((job, "the head was trained on this dataset's annotated test split"))
+            continue
         for rule in rules:
             fields = {k: v for k, v in rule.items() if k != "reason"}
             if all(str(job.get(k)) in {str(x) for x in (v if isinstance(v, list) else [v])} for k, v in fields.items()):
@@ -126,6 +137,64 @@ def upsert_row(csv_path: Path, row: dict[str, Any]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(csv_path, buffer.getvalue())
+
+
+def head_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The grid's ``heads`` by dataset name, with that dataset's root and category; unknown names are errors."""
+    datasets = {d["name"]: d for d in config["grid"]["datasets"]}
+    specs = {}
+    for head in config.get("heads", []) or []:
+        name = head.get("dataset")
+        if name not in datasets:
+            msg = f"heads: dataset {name!r} is not one of the grid's datasets {sorted(datasets)}"
+            raise ValueError(msg)
+        specs[name] = {**datasets[name], **head}
+    for model in config["grid"]["models"]:
+        if model.get("head") is not None and model["head"] not in specs:
+            msg = f"model {model['model']} uses head {model['head']!r}, which is not listed under heads"
+            raise ValueError(msg)
+    return specs
+
+
+def head_path(jobs_dir: Path, spec: dict[str, Any]) -> Path:
+    """Where the head trained on ``spec``'s dataset with its profile is kept."""
+    return jobs_dir / "heads" / f"{spec['profile']}_{spec['dataset']}.pt"
+
+
+def ensure_head(spec: dict[str, Any], jobs_dir: Path, timeout_s: float) -> tuple[Path | None, str]:
+    """Train the head of ``spec`` unless its file exists; return (path or None, error)."""
+    from anomalib_fewshot.config import model_config_path
+
+    path = head_path(jobs_dir, spec)
+    if path.is_file():
+        return path, ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "anomalib_fewshot.cli", "fdsl-pretrain",
+        "--config", str(model_config_path(spec["profile"])),
+        "--data", spec.get("datamodule", "MVTecAD"),
+        "--data-root", str(Path(spec["root"]).resolve()),
+        "--categories", str(spec["category"]),
+        "--output", str(path),
+        "--epochs", str(spec.get("epochs", 5)),
+        "--batch-size", str(spec.get("batch_size", 8)),
+        "--reference-k", str(spec.get("reference_k", 10)),
+        "--augment", str(spec.get("augment", "mosaic")),
+        "--seed", str(spec.get("seed", 111)),
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    log_path = path.with_suffix(".log")
+    with log_path.open("w") as log:
+        try:
+            proc = subprocess.run(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return None, f"head training timed out after {timeout_s:.0f} s (log: {log_path})"
+    if proc.returncode != 0 or not path.is_file():
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
+        return None, f"head training failed: {tail[0][:300] if tail else ''} (log: {log_path})"
+    return path, ""
 
 
 def run_job(job: dict[str, Any], jobs_dir: Path, timeout_s: float) -> dict[str, Any]:
@@ -229,12 +298,24 @@ def run_grid(config_path: Path, output: Path | None = None) -> Path:
     jobs = [job for job in jobs if job_key(job) not in skipped_keys]
     done = {job_key(r) for r in read_rows(csv_path) if r.get("status") == "ok"}
     todo = [job for job in jobs if job_key(job) not in done]
+    heads = head_specs(config)
+    head_files: dict[str, tuple[Path | None, str]] = {}
+    for name in sorted({job["head"] for job in todo if job.get("head")}):
+        head_files[name] = ensure_head(heads[name], jobs_dir, float(config.get("timeout_s", 3600)))
     from rich.progress import Progress
 
     with Progress() as progress:
         task = progress.add_task("benchmark jobs", total=len(jobs), completed=len(jobs) - len(todo))
         for job in todo:
             progress.update(task, description="/".join(job_key(job)))
+            if job.get("head"):
+                path, error = head_files[job["head"]]
+                if path is None:
+                    row = {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"], "status": "failed"}
+                    upsert_row(csv_path, {**row, "error": error})
+                    progress.advance(task)
+                    continue
+                job = {**job, "overrides": {**job["overrides"], "head_weights": str(path)}}
             upsert_row(csv_path, run_job(job, jobs_dir, float(job["timeout_s"])))
             write_report(config_path, output, jobs, skipped)  # the report follows the grid as it grows
             progress.advance(task)

@@ -41,6 +41,7 @@ def test_smoke_grid_runs_records_failures_plots_and_resumes(tmp_path: Path, monk
     expected_ok = [("Pcsnet", k, "pcsnet_lite-quick") for k in ("1", "full")]
     expected_ok += [("Patchcore", k, "") for k in ("1", "full")] + [("Dfd", "1", "dfd_lite-quick")]
     expected_ok += [("Padim", "full", "")] + [("Ed", k, "ed_lite-quick") for k in ("1", "full")]
+    expected_ok += [("Fdsl", k, "fdsl_lite-quick") for k in ("1", "full")]  # pseudo-anomaly head
     for key in expected_ok:
         row = rows[key]
         assert row["status"] == "ok", row
@@ -58,7 +59,7 @@ def test_smoke_grid_runs_records_failures_plots_and_resumes(tmp_path: Path, monk
 
     report = (output / "results.md").read_text()
     assert "| Pcsnet | pcsnet_lite-quick | demo | 1 | 1 |" in report
-    assert "progress: 8 of 10 jobs finished (rerun the command to resume)" in report
+    assert "progress: 10 of 12 jobs finished (rerun the command to resume)" in report
     assert "Failed jobs" in report
     assert "Left out on purpose:\n- too slow for the smoke grid: 2 job(s)" in report  # quick and broken Dfd
     for plot in ("auroc_vs_k.png", "accuracy_vs_speed.png"):
@@ -72,6 +73,32 @@ def test_smoke_grid_runs_records_failures_plots_and_resumes(tmp_path: Path, monk
     assert sorted((c["model"], str(c["k_shot"])) for c in calls) == [("Dfd", "1"), ("Padim", "1")]
     assert rows[("Pcsnet", "1", "pcsnet_lite-quick")]["status"] == "ok"
     assert runner.read_rows(output / "results.csv")[0]["status"] == "ok"
+
+
+def test_fdsl_heads_are_never_evaluated_on_their_training_dataset(tmp_path: Path):
+    config = {
+        "output": str(tmp_path / "out"),
+        "heads": [{"dataset": "a", "profile": "fdsl_lite", "epochs": 1}],
+        "grid": {
+            "models": [{"model": "Fdsl", "variant": "head_a", "profile": "fdsl_lite", "head": "a"}],
+            "datasets": [{"name": "a", "root": "x", "category": "c"}, {"name": "b", "root": "y", "category": "c"}],
+            "k_shot": [1],
+            "seeds": [0],
+        },
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(config))
+    loaded, jobs = runner.load_grid(path)
+    skipped = runner.skipped_jobs(loaded, jobs)
+    assert [(job["dataset"], reason) for job, reason in skipped] == [
+        ("a", "the head was trained on this dataset's annotated test split")
+    ]
+    specs = runner.head_specs(loaded)
+    assert specs["a"]["root"] == "x" and specs["a"]["category"] == "c"
+    assert runner.head_path(tmp_path, specs["a"]) == tmp_path / "heads" / "fdsl_lite_a.pt"
+    loaded["grid"]["models"][0]["head"] = "nowhere"
+    with pytest.raises(ValueError, match="not listed under heads"):
+        runner.head_specs(loaded)
 
 
 def test_grid_rejects_bad_k(tmp_path: Path):
