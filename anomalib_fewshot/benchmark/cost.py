@@ -4,6 +4,7 @@ Runs on random images with random weights (cost does not depend on the weights),
 
     python -m anomalib_fewshot.benchmark.cost pcsnet [--profiles paper lite_g48_c128 ...] [--threads N]
     python -m anomalib_fewshot.benchmark.cost ed [--profiles paper lite_d64_h4_l3 ...]
+    python -m anomalib_fewshot.benchmark.cost fdsl [--profiles lite_lfe_off lite_lfe_s4 ...]
 
 Prints a Markdown table: trainable parameters, eager ms per training step (forward and backward of the model's
 own objective, as its lightning module runs it) and eager ms per test image (batch 1), each the median of
@@ -35,6 +36,15 @@ ED_LITE: dict[str, Any] = {
 }
 
 
+FDSL_LITE: dict[str, Any] = {
+    "backbone": "tf_efficientnet_lite0",
+    "layers": ["blocks.2", "blocks.4", "blocks.6"],
+    "pre_trained": False,
+    "image_size": 256,
+    "window_size": 12,
+}
+
+
 def _pcsnet(grid: int, nearest: int, cas: int, bins: list[int]) -> dict[str, Any]:
     return {**PCSNET_LITE, "grid_size": grid, "num_nearest": nearest, "guide_channels": 88, "cas_dim": cas,
             "pyramid_bins": bins}  # fmt: skip
@@ -60,6 +70,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "lite_d64_h1_l1": _ed(64, 1, 1),
         "lite_d128_h4_l3": _ed(128, 4, 3),
         "lite_d64_h4_l3_192px": _ed(64, 4, 3, image_size=192),
+    },
+    "fdsl": {  # k = 1; the training step is the pseudo-anomaly head's (batch 8)
+        "paper_lfe_off": {"pre_trained": False, "lfe": False},
+        "lite_lfe_off": {**FDSL_LITE, "lfe": False},
+        "lite_lfe_s4": {**FDSL_LITE, "window_stride": 4},
+        "lite_lfe_s2": {**FDSL_LITE, "window_stride": 2},
     },
 }
 
@@ -135,7 +151,38 @@ def _ed_workload(config: dict[str, Any]) -> Workload:
     return Workload(params, step, infer)
 
 
-WORKLOADS: dict[str, Callable[[dict[str, Any]], Workload]] = {"pcsnet": _pcsnet_workload, "ed": _ed_workload}
+def _fdsl_workload(config: dict[str, Any]) -> Workload:
+    from anomalib_fewshot.models.fdsl.head import head_loss
+    from anomalib_fewshot.models.fdsl.loss import FdslLoss
+    from anomalib_fewshot.models.fdsl.torch_model import FdslModel
+
+    model = FdslModel(**config)
+    size = model.image_size
+    with torch.no_grad():
+        model.set_banks(torch.rand(1, 3, size, size))
+    images = torch.rand(8, 3, size, size)
+    masks = torch.zeros(8, size, size)
+    masks[:, size // 4 : size // 2, size // 4 : size // 2] = 1
+    loss_fn = FdslLoss()
+    params = [p for p in [*model.heads.parameters(), *model.nam.parameters()] if p.requires_grad]
+
+    def step() -> None:  # one pseudo-anomaly head step (batch 8): backbone, matching, heads, NAM, 2 maps x levels
+        model.train()
+        head_loss(model, loss_fn, images, masks, [model.banks()] * len(images)).backward()
+
+    def infer() -> None:
+        model.eval()
+        with torch.no_grad():
+            model(images[:1])
+
+    return Workload(params, step, infer)
+
+
+WORKLOADS: dict[str, Callable[[dict[str, Any]], Workload]] = {
+    "pcsnet": _pcsnet_workload,
+    "ed": _ed_workload,
+    "fdsl": _fdsl_workload,
+}
 
 
 def median_ms(fn: Callable[[], None], repeats: int, warmup: int = 1) -> float:
