@@ -3,10 +3,12 @@
     python -m anomalib_fewshot.benchmark.branches MODEL CKPT ROOT CATEGORY
 
 ``MODEL`` is ``Ed`` (reconstruction score, inter-correlation score and their product, the model's map),
-``Dfd`` (the Gaussian and Perlin discriminators, each frequency path, and the token scale that the
-feature noise ``noise_std`` is compared with) or ``Pcsnet`` (the CAS output, and the PFA prototype distances
-alone: mean 3-NN distance per position and 1-NN distance, smoothed like the CAS map). Prints pixel and image
-AUROC of the raw maps on the test split of an MVTec-layout dataset. Diagnosis only: nothing here feeds back
+``Fdsl`` (the raw feature discrepancy ``|f − nn(f)|`` without any learned head, the global head before and
+after the NAM, the LFE window branch, and the model's blend), ``Dfd`` (the Gaussian and Perlin
+discriminators, each frequency path, and the token scale that the feature noise ``noise_std`` is compared
+with) or ``Pcsnet`` (the CAS output, and the PFA prototype distances alone: mean 3-NN distance per position
+and 1-NN distance, smoothed like the CAS map). Prints pixel and image AUROC of the raw maps on the test split
+of an MVTec-layout dataset. Diagnosis only: nothing here feeds back
 into a model's defaults.
 """
 
@@ -101,7 +103,37 @@ def _ed_notes(model: plugin_models.Ed, train_images: torch.Tensor) -> str:
     return f"levels: {len(model.model.levels)}, grids {model.model.grids}"
 
 
+def _fdsl_maps(model: plugin_models.Fdsl, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    net, size = model.model, images.shape[-2:]
+    grid = (net.grid, net.grid)
+
+    def upsample(level_maps: list[torch.Tensor]) -> torch.Tensor:
+        mean = torch.stack(level_maps, dim=1).mean(1, keepdim=True)
+        return F.interpolate(mean, size=size, mode="bilinear", align_corners=True)[:, 0]
+
+    residuals = net.residuals(net.level_tokens(images), net.banks())
+    raw = net.head_maps(residuals, net.grid)
+    maps = {
+        "fd_residual_norm": upsample([r.norm(dim=-1).reshape(-1, *grid) for r in residuals]),
+        "head_global": upsample([r[:, 1] for r in raw]),
+        "head_global_nam": upsample([net.refine(r)[:, 1] for r in raw]),
+    }
+    if net.lfe:
+        maps["lfe_windows"] = upsample([m[:, 1] for m in net.window_level_maps(images)])
+    maps["model"] = net(images).anomaly_map[:, 0]
+    return maps
+
+
+def _fdsl_notes(model: plugin_models.Fdsl, train_images: torch.Tensor) -> str:
+    del train_images
+    net = model.model
+    banks = ", ".join(str(tuple(b.shape)) for b in net.banks())
+    lfe = f"on (weight {net.lfe_weight})" if net.lfe else "off"
+    return f"levels: {net.num_levels}, grid {net.grid}, banks {banks}, LFE {lfe}, score mode {net.score_mode}"
+
+
 BRANCHES: dict[str, tuple[Callable, Callable]] = {
+    "Fdsl": (_fdsl_maps, _fdsl_notes),
     "Ed": (_ed_maps, _ed_notes),
     "Dfd": (_dfd_maps, _dfd_notes),
     "Pcsnet": (_pcsnet_maps, _pcsnet_notes),

@@ -16,6 +16,7 @@ EXPECTED_ROWS = {
     "Ed": ["rec", "inter", "rec_x_inter", "rec_level0", "rec_x_inter_level1"],
     "Dfd": ["gaussian", "perlin", "gaussian/low", "perlin/high"],
     "Pcsnet": ["cas", "pfa_3nn_mean", "pfa_1nn"],
+    "Fdsl": ["fd_residual_norm", "head_global", "head_global_nam", "lfe_windows", "model"],
 }
 
 
