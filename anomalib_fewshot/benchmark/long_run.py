@@ -20,6 +20,7 @@ import gc
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     per_model = json.loads(args.images_per_model)
     result: dict[str, Any] = {
-        "command": "python -m anomalib_fewshot.benchmark.long_run " + " ".join(argv or []),
+        "command": "python -m anomalib_fewshot.benchmark.long_run " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
         "image_size": 256,

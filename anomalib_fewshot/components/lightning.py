@@ -83,6 +83,14 @@ def check_input_images(images: Any, where: str = "input") -> None:
         raise InputImageError(msg)
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint written by another model class."""
+
+
+#: Checkpoint key naming the plugin model class that wrote the checkpoint.
+MODEL_CLASS_KEY = "anomalib_fewshot_model"
+
+
 class InputCheck(Callback):
     """Check every validation/test/predict batch image with :func:`check_input_images` (names the files)."""
 
@@ -216,9 +224,28 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         return batch.update(**predictions._asdict())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also store the shot list."""
+        """Also store the shot list and the model class name."""
         super().on_save_checkpoint(checkpoint)
         self.save_few_shot_record(checkpoint)
+        checkpoint[MODEL_CLASS_KEY] = type(self).__name__
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Lightning's loader; a checkpoint of another plugin model is a clear error, not a state-dict dump."""
+        try:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        except (RuntimeError, TypeError, KeyError, ValueError) as exc:
+            try:
+                writer = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get(MODEL_CLASS_KEY)
+            except Exception:
+                writer = None
+            if writer is not None and writer != cls.__name__:
+                msg = (
+                    f"checkpoint '{checkpoint_path}' holds a {writer} model, not {cls.__name__}: load it with "
+                    f"{writer}.load_from_checkpoint(...)"
+                )
+                raise CheckpointMismatchError(msg) from exc
+            raise
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Also restore the shot list."""
