@@ -50,7 +50,7 @@ def make_stream_folder(root: Path, n_images: int, n_unique: int = 100, size: int
 
     from anomalib_fewshot.data.demo import _plate
 
-    unique, stream = root / "unique", root / "stream"
+    unique, stream = root / "unique", root / f"stream_{n_images}"
     unique.mkdir(parents=True, exist_ok=True)
     stream.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)

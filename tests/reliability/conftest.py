@@ -32,7 +32,7 @@ class FittedModel:
         return Path(self.engine.trainer.default_root_dir) / "weights" / "lightning" / "model.ckpt"
 
     def export(self, kind: str) -> Path:
-        """``kind`` in ``openvino`` (normalised), ``openvino_raw`` (no post-processor), ``torch``."""
+        """``kind``: ``torch``, ``onnx``, ``openvino`` (normalised), ``onnx_raw``, ``openvino_raw`` (raw)."""
         if kind not in self.exports:
             import copy
 
@@ -42,7 +42,9 @@ class FittedModel:
             model = copy.deepcopy(self.model).eval()
             if kind.endswith("_raw"):
                 model.post_processor = None
-            export_type = ExportType.TORCH if kind == "torch" else ExportType.OPENVINO
+            export_type = {"torch": ExportType.TORCH, "onnx": ExportType.ONNX}.get(
+                kind.split("_")[0], ExportType.OPENVINO
+            )
             root = self.root / f"export_{kind}"
             kwargs = {} if kind == "torch" else {"onnx_kwargs": {"opset_version": 18}}
             engine = Engine(default_root_dir=root, logger=False)
