@@ -90,3 +90,23 @@ def cli_model_args(name: str) -> list[str]:
             value = "null"
         args += [f"--model.{key}", str(value)]
     return args
+
+
+def fit_tiny(name: str, data_root: Path, run_root: Path, category: str = "tiny", **overrides: Any) -> tuple[Any, Any]:
+    """Fit the tiny configuration of plugin model ``name`` (seeded) on an MVTec-layout dataset.
+
+    The per-model hook of the reliability suite: returns ``(model, engine)``; ``overrides`` replace entries of
+    :data:`TINY_CONFIGS`.
+    """
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
+    from lightning.pytorch import seed_everything
+
+    import anomalib_fewshot.models as plugin_models
+
+    seed_everything(0, verbose=False)
+    model = getattr(plugin_models, name)(**{**TINY_CONFIGS[name], **overrides})
+    datamodule = MVTecAD(root=data_root, category=category, num_workers=0, train_batch_size=2, eval_batch_size=4)
+    engine = Engine(default_root_dir=run_root, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    engine.fit(model, datamodule=datamodule)
+    return model, engine

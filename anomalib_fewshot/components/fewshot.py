@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from anomalib_fewshot.components.images import scan_images
 from anomalib_fewshot.components.io import atomic_write_json
 
 if TYPE_CHECKING:
@@ -36,7 +37,10 @@ def validate_k_shot(k_shot: int | None) -> int | None:
     if k_shot is None:
         return None
     if isinstance(k_shot, bool) or not isinstance(k_shot, int) or k_shot < 1:
-        msg = f"k_shot must be a positive integer or None (all normal images), got {k_shot!r}"
+        msg = (
+            f"k_shot must be a positive integer or None (all normal images), got {k_shot!r}; these models train "
+            "on at least one normal image (k_shot=1 is the smallest few-shot setting)"
+        )
         raise FewShotError(msg)
     return k_shot
 
@@ -44,12 +48,15 @@ def validate_k_shot(k_shot: int | None) -> int | None:
 def select_shot_indices(n_images: int, k_shot: int | None, seed: int) -> list[int]:
     """Indices (into the *sorted* list of ``n_images`` normal paths) of the seeded k-shot selection."""
     if n_images == 0:
-        msg = "there are no normal training images to select shots from"
+        msg = "there are no normal training images to select shots from: check the normal image folder / root"
         raise FewShotError(msg)
     if k_shot is None:
         return list(range(n_images))
     if k_shot > n_images:
-        msg = f"k_shot={k_shot} is larger than the number of normal training images ({n_images})"
+        msg = (
+            f"k_shot={k_shot} is larger than the number of normal training images ({n_images}): lower k_shot to "
+            f"at most {n_images}, add normal images, or pass k_shot=None to use all of them"
+        )
         raise FewShotError(msg)
     generator = torch.Generator().manual_seed(int(seed))
     return sorted(torch.randperm(n_images, generator=generator)[:k_shot].tolist())
@@ -98,6 +105,18 @@ def list_images(source: str | Path | Sequence[str | Path]) -> list[str]:
         msg = "few_shot_source is an empty list"
         raise FewShotError(msg)
     return paths
+
+
+def check_shots_readable(shots: Sequence[str | Path]) -> None:
+    """Open every chosen shot before training; raise one :class:`FewShotError` that lists every unreadable file."""
+    problems = scan_images(shots)
+    if problems:
+        listing = "\n  ".join(problems)
+        msg = (
+            f"{len(problems)} of the {len(shots)} selected shot image(s) cannot be read; replace or remove them "
+            f"(or pick other shots with few_shot_seed / few_shot_source), nothing was trained:\n  {listing}"
+        )
+        raise FewShotError(msg)
 
 
 def _package_version() -> str:
@@ -149,10 +168,14 @@ class FewShotMixin:
             n_pool = len(pool)
         else:
             if normal.empty:
-                msg = f"the datamodule '{type(datamodule).__name__}' has no normal training images"
+                msg = (
+                    f"the datamodule '{type(datamodule).__name__}' has no normal training images: check its root "
+                    "and normal folder (e.g. Folder(normal_dir=...)), or pass few_shot_source"
+                )
                 raise FewShotError(msg)
             subset, shots, n_pool = subsample_to_shots(dataset, self.k_shot, self.few_shot_seed)
             source = "datamodule"
+        check_shots_readable(shots)
         self._full_train_data = dataset
         datamodule.train_data = subset
         self.few_shot_record = {

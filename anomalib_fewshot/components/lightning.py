@@ -8,18 +8,120 @@ mixin holds that common part once; the model classes stay direct ``AnomalibModul
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from anomalib import LearningType
-from anomalib.data import Batch
+from anomalib.data import Batch, InferenceBatch
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import CenterCrop, Compose, Normalize, Resize
 
 from anomalib_fewshot.components.fewshot import FewShotMixin
+from anomalib_fewshot.components.images import read_image
 from anomalib_fewshot.components.pool import TrainingPoolMixin
+
+#: Tolerance of the ``[0, 1]`` range check (resampling can move values by rounding errors).
+RANGE_TOLERANCE = 1e-3
+
+
+class InputImageError(ValueError):
+    """An input tensor the models cannot score (wrong shape or dtype, NaN/inf, values outside ``[0, 1]``)."""
+
+
+def _in_graph_capture() -> bool:
+    """True while torch traces or exports the model: data-dependent checks cannot live in a static graph."""
+    return bool(
+        torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+    )
+
+
+def check_input_images(images: Any, where: str = "input") -> None:
+    """Reject images the models cannot score, with a message that says what is wrong and what to do.
+
+    Eager code only (skipped while tracing or exporting). Accepts ``(B, 3, H, W)`` floating-point tensors with
+    finite values in ``[0, 1]`` (anomalib's datamodules and inferencers produce exactly that).
+
+    Raises:
+        InputImageError: naming ``where``, the offending batch indices and the fix.
+
+    """
+    if _in_graph_capture():
+        return
+    if not isinstance(images, torch.Tensor):
+        msg = f"{where}: expected a (B, 3, H, W) float tensor, got {type(images).__name__}"
+        raise InputImageError(msg)
+    if images.ndim != 4 or images.shape[1] != 3:
+        msg = (
+            f"{where}: expected shape (B, 3, H, W), got {tuple(images.shape)}; convert grayscale/RGBA images to "
+            "RGB first (anomalib_fewshot.deploy.load_image_safely does it)"
+        )
+        raise InputImageError(msg)
+    if not images.is_floating_point():
+        msg = f"{where}: expected float images in [0, 1], got dtype {images.dtype}; use images.float() / 255"
+        raise InputImageError(msg)
+    if images.numel() == 0:
+        msg = f"{where}: empty image batch {tuple(images.shape)}"
+        raise InputImageError(msg)
+    finite = torch.isfinite(images).flatten(1).all(1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten().tolist()
+        msg = f"{where}: image(s) at batch index {bad} contain NaN or inf values; drop or repair them before scoring"
+        raise InputImageError(msg)
+    low, high = (float(v) for v in torch.aminmax(images))
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        msg = (
+            f"{where}: pixel values span [{low:.4g}, {high:.4g}], the models expect RGB floats in [0, 1] "
+            "(divide 8-bit images by 255 and 16-bit images by 65535)"
+        )
+        raise InputImageError(msg)
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint written by another model class."""
+
+
+#: Checkpoint key naming the plugin model class that wrote the checkpoint.
+MODEL_CLASS_KEY = "anomalib_fewshot_model"
+
+
+class InputCheck(Callback):
+    """Check every validation/test/predict batch image with :func:`check_input_images` (names the files)."""
+
+    @staticmethod
+    def _check(batch: Any, stage: str) -> None:
+        images = getattr(batch, "image", None)
+        if images is None:  # a model-owned training pool batch
+            return
+        try:
+            check_input_images(images, where=f"{stage} batch")
+        except InputImageError as exc:
+            paths = getattr(batch, "image_path", None)
+            if paths:
+                msg = f"{exc} (files: {list(paths)})"
+                raise InputImageError(msg) from None
+            raise
+
+    def on_validation_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, *args: Any) -> None:
+        """Check a validation batch."""
+        del trainer, pl_module, args
+        self._check(batch, "validation")
+
+    def on_test_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, *args: Any) -> None:
+        """Check a test batch."""
+        del trainer, pl_module, args
+        self._check(batch, "test")
+
+    def on_predict_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, *args: Any) -> None:
+        """Check a predict batch."""
+        del trainer, pl_module, args
+        self._check(batch, "predict")
 
 
 def resize_pre_processor(image_size: int | tuple[int, int], resize_size: int | None = None) -> PreProcessor:
@@ -101,13 +203,19 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         size = int(self.hparams.image_size)
         if transform is None:
             transform = Resize((size, size), antialias=True)
-        images = []
-        for index in range(len(dataset)):
-            image = dataset[index].image.float()
-            if image.max() > 1.0:
-                image = image / 255.0
-            images.append(transform(image).clamp(0, 1))
-        return images
+        # read the files ourselves: 16-bit PNGs keep their range (anomalib's reader clips them to white)
+        return [transform(read_image(path)).clamp(0, 1) for path in dataset.samples["image_path"].astype(str)]
+
+    def forward(self, batch: torch.Tensor, *args: Any, **kwargs: Any) -> InferenceBatch:
+        """Anomalib's pipeline (pre-processor, model, post-processor) after an eager input check."""
+        check_input_images(batch, where=f"{type(self).__name__} input")
+        return super().forward(batch, *args, **kwargs)
+
+    def configure_callbacks(self) -> Sequence[Callback] | Callback:
+        """Anomalib's component callbacks plus :class:`InputCheck` (bad batches fail with the file names)."""
+        callbacks = super().configure_callbacks()
+        callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
+        return [InputCheck(), *callbacks]
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Predict on a validation batch (anomalib's post-processor fits its thresholds on these)."""
@@ -116,9 +224,28 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         return batch.update(**predictions._asdict())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also store the shot list."""
+        """Also store the shot list and the model class name."""
         super().on_save_checkpoint(checkpoint)
         self.save_few_shot_record(checkpoint)
+        checkpoint[MODEL_CLASS_KEY] = type(self).__name__
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Lightning's loader; a checkpoint of another plugin model is a clear error, not a state-dict dump."""
+        try:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        except (RuntimeError, TypeError, KeyError, ValueError) as exc:
+            try:
+                writer = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get(MODEL_CLASS_KEY)
+            except Exception:
+                writer = None
+            if writer is not None and writer != cls.__name__:
+                msg = (
+                    f"checkpoint '{checkpoint_path}' holds a {writer} model, not {cls.__name__}: load it with "
+                    f"{writer}.load_from_checkpoint(...)"
+                )
+                raise CheckpointMismatchError(msg) from exc
+            raise
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Also restore the shot list."""

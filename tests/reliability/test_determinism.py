@@ -1,0 +1,36 @@
+"""Determinism: the same seeds give the same shots and scores on CPU; another few-shot seed gives other shots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from anomalib_fewshot.components.fewshot import select_shots
+from tests.helpers import fit_tiny
+from tests.reliability.conftest import FittedModel
+
+pytestmark = pytest.mark.slow
+
+
+def test_same_seed_same_shots_and_scores(fitted: FittedModel, tiny_data_root: Path, tmp_path: Path):
+    rerun, _ = fit_tiny(fitted.name, tiny_data_root, tmp_path)
+    assert rerun.few_shot_record["shots"] == fitted.model.few_shot_record["shots"]
+    images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        a, b = fitted.model.eval()(images), rerun.eval()(images)
+    assert (a.pred_score - b.pred_score).abs().max() <= 1e-6
+    assert (a.anomaly_map - b.anomaly_map).abs().max() <= 1e-6
+
+
+def test_other_seed_other_shots(fitted: FittedModel):
+    model = type(fitted.model)(**{**dict(fitted.model.hparams), "few_shot_seed": 1})
+    datamodule = fitted.engine.trainer.datamodule
+    trainer = type("TrainerStub", (), {"datamodule": datamodule, "is_global_zero": False})()
+    datamodule.train_data = model._full_train_data or datamodule.train_data
+    shots = model.apply_few_shot(trainer)
+    model.restore_train_data(trainer)
+    assert shots != fitted.model.few_shot_record["shots"]
+    paths = datamodule.train_data.samples["image_path"].tolist()
+    assert shots == select_shots(paths, len(shots), 1)

@@ -1,0 +1,79 @@
+"""Round trips: checkpoint reload is exact; torch/ONNX/OpenVINO exports match eager raw and normalised outputs,
+and batch size 1 vs 8 gives the same per-image results in eager torch and every exported format.
+
+Complements ``tests/contract/test_models.py`` (which checks ONNX-raw and OpenVINO-normalised on batches 1 and 3).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from anomalib.deploy import OpenVINOInferencer
+
+from tests.reliability.conftest import F32, FittedModel
+
+pytestmark = pytest.mark.slow
+
+IMAGES = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(11))
+
+
+def test_checkpoint_reload_is_exact(fitted: FittedModel):
+    reloaded = type(fitted.model).load_from_checkpoint(fitted.ckpt, weights_only=True).eval()
+    with torch.no_grad():
+        a, b = fitted.model.eval()(IMAGES), reloaded(IMAGES)
+    assert torch.equal(a.pred_score, b.pred_score)
+    assert torch.equal(a.anomaly_map, b.anomaly_map)
+
+
+def _per_image(run, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, maps) of ``images`` scored one at a time and as one batch of 8."""
+    singles = [run(images[i : i + 1]) for i in range(len(images))]
+    batched = run(images)
+    single = (np.concatenate([s[0] for s in singles]), np.concatenate([s[1] for s in singles]))
+    return single, batched
+
+
+def _eager(model):
+    def run(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            out = model(images)
+        return out.pred_score.reshape(-1).numpy(), out.anomaly_map.reshape(len(images), -1).numpy()
+
+    return run
+
+
+@pytest.mark.parametrize("post_processing", [True, False], ids=["normalised", "raw"])
+def test_eager_batch_1_vs_8(fitted: FittedModel, post_processing: bool):
+    model = copy.deepcopy(fitted.model).eval()
+    if not post_processing:
+        model.post_processor = None
+    single, batched = _per_image(_eager(model), IMAGES)
+    np.testing.assert_allclose(single[0], batched[0], atol=1e-5)
+    np.testing.assert_allclose(single[1], batched[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["torch", "onnx", "onnx_raw", "openvino", "openvino_raw"])
+def test_export_matches_eager_at_batch_1_and_8(fitted: FittedModel, kind: str):
+    model = copy.deepcopy(fitted.model).eval()
+    if kind.endswith("_raw"):
+        model.post_processor = None
+    expected = _eager(model)(IMAGES)
+    if kind == "torch":
+        loaded = torch.load(fitted.export("torch"), map_location="cpu", weights_only=False)["model"].eval()
+        run = _eager(loaded)
+    else:
+        inferencer = OpenVINOInferencer(fitted.export(kind), device="CPU", config=F32)
+
+        def run(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+            out = inferencer.predict(images.numpy())
+            return np.asarray(out.pred_score).reshape(-1), np.asarray(out.anomaly_map).reshape(len(images), -1)
+
+    single, batched = _per_image(run, IMAGES)
+    for got in (single, batched):
+        np.testing.assert_allclose(got[0], expected[0], atol=1e-2)
+        np.testing.assert_allclose(got[1], expected[1], atol=1e-2)
+    np.testing.assert_allclose(single[0], batched[0], atol=1e-4)
+    np.testing.assert_allclose(single[1], batched[1], atol=1e-4)
