@@ -149,6 +149,7 @@ class Backbone(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.requires_grad_(False)
+        self.train(False)  # frozen from the start: BatchNorm statistics never follow the training batches
 
     def _build(self) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
         if self.name == TORCHVISION_MOBILENET_V2:

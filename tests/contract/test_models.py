@@ -31,11 +31,21 @@ def test_every_model_has_a_tiny_config():
     assert set(MODEL_NAMES) <= set(TINY_CONFIGS)
 
 
+def _frozen(name: str) -> bool:
+    """Modules of the frozen pretrained extractor (every model's ``backbone``; FDSL's ``features``)."""
+    return name.startswith(("model.backbone", "model.features"))
+
+
 class _GradientRecorder(Callback):
-    """Records which trainable parameters received a gradient at least once."""
+    """Records which trainable parameters received a gradient, and frozen modules found in training mode."""
 
     def __init__(self) -> None:
         self.with_grad: set[str] = set()
+        self.frozen_in_training_mode: set[str] = set()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        del trainer, batch, batch_idx
+        self.frozen_in_training_mode |= {n for n, m in pl_module.named_modules() if _frozen(n) and m.training}
 
     def on_after_backward(self, trainer, pl_module) -> None:
         for name, param in pl_module.named_parameters():
@@ -52,6 +62,7 @@ class Fitted:
         self.root = root
         self.model = getattr(plugin_models, name)(**TINY_CONFIGS[name])
         self.initial = {k: v.detach().clone() for k, v in self.model.named_parameters() if v.requires_grad}
+        self.initial_frozen_buffers = {k: v.clone() for k, v in self.model.named_buffers() if _frozen(k)}
         self.recorder = _GradientRecorder()
         self.datamodule = MVTecAD(root=data_root, category="tiny", num_workers=0, train_batch_size=2, eval_batch_size=4)
         self.engine = Engine(
@@ -94,6 +105,15 @@ def test_every_trainable_parameter_gets_a_gradient_and_changes(fitted: Fitted):
     params = dict(fitted.model.named_parameters())
     unchanged = [n for n, v in fitted.initial.items() if torch.equal(v, params[n].detach().cpu())]
     assert not unchanged, f"parameters unchanged by the fit: {unchanged}"
+
+
+def test_frozen_backbone_stays_frozen(fitted: Fitted):
+    """The pretrained extractor runs in eval mode during training: no BatchNorm statistic follows the shots."""
+    assert not fitted.recorder.frozen_in_training_mode, sorted(fitted.recorder.frozen_in_training_mode)[:5]
+    buffers = dict(fitted.model.named_buffers())
+    running = [k for k in fitted.initial_frozen_buffers if "running_" in k]
+    changed = [k for k in running if not torch.equal(fitted.initial_frozen_buffers[k], buffers[k].cpu())]
+    assert not changed, f"frozen statistics changed by the fit: {changed[:5]}"
 
 
 def test_test_validate_predict(fitted: Fitted):

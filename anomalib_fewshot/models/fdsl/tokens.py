@@ -142,6 +142,7 @@ class ClipTokens(TokenExtractor):
         self.weights_loaded = False
         self._refresh_positions()
         self.requires_grad_(False)
+        self.train(False)
 
     def _refresh_positions(self) -> None:
         with torch.no_grad():
@@ -266,6 +267,7 @@ class CnnTokens(TokenExtractor):
         self.patch = image_size // grid
         self.register_buffer("mean", self.backbone.mean.clone())
         self.register_buffer("std", self.backbone.std.clone())
+        self.train(False)
 
     def forward(self, images: torch.Tensor, window: bool = False) -> list[torch.Tensor]:
         """Feature levels of normalised ``images``, all on the first level's grid."""
