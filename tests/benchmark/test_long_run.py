@@ -1,0 +1,36 @@
+"""The long-run script on a few images: both streams run, every measurement is written, nothing is invented."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from anomalib_fewshot.benchmark import long_run
+
+pytestmark = pytest.mark.slow
+
+
+def test_long_run_smoke(tmp_path: Path):
+    output = tmp_path / "long_run.json"
+    assert (
+        long_run.main(["--models", "Dfd", "--images", "6", "--work", str(tmp_path / "work"), "--output", str(output)])
+        == 0
+    )
+    result = json.loads(output.read_text())
+    assert result["command"].endswith(f"--output {output}")
+    (row,) = result["rows"]
+    assert row["model"] == "Dfd" and row["fit_seconds"] > 0
+    for path in ("openvino", "engine_predict"):
+        stream = row[path]
+        assert stream["images"] == 6, path
+        assert stream["images_per_second"] > 0
+        for key in ("rss_start_mib", "rss_middle_mib", "rss_end_mib"):
+            assert stream[key] > 100, (path, key)  # a real resident-set reading of a torch process
+
+
+def test_stream_folder_has_the_asked_count(tmp_path: Path):
+    folder = long_run.make_stream_folder(tmp_path, 7, n_unique=3, size=32)
+    assert len(list(folder.iterdir())) == 7
+    assert len(list((tmp_path / "unique").iterdir())) == 3
