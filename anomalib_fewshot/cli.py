@@ -6,12 +6,17 @@
 * ``anomalib-fewshot fdsl-pretrain ...``: FDSL stage 1, train the head on an annotated test split (see
   ``anomalib-fewshot fdsl-pretrain --help``).
 * ``anomalib-fewshot <anything else>``: exactly ``anomalib <anything else>`` (train, test, export, ...).
+
+Errors of ours (:class:`~anomalib_fewshot.errors.AnomalibFewshotError`: a bad argument, image, shot request,
+weights file, head or checkpoint) are printed as one ``anomalib-fewshot: error: ...`` line that names the file or
+argument, and the command exits with status 2; set ``ANOMALIB_FEWSHOT_TRACEBACK=1`` for the full traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -71,9 +76,7 @@ def _fdsl_pretrain(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``anomalib-fewshot`` command."""
-    argv = sys.argv[1:] if argv is None else argv
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "demo":
         return _demo(argv[1:])
     if argv and argv[0] == "fdsl-pretrain":
@@ -89,6 +92,37 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = ["anomalib", *argv]
     anomalib_main()
     return 0
+
+
+def _our_error(exc: BaseException) -> str | None:
+    """The message of ``exc`` or of the error of ours it wraps (Lightning and jsonargparse may wrap them)."""
+    from anomalib_fewshot.errors import AnomalibFewshotError, last_message
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, AnomalibFewshotError):
+            return str(current)
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    message = last_message()
+    if message and message in str(exc):  # a parser error that lists ours among its alternatives
+        return message
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``anomalib-fewshot`` command."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _dispatch(argv)
+    except Exception as exc:
+        ours = _our_error(exc)
+        if ours is None or os.environ.get("ANOMALIB_FEWSHOT_TRACEBACK"):
+            raise
+        print(f"anomalib-fewshot: error: {ours}", file=sys.stderr)
+        print("(set ANOMALIB_FEWSHOT_TRACEBACK=1 to see the full traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

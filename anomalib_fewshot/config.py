@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from anomalib_fewshot.errors import MissingFileError
+
 
 def config_dir() -> Path:
     """The ``configs`` folder: inside the installed wheel, else next to the package in a source checkout."""
@@ -20,7 +22,7 @@ def model_config_path(name: str) -> Path:
     if not path.is_file():
         available = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
         msg = f"no model config '{name}'; available: {available}"
-        raise FileNotFoundError(msg)
+        raise MissingFileError(msg)
     return path
 
 

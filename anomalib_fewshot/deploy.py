@@ -26,6 +26,7 @@ from PIL import Image
 
 from anomalib_fewshot.components.images import ImageReadError, check_image, read_image, scan_images, to_rgb_tensor
 from anomalib_fewshot.components.lightning import InputImageError, check_input_images
+from anomalib_fewshot.errors import InvalidArgumentError, MissingFileError
 
 __all__ = [
     "DEFAULT_MAX_SIDE",
@@ -142,19 +143,19 @@ class FewShotInferencer(OpenVINOInferencer):
         path = Path(path)
         if path.suffix not in _MODEL_SUFFIXES:
             msg = f"model '{path}': expected an exported .xml (OpenVINO) or .onnx file, got '{path.suffix}'"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         needed = [path.with_suffix(".xml"), path.with_suffix(".bin")] if path.suffix != ".onnx" else [path]
         missing = [str(p) for p in needed if not p.is_file()]
         if missing:
             msg = f"model file(s) not found: {missing}; export one with `anomalib export --export_type openvino`"
-            raise FileNotFoundError(msg)
+            raise MissingFileError(msg)
         self.max_side = max_side
         self.input_size = (input_size, input_size) if isinstance(input_size, int) else input_size
         try:
             super().__init__(path, device=device, config=config or {"INFERENCE_PRECISION_HINT": "f32"})
         except RuntimeError as exc:
             msg = f"model '{path}' could not be loaded by OpenVINO ({exc}); re-export it"
-            raise ValueError(msg) from exc
+            raise InvalidArgumentError(msg) from exc
 
     def predict(self, image: str | Path | Image.Image | np.ndarray | torch.Tensor) -> NumpyImageBatch:
         """Convert (or reject) ``image`` with :func:`to_model_input`, then run anomalib's inferencer on it."""

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anomalib_fewshot.errors import MissingFileError
+
 DEMO_CATEGORY = "plate"
 
 
@@ -110,7 +112,7 @@ def fdsl_model_kwargs(config: str | Path | None) -> dict[str, Any]:
     path = Path(config)
     if not path.is_file():
         msg = f"model config '{path}' not found"
-        raise FileNotFoundError(msg)
+        raise MissingFileError(msg)
     data = yaml.safe_load(path.read_text()) or {}
     init_args = (data.get("model") or {}).get("init_args") or data.get("init_args") or {}
     kwargs = {k: v for k, v in init_args.items() if k in FDSL_MODEL_KEYS}

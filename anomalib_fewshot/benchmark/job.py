@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from anomalib_fewshot.components.io import atomic_write_json
+from anomalib_fewshot.errors import InvalidArgumentError
 
 #: Baselines from anomalib that run offline on the lite backbone (registry weights loaded by us).
 LITE_BACKBONE = {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"]}
@@ -41,7 +42,7 @@ def build_baseline(name: str, image_size: int = 256, **overrides: Any) -> Any:
 
     if name not in BASELINES:
         msg = f"unknown baseline '{name}'; available: {sorted(BASELINES)} and the plugin models"
-        raise ValueError(msg)
+        raise InvalidArgumentError(msg)
     pre = PreProcessor(Compose([Resize((image_size, image_size), antialias=True), Normalize([0.5] * 3, [0.5] * 3)]))
     model = getattr(anomalib_models, name)(
         **LITE_BACKBONE, pre_trained=False, pre_processor=pre, **{**BASELINES[name], **overrides}
@@ -133,7 +134,7 @@ def check_finite(scores: np.ndarray, maps: np.ndarray) -> None:
             f"non-finite model outputs: {bad_scores} of {scores.size} image scores and {bad_maps} of {maps.size} "
             "map values are NaN/inf"
         )
-        raise ValueError(msg)
+        raise InvalidArgumentError(msg)
 
 
 def _time_ms(fn: Any, inputs: list[Any], warmup: int = 3) -> float:

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalib_fewshot.components.io import atomic_write_text
+from anomalib_fewshot.errors import InvalidArgumentError, MissingFileError
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1max", "pixel_f1max")
 TIMINGS = ("fit_s", "torch_ms", "openvino_ms", "peak_rss_mb")
@@ -59,15 +60,22 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Read a benchmark YAML and expand it into job specs."""
     import yaml
 
-    config = yaml.safe_load(config_path.read_text())
-    grid = config["grid"]
+    if not config_path.is_file():
+        msg = f"benchmark config '{config_path}' not found (see configs/benchmark/ for examples)"
+        raise MissingFileError(msg)
+    try:
+        config = yaml.safe_load(config_path.read_text())
+        grid = config["grid"]
+    except (yaml.YAMLError, TypeError, KeyError) as exc:
+        msg = f"{config_path}: not a benchmark config (YAML with a 'grid:' section): {exc}"
+        raise InvalidArgumentError(msg) from exc
     jobs = []
     for model, dataset, k_shot, seed in itertools.product(
         grid["models"], grid["datasets"], grid["k_shot"], grid["seeds"]
     ):
         if str(k_shot) != FULL and (not isinstance(k_shot, int) or k_shot < 1):
             msg = f"{config_path}: k_shot values must be positive integers or '{FULL}', got {k_shot!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         overrides = model.get("overrides", {})
         variant = model.get("variant") or model.get("profile", "") + (
             "+" + json.dumps(overrides, sort_keys=True, separators=(",", ":")) if overrides else ""
@@ -147,12 +155,12 @@ def head_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         name = head.get("dataset")
         if name not in datasets:
             msg = f"heads: dataset {name!r} is not one of the grid's datasets {sorted(datasets)}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         specs[name] = {**datasets[name], **head}
     for model in config["grid"]["models"]:
         if model.get("head") is not None and model["head"] not in specs:
             msg = f"model {model['model']} uses head {model['head']!r}, which is not listed under heads"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
     return specs
 
 

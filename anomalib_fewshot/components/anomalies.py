@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from anomalib_fewshot.errors import InvalidArgumentError
+
 ForegroundMode = Literal["auto", "none", "bright", "dark"]
 
 #: Foreground polarity per MVTec AD category, as in DFD's reference code (``anomaly_mask.json``):
@@ -37,7 +39,7 @@ def resolve_foreground(mode: str, category: str | None) -> str:
     """Turn ``"auto"`` into the category's polarity (``"none"`` for unknown categories)."""
     if mode not in ("auto", "none", "bright", "dark"):
         msg = f"foreground must be one of 'auto', 'none', 'bright', 'dark'; got {mode!r}"
-        raise ValueError(msg)
+        raise InvalidArgumentError(msg)
     if mode != "auto":
         return mode
     return MVTEC_FOREGROUND.get(str(category or "").lower(), "none")
@@ -99,10 +101,10 @@ class PerlinImageAnomaly:
 
         if not 0.0 <= probability <= 1.0:
             msg = f"anomaly probability must be in [0, 1], got {probability}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         if anomaly_source_path is not None and not Path(anomaly_source_path).is_dir():
             msg = f"anomaly_source_path '{anomaly_source_path}' is not a folder of texture images"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.probability = probability
         self.blend = blend
         self.generator = PerlinAnomalyGenerator(
@@ -112,7 +114,7 @@ class PerlinImageAnomaly:
         )
         if anomaly_source_path is not None and not self.generator.anomaly_source_paths:
             msg = f"anomaly_source_path '{anomaly_source_path}' holds no images"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
 
     def __call__(self, image: torch.Tensor, foreground: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """Make one sample from a ``(3, H, W)`` image in ``[0, 1]``."""
@@ -215,10 +217,10 @@ class PatchSwapAnomaly:
         for axis in self.params.width_bounds:
             if not 0.0 <= axis[0] <= axis[1] <= 0.5:
                 msg = f"patch width bounds must satisfy 0 <= min <= max <= 0.5, got {self.params.width_bounds}"
-                raise ValueError(msg)
+                raise InvalidArgumentError(msg)
         if self.params.num_patches < 1:
             msg = f"num_patches must be >= 1, got {self.params.num_patches}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.gamma_params = gamma_params
         self.tol = tol
         self.max_attempts = max_attempts

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError
+
 logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -33,7 +35,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION_MOBILENET_V2 = "mobilenet_v2"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(AnomalibFewshotError, RuntimeError):
     """Raised when backbone weights cannot be found or do not fit the architecture."""
 
 
@@ -160,7 +162,7 @@ class Backbone(nn.Module):
                 prefix, _, index = layer.partition(".")
                 if prefix != "features" or not index.isdigit() or not 0 <= int(index) < 19:
                     msg = f"MobileNetV2 layers are 'features.<0..18>', got '{layer}'"
-                    raise ValueError(msg)
+                    raise InvalidArgumentError(msg)
                 indices.append(int(index))
             return _SequentialTaps(mobilenet_v2(weights=None).features, indices), IMAGENET_MEAN, IMAGENET_STD
 
@@ -170,12 +172,12 @@ class Backbone(nn.Module):
             probe = timm.create_model(self.name, pretrained=False, features_only=True)
         except RuntimeError as exc:
             msg = f"Unknown backbone '{self.name}': {exc}"
-            raise ValueError(msg) from exc
+            raise InvalidArgumentError(msg) from exc
         names = probe.feature_info.module_name()
         missing = [layer for layer in self.layers if layer not in names]
         if missing:
             msg = f"Backbone '{self.name}' has no feature layer(s) {missing}; available: {names}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         out_indices = tuple(names.index(layer) for layer in self.layers)
         network = timm.create_model(self.name, pretrained=False, features_only=True, out_indices=out_indices)
         cfg = network.pretrained_cfg or {}

@@ -18,6 +18,7 @@ import torch
 
 from anomalib_fewshot.components.images import scan_images
 from anomalib_fewshot.components.io import atomic_write_json
+from anomalib_fewshot.errors import AnomalibFewshotError
 
 if TYPE_CHECKING:
     from lightning.pytorch import Trainer
@@ -28,7 +29,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SHOT_FILE_NAME = "few_shot_selection.json"
 
 
-class FewShotError(ValueError):
+class FewShotError(AnomalibFewshotError, ValueError):
     """A k-shot request that cannot be satisfied (bad ``k_shot``, empty or missing shot source)."""
 
 

@@ -16,12 +16,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2.functional import to_dtype
 
+from anomalib_fewshot.errors import AnomalibFewshotError
+
 #: Images with more pixels than this are refused by PIL's decompression-bomb check; 5000x4000 camera frames
 #: (20 MP) stay well below it.
 MAX_PIXELS = 20_000 * 20_000
 
 
-class ImageReadError(ValueError):
+class ImageReadError(AnomalibFewshotError, ValueError):
     """An image file that cannot be used (missing, empty, truncated, not an image, unsupported mode)."""
 
 

@@ -23,12 +23,13 @@ from torchvision.transforms.v2 import CenterCrop, Compose, Normalize, Resize
 from anomalib_fewshot.components.fewshot import FewShotMixin
 from anomalib_fewshot.components.images import read_image
 from anomalib_fewshot.components.pool import TrainingPoolMixin
+from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError
 
 #: Tolerance of the ``[0, 1]`` range check (resampling can move values by rounding errors).
 RANGE_TOLERANCE = 1e-3
 
 
-class InputImageError(ValueError):
+class InputImageError(AnomalibFewshotError, ValueError):
     """An input tensor the models cannot score (wrong shape or dtype, NaN/inf, values outside ``[0, 1]``)."""
 
 
@@ -83,7 +84,7 @@ def check_input_images(images: Any, where: str = "input") -> None:
         raise InputImageError(msg)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(AnomalibFewshotError, ValueError):
     """A checkpoint written by another model class."""
 
 
@@ -138,7 +139,7 @@ def resize_pre_processor(image_size: int | tuple[int, int], resize_size: int | N
         return PreProcessor(transform=Compose([Resize(size, antialias=True)]))
     if resize_size < max(size):
         msg = f"resize_size ({resize_size}) must be >= image_size ({image_size}) to centre-crop"
-        raise ValueError(msg)
+        raise InvalidArgumentError(msg)
     return PreProcessor(
         transform=Compose([Resize((resize_size, resize_size), antialias=True), CenterCrop(size)]),
     )
@@ -186,11 +187,11 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
                 f"{type(self).__name__} normalises images inside the model (per backbone); its pre-processor must "
                 "only resize. Remove Normalize from the custom pre_processor."
             )
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         size = self.hparams.image_size
         if self.input_size is not None and tuple(self.input_size) != (size, size):
             msg = f"the pre-processor resizes to {tuple(self.input_size)} but the model was built for image_size={size}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
 
     def load_shot_images(self) -> list[torch.Tensor]:
         """The (already k-shot) training images as ``(3, S, S)`` floats in ``[0, 1]``, in the model's geometry.

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from anomalib_fewshot.errors import AnomalibFewshotError
+
 if TYPE_CHECKING:
     from lightning.pytorch import Trainer
 
@@ -49,7 +51,7 @@ class PoolIndexDataset(Dataset):
         return PoolBatch(indices=torch.as_tensor(items, dtype=torch.long))
 
 
-class ZeroStepsError(RuntimeError):
+class ZeroStepsError(AnomalibFewshotError, RuntimeError):
     """A fit that finished without a single optimiser step."""
 
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anomalib_fewshot.components.ops import symmetric_pad2d
+from anomalib_fewshot.errors import InvalidArgumentError
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
@@ -65,7 +66,7 @@ class BranchNormalizer(nn.Module):
         """Fit from image ``scores`` ``(N,)`` and the per-image minima/maxima ``(N,)`` of the fitting maps."""
         if scores.numel() == 0:
             msg = "cannot fit score normalisation on an empty set"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         map_mins, map_maxs = map_mins.double(), map_maxs.double()
         span = (map_maxs - map_mins).clamp_min(eps)
         self.map_scale.copy_((1.0 / span).mean())

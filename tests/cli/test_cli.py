@@ -169,3 +169,36 @@ def test_shipped_configs_parse(tmp_path: Path):
         class_path = yaml.safe_load(model_config_path(name).read_text())["model"]["class_path"]
         assert class_path in result.stdout
         assert hasattr(plugin_models, class_path.rsplit(".", 1)[1])
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["benchmark", "-c", "{tmp}/missing.yaml"], "config file not found"),  # argparse's own check
+        (["benchmark", "-c", "{tmp}/bad.yaml"], "not a benchmark config"),
+        (["train", "--model", "Dfd", "--model.epochs", "0"], "epochs must be >= 1, got 0"),  # wrapped by jsonargparse
+        (["train", "--model", "Dfd", "--model.k_shot", "50"], "k_shot=50 is larger than"),  # raised inside fit
+    ],
+    ids=["missing-config", "bad-config", "constructor-argument", "fit-time"],
+)
+def test_our_cli_prints_our_errors_without_traceback(
+    argv: list[str], expected: str, tmp_path: Path, tiny_data_root: Path, capsys: pytest.CaptureFixture[str]
+):
+    """``anomalib-fewshot`` turns our errors into one line naming the argument, status 2, no traceback."""
+    from anomalib_fewshot.cli import main
+
+    (tmp_path / "bad.yaml").write_text("x: [\n")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if argv[0] == "train":
+        argv += ["--model.pre_trained", "false", *_data_args(tiny_data_root), "--default_root_dir", str(tmp_path)]
+        argv += ["--trainer.max_epochs", "1", "--trainer.logger", "false"]
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse's errors exit with 2 themselves
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "error: " in err
+    assert expected in err
+    assert "Traceback" not in err
+    assert not list(tmp_path.rglob("*.ckpt"))

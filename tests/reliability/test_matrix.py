@@ -271,3 +271,41 @@ def test_anomalib_reader_names_truncated_file(bad_files: dict[str, Path]):
 
     with pytest.raises(OSError, match=r"truncated\.png"):
         anomalib_read_image(bad_files["truncated"])
+
+
+@pytest.mark.parametrize("fitted", ["Dfd"], indirect=True)  # the script is model-agnostic: one export suffices
+def test_edge_script_scores_readable_files_and_names_broken_ones(
+    fitted: FittedModel, bad_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """examples/edge/run_openvino.py (openvino + numpy + pillow only) on the matrix's files and a folder."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("run_openvino", Path("examples/edge/run_openvino.py"))
+    edge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(edge)
+    model = fitted.export("openvino")
+    cases = ["rgb", "grayscale", "rgba", "16bit", "grey8", "large", "tiny", "zero_byte", "truncated", "not_an_image"]
+    capsys.readouterr()  # drop what the fit and the export printed
+    status = edge.main([str(model), *(str(bad_files[c]) for c in cases), "--heatmap", str(tmp_path / "maps")])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by_name = {Path(line["image"]).name: line for line in lines}
+    assert status == 1  # some files could not be read; the others were still scored
+    for case in cases[:7]:
+        line = by_name[bad_files[case].name]
+        assert 0.0 <= line["pred_score"] <= 1.0, line
+        assert Path(line["heatmap"]).is_file()
+    for case in cases[7:]:
+        assert bad_files[case].name in by_name[bad_files[case].name]["error"]
+    # 16-bit keeps its range: it scores like the same grey values in 8 bits (PIL's convert("RGB") gives white)
+    assert abs(by_name["grey16.png"]["pred_score"] - by_name["grey8.png"]["pred_score"]) < 1e-2
+    assert not list((tmp_path / "maps").glob("*.partial"))
+    # a folder of good images: every image scored, exit status 0
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for case in ("rgb", "grayscale"):
+        (folder / bad_files[case].name).write_bytes(bad_files[case].read_bytes())
+    assert edge.main([str(model), str(folder)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    with pytest.raises(SystemExit):
+        edge.main([str(tmp_path / "missing.xml"), str(folder)])

@@ -31,6 +31,7 @@ from anomalib_fewshot.components.anomalies import (
 from anomalib_fewshot.components.fewshot import validate_k_shot
 from anomalib_fewshot.components.lightning import ShotModelMixin
 from anomalib_fewshot.components.pool import PoolBatch
+from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.dfd.loss import DfdLoss
 from anomalib_fewshot.models.dfd.torch_model import DfdModel
 
@@ -194,13 +195,13 @@ class Dfd(ShotModelMixin, AnomalibModule):
         for name, value in {"samples_per_shot": samples_per_shot, "epochs": epochs, "batch_size": batch_size}.items():
             if value < 1:
                 msg = f"{name} must be >= 1, got {value}"
-                raise ValueError(msg)
+                raise InvalidArgumentError(msg)
         if cache_dtype not in ("auto", "float32", "float16"):
             msg = f"cache_dtype must be 'auto', 'float32' or 'float16', got {cache_dtype!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         if cache_stage not in ("auto", "backbone", "aggregated"):
             msg = f"cache_stage must be 'auto', 'backbone' or 'aggregated', got {cache_stage!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         resolve_foreground(foreground, None)  # validates the value
         self.k_shot = validate_k_shot(k_shot)
         self.few_shot_seed = few_shot_seed

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anomalib_fewshot.errors import InvalidArgumentError
+
 SimilarityMode = Literal["cosine", "one_minus_cosine"]
 
 
@@ -93,7 +95,7 @@ class DfdLoss(nn.Module):
         super().__init__()
         if similarity not in ("cosine", "one_minus_cosine"):
             msg = f"similarity_loss must be 'cosine' or 'one_minus_cosine', got {similarity!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.margin = margin
         self.gaussian_weight = gaussian_weight
         self.perlin_weight = perlin_weight

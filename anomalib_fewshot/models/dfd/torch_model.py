@@ -20,6 +20,7 @@ from anomalib_fewshot.components.backbones import Backbone
 from anomalib_fewshot.components.features import LocalAggregation
 from anomalib_fewshot.components.frequency import GaussianPyramidSplit
 from anomalib_fewshot.components.scoring import BranchNormalizer, GaussianSmoothing
+from anomalib_fewshot.errors import InvalidArgumentError
 
 FREQUENCY_PATHS = ("low_high", "low", "high", "full")
 PERLIN_HEADS = ("vit", "mlp")
@@ -68,10 +69,10 @@ class PerlinDiscriminator(nn.Module):
         super().__init__()
         if head not in PERLIN_HEADS:
             msg = f"perlin_head must be one of {PERLIN_HEADS}, got {head!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         if head == "vit" and dim % num_heads:
             msg = f"embedding dim {dim} is not divisible by perlin_num_heads={num_heads}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.head_type = head
         self.stem = nn.Sequential(_xavier_linear(dim, dim), nn.BatchNorm1d(dim), nn.LeakyReLU(0.2))
         if head == "vit":
@@ -166,10 +167,10 @@ class DfdModel(nn.Module):
         super().__init__()
         if frequency_paths not in FREQUENCY_PATHS:
             msg = f"frequency_paths must be one of {FREQUENCY_PATHS}, got {frequency_paths!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         if not (use_gaussian_discriminator or use_perlin_discriminator):
             msg = "at least one of use_gaussian_discriminator / use_perlin_discriminator must be True"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.frequency_paths = frequency_paths
         self.num_paths = 2 if frequency_paths == "low_high" else 1
         self.bgr_input = bgr_input
@@ -203,7 +204,7 @@ class DfdModel(nn.Module):
     def _probe_backbone(self, image_size: int) -> tuple[list[int], tuple[int, int]]:
         if image_size % 8:
             msg = f"image_size must be a multiple of 8, got {image_size}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         with torch.no_grad():
             features = self.backbone(torch.zeros(1, 3, image_size, image_size))
         return [f.shape[1] for f in features], tuple(features[0].shape[-2:])

@@ -22,6 +22,7 @@ from anomalib_fewshot.components.anomalies import random_rotation
 from anomalib_fewshot.components.fewshot import validate_k_shot
 from anomalib_fewshot.components.lightning import ShotModelMixin, resize_pre_processor
 from anomalib_fewshot.components.pool import PoolBatch
+from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.ed.loss import EdLoss
 from anomalib_fewshot.models.ed.torch_model import EdModel
 
@@ -133,13 +134,13 @@ class Ed(ShotModelMixin, AnomalibModule):
         for name, value in {"augment_copies": augment_copies, "epochs": epochs, "batch_size": batch_size}.items():
             if value < 1:
                 msg = f"{name} must be >= 1, got {value}"
-                raise ValueError(msg)
+                raise InvalidArgumentError(msg)
         if augment not in AUGMENTATIONS:
             msg = f"augment must be one of {AUGMENTATIONS}, got {augment!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         if cache_dtype not in ("auto", "float32", "float16"):
             msg = f"cache_dtype must be 'auto', 'float32' or 'float16', got {cache_dtype!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.k_shot = validate_k_shot(k_shot)
         self.few_shot_seed = few_shot_seed
         self.few_shot_source = few_shot_source

@@ -17,6 +17,7 @@ from torch import nn
 
 from anomalib_fewshot.components.backbones import Backbone
 from anomalib_fewshot.components.scoring import GaussianSmoothing
+from anomalib_fewshot.errors import InvalidArgumentError
 
 FUSIONS = ("d2fusion", "difference")
 FFNS = ("median_dwconv", "mlp")
@@ -33,7 +34,7 @@ def sincos_position_embedding(height: int, width: int, dim: int, base: float = 1
     """Fixed 2-D sin/cos embedding ``(H·W, dim)``: the first ``dim/2`` channels encode x, the rest y."""
     if dim % 4:
         msg = f"the embedding dimension must be divisible by 4 for a 2-D sin/cos embedding, got {dim}"
-        raise ValueError(msg)
+        raise InvalidArgumentError(msg)
     quarter = dim // 4
     omega = 1.0 / base ** (torch.arange(quarter, dtype=torch.float64) / quarter)
     ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
@@ -72,7 +73,7 @@ class PriorAttention(nn.Module):
         super().__init__()
         if dim % num_heads:
             msg = f"d_model {dim} is not divisible by num_heads={num_heads}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.num_heads = num_heads
         self.query = nn.Linear(dim, dim)
         self.key = nn.Linear(dim, dim)
@@ -116,7 +117,7 @@ class MedianFeedForward(nn.Module):
         super().__init__()
         if kind not in FFNS:
             msg = f"ffn must be one of {FFNS}, got {kind!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         hidden = dim * ratio
         self.kind = kind
         self.grid = grid
@@ -150,7 +151,7 @@ class EncoderLayer(nn.Module):
         super().__init__()
         if fusion not in FUSIONS:
             msg = f"fusion must be one of {FUSIONS}, got {fusion!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.intra = PriorAttention(dim, num_heads, grid)
         self.inter = PriorAttention(dim, num_heads, grid)
         self.fusion_kind = fusion
@@ -273,11 +274,11 @@ class EdModel(nn.Module):
         super().__init__()
         if token_scale not in TOKEN_SCALES:
             msg = f"token_scale must be one of {TOKEN_SCALES}, got {token_scale!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.token_scale = token_scale
         if len(d_models) != len(layers):
             msg = f"d_models needs one width per layer: {len(layers)} layers, got {list(d_models)}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.backbone = Backbone(backbone, layers, pre_trained=pre_trained, weights_path=weights_path)
         with torch.no_grad():
             probe = self.backbone(torch.zeros(1, 3, image_size, image_size))
@@ -329,7 +330,7 @@ class EdModel(nn.Module):
             if self.token_scale == "rms":
                 if level_rms is None and tokens.dim() != 3:
                     msg = "token_scale='rms' needs the raw tokens (N, L, C) or their rms per level"
-                    raise ValueError(msg)
+                    raise InvalidArgumentError(msg)
                 level_rms = float(tokens.pow(2).mean().sqrt()) if level_rms is None else float(level_rms)
                 getattr(self, f"scale_{index}").fill_(max(level_rms, 1e-12))
             getattr(self, f"reference_{index}").copy_(mean / getattr(self, f"scale_{index}"))

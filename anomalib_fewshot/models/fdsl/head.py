@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from anomalib_fewshot.components.fewshot import select_shots
 from anomalib_fewshot.components.io import atomic_write_bytes
+from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError
 from anomalib_fewshot.models.fdsl.loss import FdslLoss
 from anomalib_fewshot.models.fdsl.torch_model import FdslModel
 
@@ -34,7 +35,7 @@ HEAD_FORMAT_VERSION = 1
 AUGMENTATIONS = ("none", "mosaic", "crop", "mosaic_crop")
 
 
-class HeadWeightsError(ValueError):
+class HeadWeightsError(AnomalibFewshotError, ValueError):
     """A head-weights file that is missing, unreadable or made for another configuration."""
 
 
@@ -147,7 +148,7 @@ class AnnotatedSplit(Dataset):
     ) -> None:
         if augment not in AUGMENTATIONS:
             msg = f"augment must be one of {AUGMENTATIONS}, got {augment!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.images = images
         self.masks = masks
         self.categories = torch.as_tensor(list(categories), dtype=torch.long)
@@ -216,7 +217,7 @@ def collect_annotated_split(datamodule: Any, image_size: int) -> tuple[torch.Ten
     dataset = getattr(datamodule, "test_data", None)
     if dataset is None or len(dataset) == 0:
         msg = f"the datamodule {type(datamodule).__name__} has no test split to train the FDSL head on"
-        raise ValueError(msg)
+        raise InvalidArgumentError(msg)
     images, masks, paths = [], [], []
     for index in range(len(dataset)):
         item = dataset[index]
@@ -322,7 +323,7 @@ def pretrain_head(
     """
     if not datamodules:
         msg = "pretrain_head needs at least one datamodule with an annotated test split"
-        raise ValueError(msg)
+        raise InvalidArgumentError(msg)
     pl.seed_everything(seed, workers=True, verbose=False)
     start = time.perf_counter()
     model = FdslModel(**(model_kwargs or {}))

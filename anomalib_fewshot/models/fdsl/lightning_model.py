@@ -22,6 +22,7 @@ from anomalib_fewshot.components.anomalies import PerlinImageAnomaly, random_rot
 from anomalib_fewshot.components.fewshot import validate_k_shot
 from anomalib_fewshot.components.lightning import ShotModelMixin, resize_pre_processor
 from anomalib_fewshot.components.pool import PoolBatch
+from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.fdsl.head import head_loss, load_head_weights
 from anomalib_fewshot.models.fdsl.loss import FdslLoss
 from anomalib_fewshot.models.fdsl.torch_model import FdslModel
@@ -135,7 +136,7 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         for name, value in {"epochs": epochs, "pseudo_samples": pseudo_samples, "batch_size": batch_size}.items():
             if value < 1:
                 msg = f"{name} must be >= 1, got {value}"
-                raise ValueError(msg)
+                raise InvalidArgumentError(msg)
         self.k_shot = validate_k_shot(k_shot)
         self.few_shot_seed = few_shot_seed
         self.few_shot_source = few_shot_source

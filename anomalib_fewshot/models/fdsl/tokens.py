@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anomalib_fewshot.components.backbones import Backbone, WeightsError, _load_state_dict_file
+from anomalib_fewshot.errors import InvalidArgumentError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def resize_positional_embedding(embedding: torch.Tensor, grid: int) -> torch.Ten
     old = round(patches.shape[0] ** 0.5)
     if old * old != patches.shape[0]:
         msg = f"positional embedding with {patches.shape[0]} patch rows is not a square grid"
-        raise ValueError(msg)
+        raise InvalidArgumentError(msg)
     if old == grid:
         return embedding.clone()
     image = patches.reshape(1, old, old, -1).permute(0, 3, 1, 2).float()
@@ -99,12 +100,12 @@ class ClipTokens(TokenExtractor):
             from open_clip.model import CLIPVisionCfg, _build_vision_tower
         except ImportError as exc:  # pragma: no cover - depends on the environment
             msg = "FDSL's CLIP backbone needs open_clip: pip install 'anomalib[clip]' (or open-clip-torch)"
-            raise ImportError(msg) from exc
+            raise MissingDependencyError(msg) from exc
         if vision_cfg is None:
             config = open_clip.get_model_config(name)
             if config is None:
                 msg = f"Unknown open_clip model '{name}'; available: {open_clip.list_models()[:10]} ..."
-                raise ValueError(msg)
+                raise InvalidArgumentError(msg)
             embed_dim, cfg = config["embed_dim"], dict(config["vision_cfg"])
         else:
             embed_dim, cfg = (
@@ -117,12 +118,12 @@ class ClipTokens(TokenExtractor):
         depth = len(visual.transformer.resblocks)
         if not self.layers or min(self.layers) < 1 or max(self.layers) > depth:
             msg = f"layers must be block numbers in 1..{depth}, got {self.layers}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.patch = int(visual.conv1.kernel_size[0])
         for label, size in (("image_size", image_size), ("window_size", window_size)):
             if size % self.patch:
                 msg = f"{label} ({size}) must be a multiple of the ViT patch size ({self.patch})"
-                raise ValueError(msg)
+                raise InvalidArgumentError(msg)
         self.conv1 = visual.conv1
         self.class_embedding = visual.class_embedding
         self.positional_embedding = visual.positional_embedding
@@ -263,7 +264,7 @@ class CnnTokens(TokenExtractor):
         grid = int(probe[0].shape[-1])
         if image_size % grid:
             msg = f"image_size ({image_size}) must be a multiple of the first level's stride for backbone {name}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.patch = image_size // grid
         self.register_buffer("mean", self.backbone.mean.clone())
         self.register_buffer("std", self.backbone.std.clone())

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from anomalib.data import InferenceBatch
 from torch import nn
 
+from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.fdsl.tokens import ClipTokens, CnnTokens, TokenExtractor
 
 ALIGNMENTS = ("cosine", "l2")
@@ -108,7 +109,7 @@ def window_offsets(grid: int, window: int, stride: int) -> int:
             f"LFE windows of {window} cells with stride {stride} do not tile a {grid}-cell grid: "
             "(grid - window_size) must be a non-negative multiple of window_stride"
         )
-        raise ValueError(msg)
+        raise InvalidArgumentError(msg)
     return (grid - window) // stride + 1
 
 
@@ -169,13 +170,13 @@ class FdslModel(nn.Module):
         super().__init__()
         if align not in ALIGNMENTS:
             msg = f"align must be one of {ALIGNMENTS}, got {align!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         if score_mode not in SCORE_MODES:
             msg = f"score_mode must be one of {SCORE_MODES}, got {score_mode!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         if not 0.0 <= lfe_weight <= 1.0:
             msg = f"lfe_weight must be in [0, 1], got {lfe_weight}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.image_size = int(image_size)
         self.features = self._build_features(
             backbone, layers, pre_trained, weights_path, vision_cfg, image_size, window_size, quick_gelu

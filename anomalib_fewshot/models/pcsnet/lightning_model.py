@@ -24,6 +24,7 @@ from anomalib_fewshot.components.anomalies import NSA_CATEGORY_PARAMS, PatchSwap
 from anomalib_fewshot.components.fewshot import validate_k_shot
 from anomalib_fewshot.components.lightning import ShotModelMixin, resize_pre_processor
 from anomalib_fewshot.components.pool import PoolBatch
+from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.pcsnet.loss import PcsnetLoss
 from anomalib_fewshot.models.pcsnet.torch_model import PcsnetModel
 
@@ -161,13 +162,13 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         )
         if epochs < 1:
             msg = f"epochs must be >= 1, got {epochs}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         if batch_size < 2 or batch_size % 2:
             msg = f"batch_size must be an even number >= 2 (the method trains on pairs), got {batch_size}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         if not 0.0 <= pair_jitter < 1.0:
             msg = f"pair_jitter must be in [0, 1), got {pair_jitter}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.k_shot = validate_k_shot(k_shot)
         self.few_shot_seed = few_shot_seed
         self.few_shot_source = few_shot_source
@@ -225,14 +226,14 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
             bounds = [tuple(float(v) for v in axis) for axis in hp.anomaly_width_bounds]
             if len(bounds) != 2 or any(len(axis) != 2 for axis in bounds):
                 msg = f"anomaly_width_bounds must be [[min_h, max_h], [min_w, max_w]], got {hp.anomaly_width_bounds}"
-                raise ValueError(msg)
+                raise InvalidArgumentError(msg)
             width = (bounds[0], bounds[1])
         background = base.skip_background
         if hp.anomaly_skip_background is not None:
             values = [float(v) for v in hp.anomaly_skip_background]
             if len(values) not in (0, 2):
                 msg = f"anomaly_skip_background must be [brightness, threshold] or [], got {values}"
-                raise ValueError(msg)
+                raise InvalidArgumentError(msg)
             background = tuple(values) if values else None
         params = PatchSwapParams(
             width_bounds=width,

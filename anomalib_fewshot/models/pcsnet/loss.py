@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anomalib_fewshot.errors import InvalidArgumentError
+
 AFS_MODES = ("intended", "original")
 
 
@@ -49,10 +51,10 @@ class PcsnetLoss(nn.Module):
         super().__init__()
         if afs_mode not in AFS_MODES:
             msg = f"afs_mode must be one of {AFS_MODES}, got {afs_mode!r}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         if nu <= 0:
             msg = f"nu must be > 0, got {nu}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.nu = nu
         self.alpha = alpha
         self.neighbors = neighbors

@@ -17,6 +17,7 @@ from torch import nn
 from anomalib_fewshot.components.backbones import Backbone
 from anomalib_fewshot.components.ops import adaptive_avg_pool_matrix, pool_last_dim
 from anomalib_fewshot.components.scoring import GaussianSmoothing
+from anomalib_fewshot.errors import InvalidArgumentError
 
 #: MVTec AD / MPDD categories for which the reference code uses the reduced descriptor.
 ROTATION_OBJECTS = ("grid", "screw", "bracket_black", "bracket_brown", "tubes")
@@ -152,7 +153,7 @@ class ContextAwareSegmentation(nn.Module):
         super().__init__()
         if not bins or any(not 1 <= b <= grid for b in bins):
             msg = f"pyramid_bins must be non-empty sizes in [1, grid={grid}], got {list(bins)}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.bins = [int(b) for b in bins]
         self.grid = grid
         self.pools = nn.ModuleList([AdaptiveAvgPool2dExact((grid, grid), (b, b)) for b in self.bins])
@@ -269,10 +270,10 @@ class PcsnetModel(nn.Module):
         num_prototypes = grid_size * grid_size
         if not 1 <= num_nearest <= num_prototypes:
             msg = f"num_nearest must be in [1, grid_size**2={num_prototypes}], got {num_nearest}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         if not 1 <= guide_channels <= dim:
             msg = f"guide_channels must be in [1, descriptor channels={dim}], got {guide_channels}"
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         self.guide_channels = guide_channels
         self.radius = nn.Parameter(torch.tensor(float(radius_init)))
         self.register_buffer("prototypes", torch.zeros(num_prototypes, dim))
