@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no images found in {[str(p) for p in args.images]}")
 
     failed = 0
+    used_names: set[str] = set()
     for path in files:
         try:
             rgb, preview = read_rgb(path, args.max_side or None)
@@ -141,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         report = {"image": str(path), "pred_score": round(value, 4), "anomalous": label}
         if args.heatmap is not None and "anomaly_map" in outputs:
             single_file = len(files) == 1 and args.heatmap.suffix.lower() == ".png"
-            target = args.heatmap if single_file else args.heatmap / f"{path.stem}_heatmap.png"
+            name = f"{path.stem}_heatmap.png"
+            if name in used_names:  # the same file name in two folders (e.g. good/000.png and crack/000.png)
+                name = f"{path.parent.name}_{name}"
+            used_names.add(name)
+            target = args.heatmap if single_file else args.heatmap / name
             save_heatmap(preview, outputs["anomaly_map"], target)
             report["heatmap"] = str(target)
         print(json.dumps(report), flush=True)

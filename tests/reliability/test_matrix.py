@@ -305,7 +305,11 @@ def test_edge_script_scores_readable_files_and_names_broken_ones(
     folder.mkdir()
     for case in ("rgb", "grayscale"):
         (folder / bad_files[case].name).write_bytes(bad_files[case].read_bytes())
-    assert edge.main([str(model), str(folder)]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / bad_files["rgb"].name).write_bytes(bad_files["rgb"].read_bytes())  # same name, another folder
+    assert edge.main([str(model), str(folder), str(other), "--heatmap", str(tmp_path / "maps2")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert len(list((tmp_path / "maps2").glob("*.png"))) == 3  # no heat-map overwritten
     with pytest.raises(SystemExit):
         edge.main([str(tmp_path / "missing.xml"), str(folder)])
