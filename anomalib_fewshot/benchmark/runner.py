@@ -383,8 +383,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--config", type=Path, required=True)
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
-    if not args.config.is_file():
-        parser.error(f"config file not found: {args.config}")
     output = run_grid(args.config, args.output)
     print((output / "results.md").read_text())
     return 0

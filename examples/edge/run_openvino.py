@@ -43,6 +43,15 @@ def _jet(values: np.ndarray) -> np.ndarray:
     return (np.stack([r, g, b], axis=-1) * 255).astype(np.uint8)
 
 
+def _shrink(image: Image.Image, max_side: int | None, resample: Image.Resampling, **kwargs: float) -> Image.Image:
+    """``image`` with its longer side reduced to ``max_side`` (aspect kept); unchanged when it already fits."""
+    if max_side is None or max(image.size) <= max_side:
+        return image
+    ratio = max_side / max(image.size)
+    size = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
+    return image.resize(size, resample, **kwargs)
+
+
 def read_rgb(path: Path, max_side: int | None) -> tuple[np.ndarray, Image.Image]:
     """``(H, W, 3)`` float32 in [0, 1] and an 8-bit RGB preview of ``path`` (raises ``UnreadableImageError``)."""
     if not path.is_file() or path.stat().st_size == 0:
@@ -63,17 +72,10 @@ def read_rgb(path: Path, max_side: int | None) -> tuple[np.ndarray, Image.Image]
             1.0 if image.mode == "F" else 65535.0 if image.mode.startswith("I;16") or grey.max() <= 65535 else 2**32 - 1
         )
         grey_image = Image.fromarray(np.clip(grey / scale, 0, 1).astype(np.float32))
-        if max_side is not None and max(grey_image.size) > max_side:
-            ratio = max_side / max(grey_image.size)
-            size = (max(1, round(grey_image.width * ratio)), max(1, round(grey_image.height * ratio)))
-            grey_image = grey_image.resize(size, Image.Resampling.BILINEAR)
+        grey_image = _shrink(grey_image, max_side, Image.Resampling.BILINEAR)
         rgb = np.repeat(np.asarray(grey_image, dtype=np.float32)[..., None], 3, axis=-1)
     else:
-        image = image.convert("RGB")
-        if max_side is not None and max(image.size) > max_side:
-            ratio = max_side / max(image.size)
-            size = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
-            image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+        image = _shrink(image.convert("RGB"), max_side, Image.Resampling.LANCZOS, reducing_gap=2.0)
         rgb = np.asarray(image, dtype=np.float32) / 255.0
     return rgb, Image.fromarray((rgb * 255).round().astype(np.uint8))
 
