@@ -78,6 +78,69 @@ def test_nearest_residuals_match_brute_force(align: str, chunk: int):
             torch.testing.assert_close(got[b, i], (queries[b, i] - bank[j]).abs())
 
 
+@pytest.mark.parametrize("align", ["cosine", "l2"])
+def test_nearest_residuals_with_one_bank_per_image(align: str):
+    generator = torch.Generator().manual_seed(1)
+    queries = torch.randn(3, 11, 5, generator=generator)
+    banks = torch.randn(3, 9, 5, generator=generator)
+    got = nearest_residuals(queries, banks, align=align, chunk=4)
+    for b in range(3):
+        torch.testing.assert_close(got[b : b + 1], nearest_residuals(queries[b : b + 1], banks[b], align=align))
+
+
+@pytest.mark.parametrize("builder", ["vit", "cnn"])
+def test_window_index_memory_equals_a_loop_reference(builder: str):
+    model = (tiny_vit_model if builder == "vit" else tiny_cnn_model)(window_index=True)
+    torch.manual_seed(0)
+    model.set_banks(torch.rand(2, 3, 64, 64))
+    windows, area = model.windows_per_side**2, model.window_size**2
+    assert model.window_embeddings.shape[0] == 2 * windows  # one pooled embedding per reference window
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        tokens, embedded = model.embedded_window_tokens(images)
+        got = model.residuals(tokens, model.window_candidates(embedded))
+    crops = model.features.normalize(model.extract_windows(images))
+    for b in range(2):
+        picked = []
+        for w in range(windows):
+            _, pooled = model.features.forward_embedded(crops[b * windows + w : b * windows + w + 1], window=True)
+            similarity = torch.nn.functional.normalize(pooled, dim=-1) @ model.window_embeddings.t()
+            picked.append(int(similarity.argmax()))
+        for level, bank in enumerate(model.banks(window=True)):
+            candidates = torch.cat([bank[j * area : (j + 1) * area] for j in picked])
+            reference = nearest_residuals(tokens[level][b : b + 1], candidates)
+            torch.testing.assert_close(got[level][b : b + 1], reference, atol=1e-5, rtol=1e-4)
+    # the candidates are a subset of the whole window bank: no residual can be smaller than the whole bank's
+    whole = model.residuals(tokens, model.banks(window=True))
+    assert all(bool((g.norm(dim=-1) >= w.norm(dim=-1) - 1e-5).all()) for g, w in zip(got, whole, strict=True))
+    with torch.no_grad():
+        output = model(images)
+    assert torch.isfinite(output.anomaly_map).all() and output.anomaly_map.shape == (2, 1, 64, 64)
+
+
+def test_window_index_model_reloads_and_exports(tmp_path: Path):
+    cfg = {k: v for k, v in TINY_CONFIGS["Fdsl"].items() if k not in ("epochs", "pseudo_samples", "batch_size")}
+    model = Fdsl(**cfg, window_index=True, post_processor=False, evaluator=False, visualizer=False)
+    model.model.set_banks(torch.rand(2, 3, 64, 64))
+    model.eval()
+    fresh = Fdsl(**cfg, window_index=True, post_processor=False, evaluator=False, visualizer=False).eval()
+    fresh.load_state_dict(model.state_dict())
+    images = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(images)
+        torch.testing.assert_close(fresh(images).pred_score, expected.pred_score)
+    engine = Engine(default_root_dir=tmp_path, logger=False)
+    path = engine.export(model, ExportType.ONNX, export_root=tmp_path, onnx_kwargs={"opset_version": 18})
+    inferencer = OpenVINOInferencer(path=path, device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"})
+    result = inferencer.predict(images)
+    np.testing.assert_allclose(
+        np.asarray(result.pred_score).reshape(-1), expected.pred_score.reshape(-1).numpy(), atol=1e-2
+    )
+    np.testing.assert_allclose(
+        np.asarray(result.anomaly_map).reshape(3, -1), expected.anomaly_map.reshape(3, -1).numpy(), atol=1e-2
+    )
+
+
 def test_window_geometry_is_checked_only_with_lfe():
     assert window_offsets(37, 13, 2) == 13
     with pytest.raises(ValueError, match="do not tile"):

@@ -72,6 +72,8 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         lr: Adam learning rate (1e-3).
         betas: Adam betas (0.5, 0.999).
         match_chunk: query tokens per nearest-neighbour block.
+        window_index: image-index window memory (the code's ``useImgIdx``, off as in its scripts): each test window
+            is matched only against the reference windows its pooled embedding picks.
         quick_gelu: QuickGELU in a CLIP backbone (OpenAI weights need it).
         pre_processor: anomalib pre-processor (default: resize only; the model normalises).
         post_processor: anomalib post-processor.
@@ -120,6 +122,7 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         betas: Sequence[float] = (0.5, 0.999),
         match_chunk: int = 4096,
         quick_gelu: bool = True,
+        window_index: bool = False,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -160,6 +163,7 @@ class Fdsl(ShotModelMixin, AnomalibModule):
             score_mode=score_mode,
             match_chunk=match_chunk,
             quick_gelu=quick_gelu,
+            window_index=window_index,
         )
         self.loss = FdslLoss()
         self._shots: torch.Tensor | None = None

@@ -45,10 +45,20 @@ def resize_positional_embedding(embedding: torch.Tensor, grid: int) -> torch.Ten
 
 
 class TokenExtractor(nn.Module):
-    """Interface: ``forward(images, window)`` → per-level ``(B, C_l, g, g)`` maps of normalised images."""
+    """Interface: ``forward(images, window)`` → per-level ``(B, C_l, g, g)`` maps of normalised images.
+
+    ``forward_embedded(images, window)`` also returns one pooled image embedding ``(B, D)`` per input (the
+    image-index window memory picks reference windows with it).
+    """
 
     channels: list[int]
     patch: int
+
+    def forward_embedded(
+        self, images: torch.Tensor, window: bool = False
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:  # pragma: no cover - interface
+        """Per-level maps and a pooled embedding ``(B, D)`` of normalised images."""
+        raise NotImplementedError
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """Normalise ``[0, 1]`` images with the backbone's statistics."""
@@ -79,6 +89,8 @@ class ClipTokens(TokenExtractor):
             ``{"width": 64, "layers": 4, "head_width": 32, "patch_size": 14, "image_size": 28}``): small
             random ViTs for tests, or a ViT whose weights come from ``weights_path``.
         quick_gelu: QuickGELU activations (the OpenAI weights need them).
+        embedding: also keep every block, ``ln_post`` and the projection, for the pooled, projected CLS
+            embedding of :meth:`forward_embedded` (the image-index window memory; CLIP's image embedding).
 
     """
 
@@ -93,6 +105,7 @@ class ClipTokens(TokenExtractor):
         weights_path: str | Path | None = None,
         vision_cfg: dict[str, Any] | None = None,
         quick_gelu: bool = True,
+        embedding: bool = False,
     ) -> None:
         super().__init__()
         try:
@@ -128,7 +141,12 @@ class ClipTokens(TokenExtractor):
         self.class_embedding = visual.class_embedding
         self.positional_embedding = visual.positional_embedding
         self.ln_pre = visual.ln_pre
-        self.blocks = nn.ModuleList(list(visual.transformer.resblocks)[: max(self.layers)])
+        self.embedding = bool(embedding)
+        kept = depth if self.embedding else max(self.layers)
+        self.blocks = nn.ModuleList(list(visual.transformer.resblocks)[:kept])
+        if self.embedding:  # CLIP's image embedding: ln_post of the last block's CLS, then the projection
+            self.ln_post = visual.ln_post
+            self.proj = visual.proj
         width = self.conv1.out_channels
         self.channels = [width] * len(self.layers)
         self.grid_global = image_size // self.patch
@@ -152,6 +170,17 @@ class ClipTokens(TokenExtractor):
 
     def forward(self, images: torch.Tensor, window: bool = False) -> list[torch.Tensor]:
         """Tokens of the configured blocks as ``(B, width, g, g)`` maps (``window`` picks the window grid)."""
+        return self._run(images, window, embed=False)[0]
+
+    def forward_embedded(self, images: torch.Tensor, window: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Tokens as :meth:`forward` and CLIP's projected image embedding ``(B, D)`` (needs ``embedding=True``)."""
+        if not self.embedding:
+            msg = "this CLIP backbone was built without its projection: construct it with embedding=True"
+            raise InvalidArgumentError(msg)
+        maps, embedded = self._run(images, window, embed=True)
+        return maps, embedded
+
+    def _run(self, images: torch.Tensor, window: bool, embed: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         positions = self.pos_window if window else self.pos_global
         x = self.conv1(images)
         batch, width, grid = x.shape[0], x.shape[1], x.shape[-1]
@@ -160,12 +189,16 @@ class ClipTokens(TokenExtractor):
         x = torch.cat([cls_token, x], dim=1) + positions.to(x.dtype)
         x = self.ln_pre(x).transpose(0, 1)  # open_clip's blocks are sequence-first
         outputs = []
-        for index, block in enumerate(self.blocks, start=1):
+        blocks = self.blocks if embed else self.blocks[: max(self.layers)]
+        for index, block in enumerate(blocks, start=1):
             x = block(x)
             if index in self.layers:
                 tokens = x[1:].transpose(0, 1)  # (B, g², width), CLS dropped
                 outputs.append(tokens.transpose(1, 2).reshape(batch, width, grid, grid))
-        return outputs
+        if not embed:
+            return outputs, None
+        pooled = self.ln_post(x[0])
+        return outputs, pooled @ self.proj if self.proj is not None else pooled
 
     def load_weights(self) -> None:
         """Load local or open_clip weights into the kept blocks and recompute the positional buffers."""
@@ -272,13 +305,21 @@ class CnnTokens(TokenExtractor):
 
     def forward(self, images: torch.Tensor, window: bool = False) -> list[torch.Tensor]:
         """Feature levels of normalised ``images``, all on the first level's grid."""
+        return self.forward_embedded(images, window)[0]
+
+    def forward_embedded(self, images: torch.Tensor, window: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Feature levels as :meth:`forward` and the deepest level's global average pool ``(B, C_last)``.
+
+        A CNN has no projected image embedding; its pooled last level is the image descriptor classifiers use.
+        """
         del window  # a CNN takes any input size
         features = self.backbone(images)
         size = features[0].shape[-2:]
-        return [
+        maps = [
             f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="bilinear", align_corners=False)
             for f in features
         ]
+        return maps, features[-1].mean(dim=(-2, -1))
 
     def load_weights(self) -> None:
         """Load the backbone's weights (idempotent)."""

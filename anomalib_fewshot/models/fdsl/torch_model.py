@@ -77,21 +77,27 @@ def nearest_residuals(
 
     Args:
         queries: ``(B, L, C)`` tokens.
-        bank: ``(N, C)`` memory tokens.
+        bank: ``(N, C)`` memory tokens shared by the batch, or ``(B, N, C)``: one candidate set per image (the
+            image-index window memory).
         align: ``"cosine"`` (the code's ``mulmax``: maximum dot product of L2-normalised tokens) or ``"l2"``
             (``diff2``: minimum Euclidean distance).
         absolute: absolute value of the residual (``useAbs``).
         chunk: queries per similarity block (bounds the ``chunk × N`` similarity matrix); a fixed, static split.
 
     """
-    bank_t = bank.t()
+    per_image = bank.dim() == 3
+    bank_t = bank.transpose(-1, -2)
     half_norms = 0.5 * bank.pow(2).sum(-1) if align == "l2" else None
     residuals = []
     for part in queries.split(chunk, dim=1):
         similarity = part @ bank_t
-        if half_norms is not None:
-            similarity = similarity - half_norms  # argmax of q·m − |m|²/2 = argmin |q − m|
-        nearest = bank[similarity.argmax(dim=-1)]
+        if half_norms is not None:  # argmax of q·m − |m|²/2 = argmin |q − m|
+            similarity = similarity - (half_norms[:, None] if per_image else half_norms)
+        index = similarity.argmax(dim=-1)
+        if per_image:
+            nearest = bank.gather(1, index[..., None].expand(-1, -1, bank.shape[-1]))
+        else:
+            nearest = bank[index]
         residuals.append(part - nearest)
     residual = torch.cat(residuals, dim=1) if len(residuals) > 1 else residuals[0]
     return residual.abs() if absolute else residual
@@ -143,6 +149,10 @@ class FdslModel(nn.Module):
             fused like the maps), ``"map_max"`` = max of the final map.
         match_chunk: query tokens per similarity block in the nearest-neighbour search.
         quick_gelu: QuickGELU in a CLIP backbone (OpenAI weights).
+        window_index: the image-index window memory (the code's ``useImgIdx``, off in its scripts): each test
+            window's pooled image embedding (CLIP: the projected CLS; CNN: the pooled last level) picks its most
+            similar reference window, and the window tokens are matched against the union of the picked windows
+            (a fixed ``n²·w²`` tokens per image whatever k is) instead of the whole window bank.
 
     """
 
@@ -166,6 +176,7 @@ class FdslModel(nn.Module):
         score_mode: Literal["mean", "score", "map_max"] = "mean",
         match_chunk: int = 4096,
         quick_gelu: bool = True,
+        window_index: bool = False,
     ) -> None:
         super().__init__()
         if align not in ALIGNMENTS:
@@ -178,8 +189,17 @@ class FdslModel(nn.Module):
             msg = f"lfe_weight must be in [0, 1], got {lfe_weight}"
             raise InvalidArgumentError(msg)
         self.image_size = int(image_size)
+        self.window_index = bool(window_index) and bool(lfe)
         self.features = self._build_features(
-            backbone, layers, pre_trained, weights_path, vision_cfg, image_size, window_size, quick_gelu
+            backbone,
+            layers,
+            pre_trained,
+            weights_path,
+            vision_cfg,
+            image_size,
+            window_size,
+            quick_gelu,
+            self.window_index,
         )
         self.grid = self.image_size // self.features.patch
         self.lfe = bool(lfe)
@@ -198,6 +218,8 @@ class FdslModel(nn.Module):
         for index, channels in enumerate(self.features.channels):
             self.register_buffer(f"bank_{index}", torch.zeros(0, channels))
             self.register_buffer(f"window_bank_{index}", torch.zeros(0, channels))
+        # pooled embeddings of the reference windows (image-index window memory), (k·n², D)
+        self.register_buffer("window_embeddings", torch.zeros(0))
         self.register_buffer("banks_ready", torch.tensor(False))
         weight, counts = torch.zeros(0), torch.zeros(0)
         if self.lfe:
@@ -217,6 +239,7 @@ class FdslModel(nn.Module):
         image_size: int,
         window_size: int,
         quick_gelu: bool,
+        embedding: bool = False,
     ) -> TokenExtractor:
         if vision_cfg is not None or is_clip_backbone(backbone):
             if vision_cfg is not None:
@@ -235,6 +258,7 @@ class FdslModel(nn.Module):
                 weights_path=weights_path,
                 vision_cfg=vision_cfg,
                 quick_gelu=quick_gelu,
+                embedding=embedding,
             )
         return CnnTokens(backbone, [str(layer) for layer in layers], image_size, pre_trained, weights_path)
 
@@ -263,34 +287,61 @@ class FdslModel(nn.Module):
 
     def window_tokens(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Window tokens per level as ``(B, n²·w², C)`` (window-major, then row-major inside the window)."""
-        tokens = self.level_tokens(self.extract_windows(images), window=True)
-        return [t.reshape(images.shape[0], -1, t.shape[-1]) for t in tokens]
+        return self.embedded_window_tokens(images)[0]
+
+    def embedded_window_tokens(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """:meth:`window_tokens` and, with ``window_index``, the windows' L2-normalised embeddings ``(B, n², D)``."""
+        windows = self.features.normalize(self.extract_windows(images))
+        if self.window_index:
+            maps, embedded = self.features.forward_embedded(windows, window=True)
+            embedded = F.normalize(embedded, dim=-1).reshape(images.shape[0], -1, embedded.shape[-1])
+        else:
+            maps, embedded = self.features(windows, window=True), None
+        tokens = [F.normalize(m.flatten(2).transpose(1, 2), dim=-1) for m in maps]
+        return [t.reshape(images.shape[0], -1, t.shape[-1]) for t in tokens], embedded
+
+    def window_candidates(self, embedded: torch.Tensor) -> list[torch.Tensor]:
+        """Per level, each image's candidate tokens ``(B, n²·w², C)``: the reference windows its windows pick.
+
+        ``embedded`` are the test windows' embeddings ``(B, n², D)``; every window picks the reference window of
+        highest cosine similarity (``MatMul → ArgMax``), and the picked windows' tokens are gathered from the
+        window bank, kept as ``(k·n², w², C)``.
+        """
+        picked = (embedded @ self.window_embeddings.t()).argmax(dim=-1)  # (B, n²)
+        area = self.window_size**2
+        return [bank.reshape(-1, area, bank.shape[-1])[picked].flatten(1, 2) for bank in self.banks(window=True)]
 
     @torch.no_grad()
     def set_banks(self, images: torch.Tensor, chunk: int = 4) -> None:
         """Fill the memory banks from the k reference images ``(k, 3, S, S)`` in ``[0, 1]`` (one draw, both banks)."""
         global_parts: list[list[torch.Tensor]] = [[] for _ in range(self.num_levels)]
         window_parts: list[list[torch.Tensor]] = [[] for _ in range(self.num_levels)]
+        embedding_parts: list[torch.Tensor] = []
         for start in range(0, len(images), chunk):
             batch = images[start : start + chunk]
             for level, tokens in enumerate(self.level_tokens(batch)):
                 global_parts[level].append(tokens.reshape(-1, tokens.shape[-1]))
             if self.lfe:
-                for level, tokens in enumerate(self.window_tokens(batch)):
+                window_tokens, embedded = self.embedded_window_tokens(batch)
+                for level, tokens in enumerate(window_tokens):
                     window_parts[level].append(tokens.reshape(-1, tokens.shape[-1]))
+                if embedded is not None:
+                    embedding_parts.append(embedded.reshape(-1, embedded.shape[-1]))
         for level in range(self.num_levels):
             setattr(self, f"bank_{level}", torch.cat(global_parts[level]))
             if self.lfe:
                 setattr(self, f"window_bank_{level}", torch.cat(window_parts[level]))
+        if embedding_parts:
+            self.window_embeddings = torch.cat(embedding_parts)
         self.banks_ready.fill_(True)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         """Banks hold k-dependent numbers of tokens: take the checkpoint's shapes before loading."""
-        for level in range(self.num_levels):
-            for name in (f"bank_{level}", f"window_bank_{level}"):
-                key = prefix + name
-                if key in state_dict:
-                    setattr(self, name, torch.empty_like(state_dict[key], device=getattr(self, name).device))
+        names = [f"{kind}_{level}" for level in range(self.num_levels) for kind in ("bank", "window_bank")]
+        for name in [*names, "window_embeddings"]:
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[key], device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ scoring
@@ -329,9 +380,10 @@ class FdslModel(nn.Module):
 
     def window_level_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Refined 2-channel maps per level of the LFE branch (heads per token, stitched, then the NAM)."""
-        tokens = self.window_tokens(images)
+        tokens, embedded = self.embedded_window_tokens(images)
+        banks = self.window_candidates(embedded) if embedded is not None else self.banks(window=True)
         maps = []
-        for head, residual in zip(self.heads, self.residuals(tokens, self.banks(window=True)), strict=True):
+        for head, residual in zip(self.heads, self.residuals(tokens, banks), strict=True):
             maps.append(self.refine(self.stitch(head(residual))))
         return maps
 
