@@ -18,6 +18,7 @@ from anomalib_fewshot.models.ed.torch_model import (
     MedianFeedForward,
     PriorAttention,
     lower_median,
+    reconstruction_score,
     sincos_position_embedding,
     squared_grid_distances,
     symmetric_kl,
@@ -235,6 +236,10 @@ def test_inter_score_is_max_minus_softmax_per_image():
             - torch.cosine_similarity(tokens[0][i], reconstruction[i], dim=-1)
         )
         torch.testing.assert_close(score[i], rec * inter)
+    model.anomaly_map = "rec"  # the ablation switch: the reconstruction error alone
+    torch.testing.assert_close(
+        model.level_score(tokens[0], reconstruction, maps), reconstruction_score(tokens[0], reconstruction)
+    )
 
 
 def test_constructor_errors_name_the_argument():
@@ -244,6 +249,8 @@ def test_constructor_errors_name_the_argument():
         Ed(**{**TINY_CONFIGS["Ed"], "augment": "mixup"})
     with pytest.raises(ValueError, match="epochs"):
         Ed(**{**TINY_CONFIGS["Ed"], "epochs": 0})
+    with pytest.raises(ValueError, match="anomaly_map"):
+        Ed(**{**TINY_CONFIGS["Ed"], "anomaly_map": "inter"})
 
 
 @pytest.mark.slow

@@ -74,6 +74,7 @@ class Ed(ShotModelMixin, AnomalibModule):
         token_scale: ``"none"`` (as released) or ``"rms"``: divide each level's tokens by their root mean square
             over the training images (for backbones whose features are far from unit scale, e.g. the lite one).
         cache_dtype: ``"auto"`` (float16 when the token cache would exceed 1 GiB), ``"float32"`` or ``"float16"``.
+        anomaly_map: ``"rec_x_inter"`` (ED's map) or ``"rec"`` (reconstruction error alone, an ablation).
         pre_processor: anomalib pre-processor (default: resize only; the model normalises internally).
         post_processor: anomalib post-processor.
         evaluator: anomalib evaluator.
@@ -118,6 +119,7 @@ class Ed(ShotModelMixin, AnomalibModule):
         smoothing_sigma: float = 4.0,
         token_scale: Literal["none", "rms"] = "none",
         cache_dtype: Literal["auto", "float32", "float16"] = "auto",
+        anomaly_map: Literal["rec_x_inter", "rec"] = "rec_x_inter",
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -159,6 +161,7 @@ class Ed(ShotModelMixin, AnomalibModule):
             ffn=ffn,
             smoothing_sigma=smoothing_sigma,
             token_scale=token_scale,
+            anomaly_map=anomaly_map,
         )
         self.loss = EdLoss(lambda1=lambda1, lambda2=lambda2, use_intra=use_intra, use_inter=use_inter)
         self._pool: list[torch.Tensor] | None = None

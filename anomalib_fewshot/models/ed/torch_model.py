@@ -21,6 +21,7 @@ from anomalib_fewshot.errors import InvalidArgumentError
 
 FUSIONS = ("d2fusion", "difference")
 FFNS = ("median_dwconv", "mlp")
+ANOMALY_MAPS = ("rec_x_inter", "rec")
 TOKEN_SCALES = ("none", "rms")
 
 
@@ -251,6 +252,8 @@ class EdModel(nn.Module):
         smoothing_sigma: Gaussian smoothing of the map.
         token_scale: ``"none"`` (the reference code) or ``"rms"``: divide each level's tokens by their root mean
             square over the training images (a fitted scalar buffer; not in the original, see the README).
+        anomaly_map: ``"rec_x_inter"`` (ED: reconstruction error × inter-correlation factor) or ``"rec"``
+            (reconstruction error alone; an ablation switch, see the README's magnetic-tile diagnosis).
 
     """
 
@@ -270,12 +273,17 @@ class EdModel(nn.Module):
         ffn: str = "median_dwconv",
         smoothing_sigma: float = 4.0,
         token_scale: str = "none",
+        anomaly_map: str = "rec_x_inter",
     ) -> None:
         super().__init__()
         if token_scale not in TOKEN_SCALES:
             msg = f"token_scale must be one of {TOKEN_SCALES}, got {token_scale!r}"
             raise InvalidArgumentError(msg)
+        if anomaly_map not in ANOMALY_MAPS:
+            msg = f"anomaly_map must be one of {ANOMALY_MAPS}, got {anomaly_map!r}"
+            raise InvalidArgumentError(msg)
         self.token_scale = token_scale
+        self.anomaly_map = anomaly_map
         if len(d_models) != len(layers):
             msg = f"d_models needs one width per layer: {len(layers)} layers, got {list(d_models)}"
             raise InvalidArgumentError(msg)
@@ -346,7 +354,12 @@ class EdModel(nn.Module):
     def level_score(
         self, tokens: torch.Tensor, reconstruction: torch.Tensor, maps: list[list[torch.Tensor]]
     ) -> torch.Tensor:
-        """Per token ``rec × inter`` score of one level ``(B, L)``, each image scored on its own."""
+        """Per token ``rec × inter`` score of one level ``(B, L)``, each image scored on its own.
+
+        With ``anomaly_map="rec"`` the reconstruction error alone.
+        """
+        if self.anomaly_map == "rec":
+            return reconstruction_score(tokens, reconstruction)
         corrs = torch.stack([symmetric_kl(inter_attn, inter_target) for _, _, inter_attn, inter_target in maps])
         corrs = corrs.mean(0).mean(1)  # layers, then heads → (B, L)
         weights = torch.softmax(-corrs, dim=-1)
