@@ -68,17 +68,27 @@ def make_stream_folder(root: Path, n_images: int, n_unique: int = 100, size: int
 
 
 class _Sampler:
-    """Records RSS and time at the start, middle and end of a stream of ``total`` images."""
+    """Records RSS and time at the start, middle and end of a stream of ``total`` images.
 
-    def __init__(self, total: int) -> None:
+    Also keeps a trace: RSS (MiB) and elapsed seconds at every tenth of the stream, so a slow leak shows as a slope
+    rather than hiding between three samples.
+    """
+
+    def __init__(self, total: int, trace_points: int = 10) -> None:
         self.total = total
         self.samples: dict[str, float] = {}
         self.start = time.perf_counter()
         self.samples["rss_start_mib"] = rss_mib()
+        self.marks = sorted({max(1, round(total * i / trace_points)) for i in range(1, trace_points + 1)})
+        self.trace: list[dict[str, float]] = []
 
     def seen(self, count: int) -> None:
         if "rss_middle_mib" not in self.samples and count >= self.total // 2:
             self.samples["rss_middle_mib"] = rss_mib()
+        if self.marks and count >= self.marks[0]:
+            self.marks = [mark for mark in self.marks if mark > count]
+            elapsed = round(time.perf_counter() - self.start, 1)
+            self.trace.append({"images": count, "seconds": elapsed, "rss_mib": rss_mib()})
 
     def finish(self, count: int) -> dict[str, float]:
         seconds = time.perf_counter() - self.start
@@ -89,6 +99,7 @@ class _Sampler:
             "images_per_second": round(count / seconds, 2) if seconds > 0 else None,
             **self.samples,
             "rss_growth_mib": round(self.samples["rss_end_mib"] - self.samples["rss_start_mib"], 1),
+            "trace": self.trace,
         }
 
 

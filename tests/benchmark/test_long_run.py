@@ -28,6 +28,11 @@ def test_long_run_smoke(tmp_path: Path):
         assert stream["images_per_second"] > 0
         for key in ("rss_start_mib", "rss_middle_mib", "rss_end_mib"):
             assert stream[key] > 100, (path, key)  # a real resident-set reading of a torch process
+        counts = [point["images"] for point in stream["trace"]]
+        assert counts == sorted(set(counts)) and counts[-1] == 6, (path, counts)
+        assert all(point["rss_mib"] > 100 for point in stream["trace"]), path
+    # one image at a time: a trace point at every tenth of the stream (tenths of 6 images round to 1..6)
+    assert [point["images"] for point in row["openvino"]["trace"]] == [1, 2, 3, 4, 5, 6]
 
 
 def test_stream_folder_has_the_asked_count(tmp_path: Path):
