@@ -349,7 +349,8 @@ def write_report(
         f"{' (complete)' if n_done == len(jobs) else ' (rerun the command to resume)'}\n\n"
         "Metrics on raw model outputs mapped monotonically to [0, 1] (no clamping, no post-processor); "
         "AUPRO at FPR ≤ 0.3; fit_s = shot selection + weights + pool/bank building + training (excludes "
-        "validation); torch_ms / openvino_ms = median per image at batch 1 of the full exported pipeline "
+        "validation; the runner validates on one batch only, the metrics never use that pass); "
+        "torch_ms / openvino_ms = median per image at batch 1 of the full exported pipeline "
         "(OpenVINO f32); peak_rss_mb = peak resident memory of the job process. results.csv also records "
         "load_avg_1m per job: above the core count, other work shared the CPU and that row's timings are "
         "pessimistic.\n\n" + summarise(rows, jobs) + _skipped_section(skipped) + _plots_section(rows, output)
