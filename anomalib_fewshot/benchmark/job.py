@@ -12,12 +12,14 @@ import resource
 import statistics
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from anomalib_fewshot.benchmark.machine import cpu_name
 from anomalib_fewshot.components.io import atomic_write_json
 from anomalib_fewshot.errors import InvalidArgumentError
 
@@ -223,6 +225,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             # timings of this row are pessimistic.
             "load_avg_1m": round(os.getloadavg()[0], 2),
             "shots": json.dumps(shots),
+            # timings from different machines are not comparable: name the machine and the time of each row
+            "machine": cpu_name(),
+            "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
         }
     )
     return row

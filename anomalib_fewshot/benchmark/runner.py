@@ -38,7 +38,6 @@ import io
 import itertools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from anomalib_fewshot.benchmark.machine import machine_description
 from anomalib_fewshot.components.io import atomic_write_text
 from anomalib_fewshot.errors import InvalidArgumentError, MissingFileError
 
@@ -276,24 +276,6 @@ def _sort_key(key: tuple[str, ...]) -> tuple[Any, ...]:
     return (*key[:3], int(k) if k.isdigit() else float("inf"))
 
 
-def machine_description() -> str:
-    """One line about this machine."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {_torch_version()}"
-
-
-def _torch_version() -> str:
-    from importlib.metadata import version
-
-    return version("torch")
-
-
 def run_grid(config_path: Path, output: Path | None = None) -> Path:
     """Run (or resume) the grid of ``config_path``; return the results folder."""
     config, jobs = load_grid(config_path)
@@ -344,7 +326,7 @@ def write_report(
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report = (
         f"# Benchmark results\n\ncommand: `anomalib-fewshot benchmark -c {config_path}`  \n"
-        f"machine: {machine_description()}  \nupdated: {stamp}  \n"
+        f"report written on: {machine_description()}  \n{_machines_line(rows)}updated: {stamp}  \n"
         f"progress: {n_done} of {len(jobs)} jobs finished"
         f"{' (complete)' if n_done == len(jobs) else ' (rerun the command to resume)'}\n\n"
         "Metrics on raw model outputs mapped monotonically to [0, 1] (no clamping, no post-processor); "
@@ -356,6 +338,19 @@ def write_report(
         "pessimistic.\n\n" + summarise(rows, jobs) + _skipped_section(skipped) + _plots_section(rows, output)
     )
     return atomic_write_text(output / "results.md", report)
+
+
+def _machines_line(rows: list[dict[str, str]]) -> str:
+    """Which machines the finished rows ran on (timings are comparable only within one machine)."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row.get("status") == "ok":
+            name = row.get("machine") or "not recorded"
+            counts[name] = counts.get(name, 0) + 1
+    if not counts:
+        return ""
+    listed = "; ".join(f"{name} ({n} row{'s' if n > 1 else ''})" for name, n in sorted(counts.items()))
+    return f"rows ran on: {listed}  \n"
 
 
 def _skipped_section(skipped: list[tuple[dict[str, Any], str]]) -> str:

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         off.append(_time(cmd, env_off))
     med_on, med_off = statistics.median(on) * 1000, statistics.median(off) * 1000
     print(f"command: python -m anomalib_fewshot.benchmark.startup --runs {args.runs}")
-    from anomalib_fewshot.benchmark.runner import machine_description
+    from anomalib_fewshot.benchmark.machine import machine_description
 
     print(f"machine: {machine_description()}")
     print(f"date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")

@@ -48,6 +48,8 @@ def test_smoke_grid_runs_records_failures_plots_and_resumes(tmp_path: Path, monk
         for field in ("image_auroc", "pixel_auroc", "aupro", "image_f1max", "pixel_f1max", "fit_s", "torch_ms",
                       "openvino_ms", "peak_rss_mb"):  # fmt: skip
             assert float(row[field]) >= 0, (key, field)
+        assert row["machine"].endswith(" cores"), row  # timings name their machine
+        assert row["finished_utc"].startswith("20"), row
     assert rows[("Pcsnet", "full", "pcsnet_lite-quick")]["shots"].count(".png") == 4  # all normal images
     # Padim at k = 1: covariance over N - 1 = 0 samples gives NaN scores -> a recorded failure, not a crash
     assert rows[("Padim", "1", "")]["status"] == "failed"
@@ -61,6 +63,7 @@ def test_smoke_grid_runs_records_failures_plots_and_resumes(tmp_path: Path, monk
     assert "| Pcsnet | pcsnet_lite-quick | demo | 1 | 1 |" in report
     assert "progress: 10 of 12 jobs finished (rerun the command to resume)" in report
     assert "Failed jobs" in report
+    assert "rows ran on: " in report
     assert "Left out on purpose:\n- too slow for the smoke grid: 2 job(s)" in report  # quick and broken Dfd
     for plot in ("auroc_vs_k.png", "accuracy_vs_speed.png"):
         assert (output / plot).read_bytes()[:4] == b"\x89PNG"
@@ -138,3 +141,14 @@ def test_shipped_benchmark_configs_load(path: Path):
         assert set(rule) - {"reason"} <= set(jobs[0]), rule
     kept = len(jobs) - len(runner.skipped_jobs(config, jobs))
     assert kept > 0
+
+
+def test_report_names_every_machine_its_rows_ran_on(tmp_path: Path):
+    """Rows measured on different machines (one grid resumed over sessions) are listed with their machine."""
+    row = {"model": "Dfd", "variant": "v", "dataset": "d", "k_shot": "1", "status": "ok", "image_auroc": "0.9"}
+    runner.upsert_row(tmp_path / "results.csv", {**row, "seed": "0", "machine": "CPU A, 2 cores"})
+    runner.upsert_row(tmp_path / "results.csv", {**row, "seed": "1", "machine": "CPU B, 2 cores"})
+    runner.upsert_row(tmp_path / "results.csv", {**row, "seed": "2", "machine": "CPU B, 2 cores"})
+    runner.upsert_row(tmp_path / "results.csv", {**row, "seed": "3"})  # a row from before the column existed
+    report = runner.write_report(Path("grid.yaml"), tmp_path, [], []).read_text()
+    assert "rows ran on: CPU A, 2 cores (1 row); CPU B, 2 cores (2 rows); not recorded (1 row)" in report
