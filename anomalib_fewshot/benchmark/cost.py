@@ -14,7 +14,6 @@ own objective, as its lightning module runs it) and eager ms per test image (bat
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -23,6 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import torch
+
+from anomalib_fewshot.benchmark.machine import cpu_name
 
 PCSNET_LITE: dict[str, Any] = {
     "backbone": "tf_efficientnet_lite0",
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(
-        f"# {args.model} cost profiles — {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+        f"# {args.model} cost profiles — {cpu_name()}, {torch.get_num_threads()} "
         f"threads, torch {torch.__version__}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
     )
     print("| profile | trainable params (M) | ms / training step | ms / test image (eager) |")

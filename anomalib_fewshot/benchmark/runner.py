@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -342,11 +343,7 @@ def write_report(
 
 def _machines_line(rows: list[dict[str, str]]) -> str:
     """Which machines the finished rows ran on (timings are comparable only within one machine)."""
-    counts: dict[str, int] = {}
-    for row in rows:
-        if row.get("status") == "ok":
-            name = row.get("machine") or "not recorded"
-            counts[name] = counts.get(name, 0) + 1
+    counts = Counter(row.get("machine") or "not recorded" for row in rows if row.get("status") == "ok")
     if not counts:
         return ""
     listed = "; ".join(f"{name} ({n} row{'s' if n > 1 else ''})" for name, n in sorted(counts.items()))
