@@ -79,7 +79,8 @@ def write_plots(rows: list[dict[str, str]], output: Path) -> list[Path]:
             axis.set_title(f"{dataset}: {title}")
             axis.set_xlabel("k (shots; rightmost = full if present)")
             axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    if axes[0][0].get_legend_handles_labels()[0]:  # rows without metrics draw nothing to label
+        axes[0][0].legend(fontsize=7)
     paths.append(_save(figure, output / "auroc_vs_k.png"))
     plt.close(figure)
 
@@ -98,7 +99,8 @@ def write_plots(rows: list[dict[str, str]], output: Path) -> list[Path]:
         axis.set_ylabel("image AUROC (mean over k and seeds)")
         axis.set_title(dataset)
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    if axes[0][0].get_legend_handles_labels()[0]:  # rows without metrics draw nothing to label
+        axes[0][0].legend(fontsize=7)
     paths.append(_save(figure, output / "accuracy_vs_speed.png"))
     plt.close(figure)
     return paths

@@ -22,10 +22,15 @@ Grid YAML::
       seeds: [0, 1, 2]
       skip:                                 # optional: jobs left out on purpose, with the reason (reported)
         - {model: Dfd, k_shot: full, reason: "..."}   # a list matches any of its values: seed: [1, 2]
+      expected_failures:                    # optional: jobs known to fail; each still runs once and its failure
+        - {model: Padim, k_shot: 1, reason: "..."}    # is recorded, then it counts as finished (not retried)
     heads:                                  # FDSL heads trained (once, before the grid) on a dataset's test split
       - {dataset: magnetic_tile, profile: fdsl_lite, epochs: 5, augment: mosaic}
     # ... and used by a model entry: {model: Fdsl, profile: fdsl_lite, head: magnetic_tile}. A job never
     # evaluates a head on the dataset whose annotated test split trained it (such jobs are skipped, reported).
+
+Rows of another grid's ``results.csv`` with the same job (model, variant, dataset, k, seed and profile) are
+imported with ``--merge OTHER.csv``; ``--report-only`` rewrites ``results.md`` and the plots without running jobs.
 
 Python API: ``run_grid(Path("configs/benchmark/real.yaml"))``.
 """
@@ -106,18 +111,78 @@ def skipped_jobs(config: dict[str, Any], jobs: list[dict[str, Any]]) -> list[tup
 
     Jobs whose FDSL head was trained on the job's own dataset are always skipped.
     """
-    rules = config["grid"].get("skip", [])
     out = []
     for job in jobs:
         if job.get("head") is not None and job["head"] == job["dataset"]:
             out.append((job, "the head was trained on this dataset's annotated test split"))
             continue
-        for rule in rules:
-            fields = {k: v for k, v in rule.items() if k != "reason"}
-            if all(str(job.get(k)) in {str(x) for x in (v if isinstance(v, list) else [v])} for k, v in fields.items()):
-                out.append((job, rule.get("reason", "left out")))
-                break
+        reason = _first_matching_rule(job, config["grid"].get("skip"), "left out")
+        if reason is not None:
+            out.append((job, reason))
     return out
+
+
+def expected_failures(config: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[tuple[str, ...], str]:
+    """Reasons by job key for the jobs matched by the grid's ``expected_failures`` rules (same form as ``skip``).
+
+    Such a job still runs until it has a row; a recorded failure then counts as finished and is not retried.
+    """
+    out = {}
+    for job in jobs:
+        reason = _first_matching_rule(job, config["grid"].get("expected_failures"), "expected to fail")
+        if reason is not None:
+            out[job_key(job)] = reason
+    return out
+
+
+def _first_matching_rule(job: dict[str, Any], rules: list[dict[str, Any]] | None, default: str) -> str | None:
+    """The reason of the first rule whose every field equals the job's (or lists it); None when none matches."""
+    for rule in rules or []:
+        fields = {k: v for k, v in rule.items() if k != "reason"}
+        if all(str(job.get(k)) in {str(x) for x in (v if isinstance(v, list) else [v])} for k, v in fields.items()):
+            return str(rule.get("reason", default))
+    return None
+
+
+def finished_keys(
+    rows: list[dict[str, str]], jobs: list[dict[str, Any]], expected: dict[tuple[str, ...], str]
+) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
+    """Keys of ``jobs`` finished ok, and of those that failed as expected (both are not run again)."""
+    status = {job_key(r): r.get("status") for r in rows}
+    keys = {job_key(job) for job in jobs}
+    ok = {key for key in keys if status.get(key) == "ok"}
+    failed = {key for key in keys & set(expected) if status.get(key) not in (None, "ok")}
+    return ok, failed
+
+
+def merge_rows(csv_path: Path, sources: list[Path], jobs: list[dict[str, Any]]) -> int:
+    """Import rows of other ``results.csv`` files that belong to ``jobs``; return how many were imported.
+
+    A row belongs to a job when its key and profile are the job's. It is imported when this CSV has no row for
+    the job, or has a failed one and the source's row is ok; rows already here are never replaced otherwise.
+    """
+    profiles = {job_key(job): str(job.get("profile", "")) for job in jobs}
+    current = {job_key(r): r.get("status") for r in read_rows(csv_path)}
+    merged = 0
+    for source in sources:
+        if not Path(source).is_file():
+            msg = f"--merge: results file '{source}' not found"
+            raise MissingFileError(msg)
+        try:
+            rows = read_rows(Path(source))
+            keyed = [(job_key(row), row) for row in rows]
+        except (KeyError, csv.Error) as exc:
+            msg = f"--merge: '{source}' is not a benchmark results.csv (missing column {exc})"
+            raise InvalidArgumentError(msg) from exc
+        for key, row in keyed:
+            if profiles.get(key) != row.get("profile", ""):
+                continue
+            here = current.get(key)
+            if here is None or (here != "ok" and row.get("status") == "ok"):
+                upsert_row(csv_path, row)
+                current[key] = row.get("status")
+                merged += 1
+    return merged
 
 
 def job_key(job: dict[str, Any]) -> tuple[str, ...]:
@@ -241,8 +306,15 @@ def run_job(job: dict[str, Any], jobs_dir: Path, timeout_s: float) -> dict[str, 
     return row
 
 
-def summarise(rows: list[dict[str, str]], jobs: list[dict[str, Any]] | None = None) -> str:
-    """Markdown table: mean ± std over seeds per model × variant × dataset × k (only the grid's ``jobs``)."""
+def summarise(
+    rows: list[dict[str, str]],
+    jobs: list[dict[str, Any]] | None = None,
+    expected: dict[tuple[str, ...], str] | None = None,
+) -> str:
+    """Markdown table: mean ± std over seeds per model × variant × dataset × k (only the grid's ``jobs``).
+
+    Failed jobs are listed below the table, those in ``expected`` (key → reason) marked as expected failures.
+    """
     if jobs is not None:
         wanted = {job_key(job) for job in jobs}
         rows = [r for r in rows if job_key(r) in wanted]
@@ -267,7 +339,11 @@ def summarise(rows: list[dict[str, str]], jobs: list[dict[str, Any]] | None = No
         lines.append("| " + " | ".join(cells) + " |")
     failed = [r for r in rows if r.get("status") != "ok"]
     if failed:
-        lines += ["", "Failed jobs:", *[f"- {'/'.join(job_key(r))}: {r.get('error', '')}" for r in failed]]
+        expected = expected or {}
+        lines += ["", "Failed jobs:"]
+        for r in failed:
+            note = f" (expected: {expected[job_key(r)]})" if job_key(r) in expected else ""
+            lines.append(f"- {'/'.join(job_key(r))}{note}: {r.get('error', '')}")
     return "\n".join(lines) + "\n"
 
 
@@ -277,8 +353,16 @@ def _sort_key(key: tuple[str, ...]) -> tuple[Any, ...]:
     return (*key[:3], int(k) if k.isdigit() else float("inf"))
 
 
-def run_grid(config_path: Path, output: Path | None = None) -> Path:
-    """Run (or resume) the grid of ``config_path``; return the results folder."""
+def run_grid(config_path: Path, output: Path | None = None, merge: list[Path] | None = None, run: bool = True) -> Path:
+    """Run (or resume) the grid of ``config_path``; return the results folder.
+
+    Args:
+        config_path: The grid YAML.
+        output: Results folder (default: the YAML's ``output``).
+        merge: Other ``results.csv`` files whose rows of this grid's jobs are imported first (see ``merge_rows``).
+        run: False writes the report (and merges) without running any job.
+
+    """
     config, jobs = load_grid(config_path)
     output = Path(output or config.get("output", "benchmark_results"))
     output.mkdir(parents=True, exist_ok=True)
@@ -287,8 +371,14 @@ def run_grid(config_path: Path, output: Path | None = None) -> Path:
     skipped = skipped_jobs(config, jobs)
     skipped_keys = {job_key(job) for job, _ in skipped}
     jobs = [job for job in jobs if job_key(job) not in skipped_keys]
-    done = {job_key(r) for r in read_rows(csv_path) if r.get("status") == "ok"}
-    todo = [job for job in jobs if job_key(job) not in done]
+    expected = expected_failures(config, jobs)
+    if merge:
+        print(f"merged {merge_rows(csv_path, list(merge), jobs)} row(s) from {', '.join(map(str, merge))}")
+    if not run:
+        write_report(config_path, output, jobs, skipped, expected)
+        return output
+    ok, failed_as_expected = finished_keys(read_rows(csv_path), jobs, expected)
+    todo = [job for job in jobs if job_key(job) not in ok | failed_as_expected]
     heads = head_specs(config)
     head_files: dict[str, tuple[Path | None, str]] = {}
     for name in sorted({job["head"] for job in todo if job.get("head")}):
@@ -308,9 +398,9 @@ def run_grid(config_path: Path, output: Path | None = None) -> Path:
                     continue
                 job = {**job, "overrides": {**job["overrides"], "head_weights": str(path)}}
             upsert_row(csv_path, run_job(job, jobs_dir, float(job["timeout_s"])))
-            write_report(config_path, output, jobs, skipped)  # the report follows the grid as it grows
+            write_report(config_path, output, jobs, skipped, expected)  # the report follows the grid as it grows
             progress.advance(task)
-    write_report(config_path, output, jobs, skipped)
+    write_report(config_path, output, jobs, skipped, expected)
     return output
 
 
@@ -319,16 +409,21 @@ def write_report(
     output: Path,
     jobs: list[dict[str, Any]],
     skipped: list[tuple[dict[str, Any], str]],
+    expected: dict[tuple[str, ...], str] | None = None,
 ) -> Path:
-    """Write ``results.md`` (and the plots) from ``results.csv``: progress, tables, left-out jobs."""
+    """Write ``results.md`` (and the plots) from ``results.csv``: progress, tables, left-out jobs.
+
+    ``expected`` (job key → reason) marks expected failures, which count as finished once recorded.
+    """
     rows = read_rows(output / "results.csv")
-    finished = {job_key(r) for r in rows if r.get("status") == "ok"}
-    n_done = sum(job_key(job) in finished for job in jobs)
+    ok, failed_as_expected = finished_keys(rows, jobs, expected or {})
+    n_done = len(ok) + len(failed_as_expected)
+    as_expected = f", {len(failed_as_expected)} of them failed as expected" if failed_as_expected else ""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report = (
         f"# Benchmark results\n\ncommand: `anomalib-fewshot benchmark -c {config_path}`  \n"
         f"report written on: {machine_description()}  \n{_machines_line(rows)}updated: {stamp}  \n"
-        f"progress: {n_done} of {len(jobs)} jobs finished"
+        f"progress: {n_done} of {len(jobs)} jobs finished{as_expected}"
         f"{' (complete)' if n_done == len(jobs) else ' (rerun the command to resume)'}\n\n"
         "Metrics on raw model outputs mapped monotonically to [0, 1] (no clamping, no post-processor); "
         "AUPRO at FPR ≤ 0.3; fit_s = shot selection + weights + pool/bank building + training (excludes "
@@ -336,7 +431,7 @@ def write_report(
         "torch_ms / openvino_ms = median per image at batch 1 of the full exported pipeline "
         "(OpenVINO f32); peak_rss_mb = peak resident memory of the job process. results.csv also records "
         "load_avg_1m per job: above the core count, other work shared the CPU and that row's timings are "
-        "pessimistic.\n\n" + summarise(rows, jobs) + _skipped_section(skipped) + _plots_section(rows, output)
+        "pessimistic.\n\n" + summarise(rows, jobs, expected) + _skipped_section(skipped) + _plots_section(rows, output)
     )
     return atomic_write_text(output / "results.md", report)
 
@@ -371,12 +466,17 @@ def _plots_section(rows: list[dict[str, str]], output: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``anomalib-fewshot benchmark -c CONFIG [--output DIR]``."""
+    """``anomalib-fewshot benchmark -c CONFIG [--output DIR] [--merge CSV ...] [--report-only]``."""
     parser = argparse.ArgumentParser(prog="anomalib-fewshot benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", type=Path, required=True)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", default=None, metavar="CSV",
+        help="import this grid's jobs from other results.csv files (same job and profile) before running",
+    )  # fmt: skip
+    parser.add_argument("--report-only", action="store_true", help="rewrite results.md and plots; run no job")
     args = parser.parse_args(argv)
-    output = run_grid(args.config, args.output)
+    output = run_grid(args.config, args.output, merge=args.merge, run=not args.report_only)
     print((output / "results.md").read_text())
     return 0
 

@@ -61,19 +61,20 @@ def test_smoke_grid_runs_records_failures_plots_and_resumes(tmp_path: Path, monk
 
     report = (output / "results.md").read_text()
     assert "| Pcsnet | pcsnet_lite-quick | demo | 1 | 1 |" in report
-    assert "progress: 10 of 12 jobs finished (rerun the command to resume)" in report
+    assert "progress: 11 of 12 jobs finished, 1 of them failed as expected (rerun the command to resume)" in report
     assert "Failed jobs" in report
+    assert "- Padim//demo/1/0 (expected: Padim's covariance divides by N - 1 = 0 at k = 1 (NaN scores)): " in report
     assert "rows ran on: " in report
     assert "Left out on purpose:\n- too slow for the smoke grid: 2 job(s)" in report  # quick and broken Dfd
     for plot in ("auroc_vs_k.png", "accuracy_vs_speed.png"):
         assert (output / plot).read_bytes()[:4] == b"\x89PNG"
         assert f"]({plot})" in report
 
-    # Resume: finished jobs are not run again; only the failed ones are retried.
+    # Resume: finished jobs and expected failures are not run again; only the unexpected failure is retried.
     calls = []
     monkeypatch.setattr(runner, "run_job", lambda job, out, t: calls.append(job) or {**job, "status": "failed"})
     runner.run_grid(path)
-    assert sorted((c["model"], str(c["k_shot"])) for c in calls) == [("Dfd", "1"), ("Padim", "1")]
+    assert sorted((c["model"], str(c["k_shot"])) for c in calls) == [("Dfd", "1")]
     assert rows[("Pcsnet", "1", "pcsnet_lite-quick")]["status"] == "ok"
     assert runner.read_rows(output / "results.csv")[0]["status"] == "ok"
 
@@ -152,3 +153,67 @@ def test_report_names_every_machine_its_rows_ran_on(tmp_path: Path):
     runner.upsert_row(tmp_path / "results.csv", {**row, "seed": "3"})  # a row from before the column existed
     report = runner.write_report(Path("grid.yaml"), tmp_path, [], []).read_text()
     assert "rows ran on: CPU A, 2 cores (1 row); CPU B, 2 cores (2 rows); not recorded (1 row)" in report
+
+
+def _row(seed: int, status: str = "ok", profile: str = "p", **fields: str) -> dict[str, str]:
+    key = {"model": "Dfd", "variant": "v", "dataset": "d", "k_shot": "1", "seed": str(seed)}
+    return {**key, "profile": profile, "status": status, **fields}
+
+
+def _grid(tmp_path: Path, **grid: object) -> Path:
+    config = {
+        "output": str(tmp_path / "out"),
+        "grid": {
+            "models": [{"model": "Dfd", "variant": "v", "profile": "p"}],
+            "datasets": [{"name": "d", "root": "x", "category": "c"}],
+            "k_shot": [1],
+            "seeds": [0, 1, 2],
+            **grid,
+        },
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_merge_imports_rows_of_the_same_job_and_never_replaces_a_finished_one(tmp_path: Path):
+    """--merge: rows of identical jobs (key and profile) from another grid; ok rows here are kept."""
+    here, other = tmp_path / "here.csv", tmp_path / "other.csv"
+    runner.upsert_row(here, _row(0, image_auroc="0.5"))  # finished here: kept
+    runner.upsert_row(here, _row(1, status="timeout"))  # failed here, ok there: replaced
+    for row in (_row(0, image_auroc="0.9"), _row(1, image_auroc="0.8"), _row(2, status="failed", error="nan"),
+                _row(2, profile="other") | {"seed": "3"}, _row(0) | {"dataset": "elsewhere"}):  # fmt: skip
+        runner.upsert_row(other, row)
+    _, jobs = runner.load_grid(_grid(tmp_path, seeds=[0, 1, 2, 3]))
+    assert runner.merge_rows(here, [other], jobs) == 2
+    rows = {r["seed"]: r for r in runner.read_rows(here)}
+    assert rows["0"]["image_auroc"] == "0.5"
+    assert rows["1"]["status"] == "ok" and rows["1"]["image_auroc"] == "0.8"
+    assert rows["2"]["status"] == "failed"  # a recorded failure is a result too
+    assert "3" not in rows  # same key, different profile: a different job
+    assert runner.merge_rows(here, [other], jobs) == 0  # idempotent
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.csv"):
+        runner.merge_rows(here, [tmp_path / "nowhere.csv"], jobs)
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match=r"bad\.csv"):
+        runner.merge_rows(here, [tmp_path / "bad.csv"], jobs)
+
+
+def test_expected_failures_count_as_finished_and_report_only_runs_nothing(tmp_path: Path, monkeypatch):
+    """An expected failure runs until recorded, then is finished; --report-only writes the report, runs no job."""
+    path = _grid(tmp_path, expected_failures=[{"model": "Dfd", "seed": [1, 2], "reason": "known NaN"}])
+    monkeypatch.setattr(runner, "run_job", lambda *a: pytest.fail("--report-only must not run jobs"))
+    other = tmp_path / "other.csv"
+    runner.upsert_row(other, _row(0))
+    runner.upsert_row(other, _row(1, status="failed", error="failed: non-finite scores"))
+    assert runner.main(["-c", str(path), "--merge", str(other), "--report-only"]) == 0
+    report = (tmp_path / "out" / "results.md").read_text()
+    assert "progress: 2 of 3 jobs finished, 1 of them failed as expected (rerun the command to resume)" in report
+    assert "- Dfd/v/d/1/1 (expected: known NaN): failed: non-finite scores" in report
+
+    calls = []  # resume: only the job without a row runs (the expected failure is not retried)
+    monkeypatch.setattr(runner, "run_job", lambda job, out, t: calls.append(job) or {**job, "status": "failed"})
+    runner.run_grid(path)
+    assert [c["seed"] for c in calls] == [2]
+    report = (tmp_path / "out" / "results.md").read_text()
+    assert "progress: 3 of 3 jobs finished, 2 of them failed as expected (complete)" in report
