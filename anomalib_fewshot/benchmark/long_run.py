@@ -27,6 +27,7 @@ from typing import Any
 
 import psutil
 
+from anomalib_fewshot.benchmark.machine import cpu_name
 from anomalib_fewshot.components.io import atomic_write_json
 
 #: Short-schedule overrides of each lite profile (architecture and inference graph unchanged).
@@ -189,7 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "command": "python -m anomalib_fewshot.benchmark.long_run " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
+        "machine": {
+            "cpu": cpu_name(),  # CPU model and cores, as the benchmark rows name it
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "loadavg_start": os.getloadavg(),
+        },
         "image_size": 256,
         "rows": [],
     }

@@ -20,6 +20,7 @@ def test_long_run_smoke(tmp_path: Path):
     )
     result = json.loads(output.read_text())
     assert result["command"].endswith(f"--output {output}")
+    assert result["machine"]["cpu"].endswith(" cores")  # the CPU model, as benchmark rows name it
     (row,) = result["rows"]
     assert row["model"] == "Dfd" and row["fit_seconds"] > 0
     for path in ("openvino", "engine_predict"):
