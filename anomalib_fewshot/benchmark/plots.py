@@ -37,6 +37,12 @@ def _save(figure, path: Path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def _legend(axis) -> None:
+    """A legend on ``axis`` when it has labelled artists (rows without metrics draw nothing to label)."""
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=7)
+
+
 def write_plots(rows: list[dict[str, str]], output: Path) -> list[Path]:
     """Write ``auroc_vs_k.png`` and ``accuracy_vs_speed.png``; return the paths written (none without data)."""
     groups = _groups(rows)
@@ -79,8 +85,7 @@ def write_plots(rows: list[dict[str, str]], output: Path) -> list[Path]:
             axis.set_title(f"{dataset}: {title}")
             axis.set_xlabel("k (shots; rightmost = full if present)")
             axis.grid(alpha=0.3)
-    if axes[0][0].get_legend_handles_labels()[0]:  # rows without metrics draw nothing to label
-        axes[0][0].legend(fontsize=7)
+    _legend(axes[0][0])
     paths.append(_save(figure, output / "auroc_vs_k.png"))
     plt.close(figure)
 
@@ -99,8 +104,7 @@ def write_plots(rows: list[dict[str, str]], output: Path) -> list[Path]:
         axis.set_ylabel("image AUROC (mean over k and seeds)")
         axis.set_title(dataset)
         axis.grid(alpha=0.3)
-    if axes[0][0].get_legend_handles_labels()[0]:  # rows without metrics draw nothing to label
-        axes[0][0].legend(fontsize=7)
+    _legend(axes[0][0])
     paths.append(_save(figure, output / "accuracy_vs_speed.png"))
     plt.close(figure)
     return paths

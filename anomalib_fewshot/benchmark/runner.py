@@ -163,7 +163,7 @@ def merge_rows(csv_path: Path, sources: list[Path], jobs: list[dict[str, Any]]) 
     """
     profiles = {job_key(job): str(job.get("profile", "")) for job in jobs}
     current = {job_key(r): r.get("status") for r in read_rows(csv_path)}
-    merged = 0
+    imported: dict[tuple[str, ...], dict[str, str]] = {}
     for source in sources:
         if not Path(source).is_file():
             msg = f"--merge: results file '{source}' not found"
@@ -172,17 +172,18 @@ def merge_rows(csv_path: Path, sources: list[Path], jobs: list[dict[str, Any]]) 
             rows = read_rows(Path(source))
             keyed = [(job_key(row), row) for row in rows]
         except (KeyError, csv.Error) as exc:
-            msg = f"--merge: '{source}' is not a benchmark results.csv (missing column {exc})"
+            msg = f"--merge: '{source}' is not a benchmark results.csv ({type(exc).__name__}: {exc})"
             raise InvalidArgumentError(msg) from exc
         for key, row in keyed:
             if profiles.get(key) != row.get("profile", ""):
                 continue
             here = current.get(key)
             if here is None or (here != "ok" and row.get("status") == "ok"):
-                upsert_row(csv_path, row)
+                imported[key] = row
                 current[key] = row.get("status")
-                merged += 1
-    return merged
+    if imported:
+        upsert_rows(csv_path, list(imported.values()))  # one rewrite, not one per row
+    return len(imported)
 
 
 def job_key(job: dict[str, Any]) -> tuple[str, ...]:
@@ -201,8 +202,14 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
 
 def upsert_row(csv_path: Path, row: dict[str, Any]) -> None:
     """Add ``row`` (replacing an earlier row of the same job) by rewriting the CSV atomically."""
-    kept = [r for r in read_rows(csv_path) if job_key(r) != job_key(row)]
-    rows = [*kept, {k: ("" if v is None else v) for k, v in row.items()}]
+    upsert_rows(csv_path, [row])
+
+
+def upsert_rows(csv_path: Path, new_rows: list[dict[str, Any]]) -> None:
+    """Add ``new_rows`` (each replacing an earlier row of the same job) in one atomic rewrite of the CSV."""
+    replaced = {job_key(row) for row in new_rows}
+    kept = [r for r in read_rows(csv_path) if job_key(r) not in replaced]
+    rows = [*kept, *({k: ("" if v is None else v) for k, v in row.items()} for row in new_rows)]
     fields: list[str] = []
     for r in rows:
         fields += [k for k in r if k not in fields]
