@@ -7,18 +7,29 @@ import platform
 from pathlib import Path
 
 
-def cpu_name() -> str:
-    """The CPU model and core count, e.g. ``"AMD EPYC, 2 cores"``.
+def cpu_name(cpuinfo_text: str | None = None) -> str:
+    """The CPU model, its family/model numbers and the core count, e.g. ``"AMD EPYC (family 26, model 2), 2 cores"``.
 
-    Timings from different machines are not comparable, so every benchmark row records this.
+    Timings from different machines are not comparable, so every benchmark row records this. Cloud VMs often report
+    a generic model name ("AMD EPYC", "Intel(R) Xeon(R) Processor") for different CPU generations, which run the
+    same job at very different speeds, hence the family and model numbers from ``/proc/cpuinfo``.
+
+    Args:
+        cpuinfo_text: The text of ``/proc/cpuinfo``; read from the system when ``None`` (the argument is for tests).
+
     """
     cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
+    if cpuinfo_text is None:
+        cpuinfo = Path("/proc/cpuinfo")
+        cpuinfo_text = cpuinfo.read_text() if cpuinfo.is_file() else ""
+    first: dict[str, str] = {}  # the first processor's fields
+    for line in cpuinfo_text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            first.setdefault(key.strip(), value.strip())
+    cpu = first.get("model name") or cpu
+    if first.get("cpu family") and first.get("model"):
+        cpu += f" (family {first['cpu family']}, model {first['model']})"
     return f"{cpu}, {os.cpu_count()} cores"
 
 
