@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from anomalib_fewshot.benchmark.machine import cpu_name
 
-# Two VMs that both call themselves "AMD EPYC" (the project's CI machines), trimmed /proc/cpuinfo.
+# Two CPU generations that both call themselves "AMD EPYC", trimmed /proc/cpuinfo (family 26 is the VM of
+# 2026-12-01; the family-25 text is made up for the test).
 ZEN5 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n\n"
 ZEN4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n\n"
 
