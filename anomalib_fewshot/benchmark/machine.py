@@ -18,16 +18,16 @@ def cpu_name(cpuinfo_text: str | None = None) -> str:
         cpuinfo_text: The text of ``/proc/cpuinfo``; read from the system when ``None`` (the argument is for tests).
 
     """
-    cpu = platform.processor() or platform.machine()
     if cpuinfo_text is None:
         cpuinfo = Path("/proc/cpuinfo")
         cpuinfo_text = cpuinfo.read_text() if cpuinfo.is_file() else ""
-    first: dict[str, str] = {}  # the first processor's fields
-    for line in cpuinfo_text.splitlines():
+    first: dict[str, str] = {}  # the first processor's fields: its block ends at the first blank line
+    for line in cpuinfo_text.split("\n\n", 1)[0].splitlines():
         key, sep, value = line.partition(":")
         if sep:
             first.setdefault(key.strip(), value.strip())
-    cpu = first.get("model name") or cpu
+    # platform.processor() runs `uname -p` in a subprocess on Linux: only ask it when cpuinfo names no CPU.
+    cpu = first.get("model name") or platform.processor() or platform.machine()
     if first.get("cpu family") and first.get("model"):
         cpu += f" (family {first['cpu family']}, model {first['model']})"
     return f"{cpu}, {os.cpu_count()} cores"
