@@ -10,6 +10,7 @@ Grid YAML::
 
     output: docs/benchmarks/real            # results.csv, results.md and *.png go here
     jobs_dir: benchmark_results/real_jobs   # per-job logs, checkpoints, exports (default: <output>/jobs)
+    archive_dir: docs/measurements/superseded   # rows replaced by --supersede (this is the default)
     timeout_s: 3600                         # per job (a model entry may set its own timeout_s)
     grid:
       models:                               # plugin models take a shipped profile (+ overrides);
@@ -32,214 +33,84 @@ Grid YAML::
 Rows of another grid's ``results.csv`` with the same job (model, variant, dataset, k, seed and profile) are
 imported with ``--merge OTHER.csv``; ``--report-only`` rewrites ``results.md`` and the plots without running jobs.
 
-Python API: ``run_grid(Path("configs/benchmark/real.yaml"))``.
+``--only MODEL[:VARIANT] ...`` runs only the jobs of those models (and variants; the variant is everything after
+the first ``:``); the report still covers the whole grid. ``--only X --supersede`` re-runs X's jobs even when they
+have an ``ok`` row and replaces their rows in place; the replaced rows are appended to
+``docs/measurements/superseded/<output folder name>_<YYYY-MM-DD>.csv`` (``archive_dir``) with a
+``superseded_utc`` column. ``<output>/supersede.json`` lists the jobs still to re-run: rerunning the same command
+after a kill continues with those. A failed or timed-out re-run never replaces an ok row (it is archived, the job
+stays listed). Full rules: :mod:`anomalib_fewshot.benchmark.supersede`. ``--retime [--only X]`` re-times the
+exported OpenVINO graphs of finished rows (and the Patchcore rows of the same dataset, k and seed) interleaved in
+one process and writes ``retime.csv`` / ``retime.md`` (:mod:`anomalib_fewshot.benchmark.retime`).
+
+Python API: ``run_grid(Path("configs/benchmark/real.yaml"))``. The grid, CSV store and report live in
+:mod:`.grid`, :mod:`.store` and :mod:`.report`; their names are re-exported here.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import itertools
 import json
 import os
-import statistics
+import shlex
 import subprocess
 import sys
 import time
-from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from anomalib_fewshot.benchmark.machine import machine_description
-from anomalib_fewshot.components.io import atomic_write_text
-from anomalib_fewshot.errors import InvalidArgumentError, MissingFileError
+from anomalib_fewshot.benchmark.grid import (
+    FULL,
+    expected_failures,
+    head_path,
+    head_specs,
+    job_work_dir,
+    jobs_dir_of,
+    load_grid,
+    select_jobs,
+    skipped_jobs,
+)
+from anomalib_fewshot.benchmark.report import METRICS, TIMINGS, summarise, write_report
+from anomalib_fewshot.benchmark.store import (
+    KEY_FIELDS,
+    finished_keys,
+    job_key,
+    merge_rows,
+    read_rows,
+    upsert_row,
+    upsert_rows,
+)
+from anomalib_fewshot.benchmark.supersede import (
+    DEFAULT_ARCHIVE_DIR,
+    STATE_NAME,
+    SupersedeState,
+    write_superseding_row,
+)
+from anomalib_fewshot.errors import InvalidArgumentError
 
-METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1max", "pixel_f1max")
-TIMINGS = ("fit_s", "torch_ms", "openvino_ms", "peak_rss_mb")
-KEY_FIELDS = ("model", "variant", "dataset", "k_shot", "seed")
-FULL = "full"
-
-
-def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Read a benchmark YAML and expand it into job specs."""
-    import yaml
-
-    if not config_path.is_file():
-        msg = f"benchmark config '{config_path}' not found (see configs/benchmark/ for examples)"
-        raise MissingFileError(msg)
-    try:
-        config = yaml.safe_load(config_path.read_text())
-        grid = config["grid"]
-    except (yaml.YAMLError, TypeError, KeyError) as exc:
-        msg = f"{config_path}: not a benchmark config (YAML with a 'grid:' section): {exc}"
-        raise InvalidArgumentError(msg) from exc
-    jobs = []
-    for model, dataset, k_shot, seed in itertools.product(
-        grid["models"], grid["datasets"], grid["k_shot"], grid["seeds"]
-    ):
-        if str(k_shot) != FULL and (not isinstance(k_shot, int) or k_shot < 1):
-            msg = f"{config_path}: k_shot values must be positive integers or '{FULL}', got {k_shot!r}"
-            raise InvalidArgumentError(msg)
-        overrides = model.get("overrides", {})
-        variant = model.get("variant") or model.get("profile", "") + (
-            "+" + json.dumps(overrides, sort_keys=True, separators=(",", ":")) if overrides else ""
-        )
-        jobs.append(
-            {
-                "head": model.get("head"),
-                "model": model["model"],
-                "variant": variant,
-                "profile": model.get("profile", ""),
-                "overrides": overrides,
-                "dataset": dataset["name"],
-                "root": str(Path(dataset["root"]).resolve()),
-                "category": dataset["category"],
-                "datamodule": dataset.get("datamodule", "MVTecAD"),
-                "k_shot": str(k_shot) if str(k_shot) == FULL else k_shot,
-                "seed": seed,
-                "timeout_s": model.get("timeout_s", config.get("timeout_s", 3600)),
-                "threads": model.get("threads"),
-            }
-        )
-    return config, jobs
-
-
-def skipped_jobs(config: dict[str, Any], jobs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
-    """Jobs matched by the grid's ``skip`` rules (every given field equal, or in a given list), with the reason.
-
-    Jobs whose FDSL head was trained on the job's own dataset are always skipped.
-    """
-    out = []
-    for job in jobs:
-        if job.get("head") is not None and job["head"] == job["dataset"]:
-            out.append((job, "the head was trained on this dataset's annotated test split"))
-            continue
-        reason = _first_matching_rule(job, config["grid"].get("skip"), "left out")
-        if reason is not None:
-            out.append((job, reason))
-    return out
-
-
-def expected_failures(config: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[tuple[str, ...], str]:
-    """Reasons by job key for the jobs matched by the grid's ``expected_failures`` rules (same form as ``skip``).
-
-    Such a job still runs until it has a row; a recorded failure then counts as finished and is not retried.
-    """
-    out = {}
-    for job in jobs:
-        reason = _first_matching_rule(job, config["grid"].get("expected_failures"), "expected to fail")
-        if reason is not None:
-            out[job_key(job)] = reason
-    return out
-
-
-def _first_matching_rule(job: dict[str, Any], rules: list[dict[str, Any]] | None, default: str) -> str | None:
-    """The reason of the first rule whose every field equals the job's (or lists it); None when none matches."""
-    for rule in rules or []:
-        fields = {k: v for k, v in rule.items() if k != "reason"}
-        if all(str(job.get(k)) in {str(x) for x in (v if isinstance(v, list) else [v])} for k, v in fields.items()):
-            return str(rule.get("reason", default))
-    return None
-
-
-def finished_keys(
-    rows: list[dict[str, str]], jobs: list[dict[str, Any]], expected: dict[tuple[str, ...], str]
-) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
-    """Keys of ``jobs`` finished ok, and of those that failed as expected (both are not run again)."""
-    status = {job_key(r): r.get("status") for r in rows}
-    keys = {job_key(job) for job in jobs}
-    ok = {key for key in keys if status.get(key) == "ok"}
-    failed = {key for key in keys & set(expected) if status.get(key) not in (None, "ok")}
-    return ok, failed
-
-
-def merge_rows(csv_path: Path, sources: list[Path], jobs: list[dict[str, Any]]) -> int:
-    """Import rows of other ``results.csv`` files that belong to ``jobs``; return how many were imported.
-
-    A row belongs to a job when its key and profile are the job's. It is imported when this CSV has no row for
-    the job, or has a failed one and the source's row is ok; rows already here are never replaced otherwise.
-    """
-    profiles = {job_key(job): str(job.get("profile", "")) for job in jobs}
-    current = {job_key(r): r.get("status") for r in read_rows(csv_path)}
-    imported: dict[tuple[str, ...], dict[str, str]] = {}
-    for source in sources:
-        if not Path(source).is_file():
-            msg = f"--merge: results file '{source}' not found"
-            raise MissingFileError(msg)
-        try:
-            rows = read_rows(Path(source))
-            keyed = [(job_key(row), row) for row in rows]
-        except (KeyError, csv.Error) as exc:
-            msg = f"--merge: '{source}' is not a benchmark results.csv ({type(exc).__name__}: {exc})"
-            raise InvalidArgumentError(msg) from exc
-        for key, row in keyed:
-            if profiles.get(key) != row.get("profile", ""):
-                continue
-            here = current.get(key)
-            if here is None or (here != "ok" and row.get("status") == "ok"):
-                imported[key] = row
-                current[key] = row.get("status")
-    if imported:
-        upsert_rows(csv_path, list(imported.values()))  # one rewrite, not one per row
-    return len(imported)
-
-
-def job_key(job: dict[str, Any]) -> tuple[str, ...]:
-    """Identity of a job in results.csv (rows written before variants existed use their profile)."""
-    values = {**job, "variant": job.get("variant") or job.get("profile", "")}
-    return tuple(str(values[f]) for f in KEY_FIELDS)
-
-
-def read_rows(csv_path: Path) -> list[dict[str, str]]:
-    """Rows of results.csv (empty when missing)."""
-    if not csv_path.is_file():
-        return []
-    with csv_path.open(newline="") as stream:
-        return list(csv.DictReader(stream))
-
-
-def upsert_row(csv_path: Path, row: dict[str, Any]) -> None:
-    """Add ``row`` (replacing an earlier row of the same job) by rewriting the CSV atomically."""
-    upsert_rows(csv_path, [row])
-
-
-def upsert_rows(csv_path: Path, new_rows: list[dict[str, Any]]) -> None:
-    """Add ``new_rows`` (each replacing an earlier row of the same job) in one atomic rewrite of the CSV."""
-    replaced = {job_key(row) for row in new_rows}
-    kept = [r for r in read_rows(csv_path) if job_key(r) not in replaced]
-    rows = [*kept, *({k: ("" if v is None else v) for k, v in row.items()} for row in new_rows)]
-    fields: list[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(csv_path, buffer.getvalue())
-
-
-def head_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The grid's ``heads`` by dataset name, with that dataset's root and category; unknown names are errors."""
-    datasets = {d["name"]: d for d in config["grid"]["datasets"]}
-    specs = {}
-    for head in config.get("heads", []) or []:
-        name = head.get("dataset")
-        if name not in datasets:
-            msg = f"heads: dataset {name!r} is not one of the grid's datasets {sorted(datasets)}"
-            raise InvalidArgumentError(msg)
-        specs[name] = {**datasets[name], **head}
-    for model in config["grid"]["models"]:
-        if model.get("head") is not None and model["head"] not in specs:
-            msg = f"model {model['model']} uses head {model['head']!r}, which is not listed under heads"
-            raise InvalidArgumentError(msg)
-    return specs
-
-
-def head_path(jobs_dir: Path, spec: dict[str, Any]) -> Path:
-    """Where the head trained on ``spec``'s dataset with its profile is kept."""
-    return jobs_dir / "heads" / f"{spec['profile']}_{spec['dataset']}.pt"
+__all__ = [
+    "FULL",
+    "KEY_FIELDS",
+    "METRICS",
+    "TIMINGS",
+    "ensure_head",
+    "expected_failures",
+    "finished_keys",
+    "head_path",
+    "head_specs",
+    "job_key",
+    "load_grid",
+    "main",
+    "merge_rows",
+    "read_rows",
+    "run_grid",
+    "run_job",
+    "skipped_jobs",
+    "summarise",
+    "upsert_row",
+    "upsert_rows",
+    "write_report",
+]
 
 
 def ensure_head(spec: dict[str, Any], jobs_dir: Path, timeout_s: float) -> tuple[Path | None, str]:
@@ -280,8 +151,7 @@ def ensure_head(spec: dict[str, Any], jobs_dir: Path, timeout_s: float) -> tuple
 
 def run_job(job: dict[str, Any], jobs_dir: Path, timeout_s: float) -> dict[str, Any]:
     """Run one job in a subprocess (work folder under ``jobs_dir``); return its row (status ok/failed/timeout)."""
-    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in "_".join(job_key(job)))
-    work = jobs_dir / name
+    work = job_work_dir(jobs_dir, job)
     work.mkdir(parents=True, exist_ok=True)
     result_path = work / "result.json"
     result_path.unlink(missing_ok=True)
@@ -313,54 +183,15 @@ def run_job(job: dict[str, Any], jobs_dir: Path, timeout_s: float) -> dict[str, 
     return row
 
 
-def summarise(
-    rows: list[dict[str, str]],
-    jobs: list[dict[str, Any]] | None = None,
-    expected: dict[tuple[str, ...], str] | None = None,
-) -> str:
-    """Markdown table: mean ± std over seeds per model × variant × dataset × k (only the grid's ``jobs``).
-
-    Failed jobs are listed below the table, those in ``expected`` (key → reason) marked as expected failures.
-    """
-    if jobs is not None:
-        wanted = {job_key(job) for job in jobs}
-        rows = [r for r in rows if job_key(r) in wanted]
-    groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
-    for row in rows:
-        if row.get("status") == "ok":
-            key = job_key(row)
-            groups.setdefault((key[0], key[1], key[2], key[3]), []).append(row)
-    header = ["model", "variant", "dataset", "k", "seeds", *METRICS, *TIMINGS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for key in sorted(groups, key=_sort_key):
-        group = groups[key]
-        cells = [*key, str(len(group))]
-        for field in (*METRICS, *TIMINGS):
-            values = [float(r[field]) for r in group if r.get(field)]
-            if not values:
-                cells.append("–")
-                continue
-            mean = statistics.mean(values)
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{mean:.3f} ± {std:.3f}" if field in METRICS else f"{mean:.1f} ± {std:.1f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    failed = [r for r in rows if r.get("status") != "ok"]
-    if failed:
-        expected = expected or {}
-        lines += ["", "Failed jobs:"]
-        for r in failed:
-            note = f" (expected: {expected[job_key(r)]})" if job_key(r) in expected else ""
-            lines.append(f"- {'/'.join(job_key(r))}{note}: {r.get('error', '')}")
-    return "\n".join(lines) + "\n"
-
-
-def _sort_key(key: tuple[str, ...]) -> tuple[Any, ...]:
-    """Model, variant, dataset, then k numerically (``full`` last)."""
-    k = key[3]
-    return (*key[:3], int(k) if k.isdigit() else float("inf"))
-
-
-def run_grid(config_path: Path, output: Path | None = None, merge: list[Path] | None = None, run: bool = True) -> Path:
+def run_grid(
+    config_path: Path,
+    output: Path | None = None,
+    merge: list[Path] | None = None,
+    run: bool = True,
+    only: list[str] | None = None,
+    supersede: bool = False,
+    archive_dir: Path | None = None,
+) -> Path:
     """Run (or resume) the grid of ``config_path``; return the results folder.
 
     Args:
@@ -368,13 +199,30 @@ def run_grid(config_path: Path, output: Path | None = None, merge: list[Path] | 
         output: Results folder (default: the YAML's ``output``).
         merge: Other ``results.csv`` files whose rows of this grid's jobs are imported first (see ``merge_rows``).
         run: False writes the report (and merges) without running any job.
+        only: ``MODEL`` or ``MODEL:VARIANT`` selectors: run only those jobs (see :func:`.grid.select_jobs`); the
+            report still covers the whole grid.
+        supersede: Re-run the ``only`` jobs even when finished and replace their rows, archiving the old ones;
+            resumable through ``<output>/supersede.json`` (rules: :mod:`anomalib_fewshot.benchmark.supersede`).
+        archive_dir: Folder of the superseded-rows archive (default: the YAML's ``archive_dir``, else
+            ``docs/measurements/superseded``).
+
+    Raises:
+        InvalidArgumentError: ``supersede`` without ``only`` or with ``run=False``; an unknown model or variant in
+            ``only``; a pending supersede of another selection in ``output``.
 
     """
+    if supersede and not only:
+        msg = "--supersede re-runs finished jobs and replaces their rows: name them with --only MODEL[:VARIANT]"
+        raise InvalidArgumentError(msg)
+    if supersede and not run:
+        msg = "--supersede runs jobs; it cannot be combined with --report-only"
+        raise InvalidArgumentError(msg)
     config, jobs = load_grid(config_path)
+    selected = {job_key(job) for job in select_jobs(jobs, only)}
     output = Path(output or config.get("output", "benchmark_results"))
     output.mkdir(parents=True, exist_ok=True)
     csv_path = output / "results.csv"
-    jobs_dir = Path(config.get("jobs_dir") or output / "jobs")
+    jobs_dir = jobs_dir_of(config, output)
     skipped = skipped_jobs(config, jobs)
     skipped_keys = {job_key(job) for job, _ in skipped}
     jobs = [job for job in jobs if job_key(job) not in skipped_keys]
@@ -384,8 +232,19 @@ def run_grid(config_path: Path, output: Path | None = None, merge: list[Path] | 
     if not run:
         write_report(config_path, output, jobs, skipped, expected)
         return output
-    ok, failed_as_expected = finished_keys(read_rows(csv_path), jobs, expected)
-    todo = [job for job in jobs if job_key(job) not in ok | failed_as_expected]
+    chosen = [job for job in jobs if job_key(job) in selected]
+    state = None
+    if supersede:
+        archive = Path(archive_dir or config.get("archive_dir") or DEFAULT_ARCHIVE_DIR)
+        state, resumed = SupersedeState.start(output, list(only or []), [job_key(job) for job in chosen], archive)
+        if resumed:
+            print(f"--supersede: resuming, {len(state.keys)} of {len(chosen)} job(s) left ({state.path})")
+        todo = [job for job in chosen if job_key(job) in set(state.keys)]
+    else:
+        if (output / STATE_NAME).is_file():
+            print(f"note: {output / STATE_NAME} lists jobs of an unfinished --supersede; rerun that command")
+        ok, failed_as_expected = finished_keys(read_rows(csv_path), chosen, expected)
+        todo = [job for job in chosen if job_key(job) not in ok | failed_as_expected]
     heads = head_specs(config)
     head_files: dict[str, tuple[Path | None, str]] = {}
     for name in sorted({job["head"] for job in todo if job.get("head")}):
@@ -393,87 +252,37 @@ def run_grid(config_path: Path, output: Path | None = None, merge: list[Path] | 
     from rich.progress import Progress
 
     with Progress() as progress:
-        task = progress.add_task("benchmark jobs", total=len(jobs), completed=len(jobs) - len(todo))
+        task = progress.add_task("benchmark jobs", total=len(chosen), completed=len(chosen) - len(todo))
         for job in todo:
             progress.update(task, description="/".join(job_key(job)))
-            if job.get("head"):
-                path, error = head_files[job["head"]]
-                if path is None:
-                    row = {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"], "status": "failed"}
-                    upsert_row(csv_path, {**row, "error": error})
-                    progress.advance(task)
-                    continue
-                job = {**job, "overrides": {**job["overrides"], "head_weights": str(path)}}
-            upsert_row(csv_path, run_job(job, jobs_dir, float(job["timeout_s"])))
+            if job.get("head") and head_files[job["head"]][0] is None:
+                row = {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"], "status": "failed"}
+                row["error"] = head_files[job["head"]][1]
+            else:
+                if job.get("head"):
+                    job = {**job, "overrides": {**job["overrides"], "head_weights": str(head_files[job["head"]][0])}}
+                row = run_job(job, jobs_dir, float(job["timeout_s"]))
+            if state is None:
+                upsert_row(csv_path, row)
+            else:
+                write_superseding_row(csv_path, row, state)
             write_report(config_path, output, jobs, skipped, expected)  # the report follows the grid as it grows
             progress.advance(task)
     write_report(config_path, output, jobs, skipped, expected)
+    if state is not None and state.keys:
+        print(
+            f"--supersede: {len(state.keys)} job(s) were not replaced (failed re-runs keep their ok rows); "
+            f"{state.path} still lists them: rerun the command to retry, or delete it to keep the old rows"
+        )
     return output
 
 
-def write_report(
-    config_path: Path,
-    output: Path,
-    jobs: list[dict[str, Any]],
-    skipped: list[tuple[dict[str, Any], str]],
-    expected: dict[tuple[str, ...], str] | None = None,
-) -> Path:
-    """Write ``results.md`` (and the plots) from ``results.csv``: progress, tables, left-out jobs.
-
-    ``expected`` (job key → reason) marks expected failures, which count as finished once recorded.
-    """
-    rows = read_rows(output / "results.csv")
-    ok, failed_as_expected = finished_keys(rows, jobs, expected or {})
-    n_done = len(ok) + len(failed_as_expected)
-    as_expected = f", {len(failed_as_expected)} of them failed as expected" if failed_as_expected else ""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    report = (
-        f"# Benchmark results\n\ncommand: `anomalib-fewshot benchmark -c {config_path}`  \n"
-        f"report written on: {machine_description()}  \n{_machines_line(rows)}updated: {stamp}  \n"
-        f"progress: {n_done} of {len(jobs)} jobs finished{as_expected}"
-        f"{' (complete)' if n_done == len(jobs) else ' (rerun the command to resume)'}\n\n"
-        "Metrics on raw model outputs mapped monotonically to [0, 1] (no clamping, no post-processor); "
-        "AUPRO at FPR ≤ 0.3; fit_s = shot selection + weights + pool/bank building + training (excludes "
-        "validation; the runner validates on one batch only, the metrics never use that pass); "
-        "torch_ms / openvino_ms = median per image at batch 1 of the full exported pipeline "
-        "(OpenVINO f32); peak_rss_mb = peak resident memory of the job process. results.csv also records "
-        "load_avg_1m per job: above the core count, other work shared the CPU and that row's timings are "
-        "pessimistic.\n\n" + summarise(rows, jobs, expected) + _skipped_section(skipped) + _plots_section(rows, output)
-    )
-    return atomic_write_text(output / "results.md", report)
-
-
-def _machines_line(rows: list[dict[str, str]]) -> str:
-    """Which machines the finished rows ran on (timings are comparable only within one machine)."""
-    counts = Counter(row.get("machine") or "not recorded" for row in rows if row.get("status") == "ok")
-    if not counts:
-        return ""
-    listed = "; ".join(f"{name} ({n} row{'s' if n > 1 else ''})" for name, n in sorted(counts.items()))
-    return f"rows ran on: {listed}  \n"
-
-
-def _skipped_section(skipped: list[tuple[dict[str, Any], str]]) -> str:
-    if not skipped:
-        return ""
-    reasons: dict[str, list[str]] = {}
-    for job, reason in skipped:
-        reasons.setdefault(reason, []).append("/".join(job_key(job)))
-    lines = ["", "Left out on purpose:"]
-    for reason, keys in reasons.items():
-        shown = ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
-        lines.append(f"- {reason}: {len(keys)} job(s) ({shown})")
-    return "\n".join(lines) + "\n"
-
-
-def _plots_section(rows: list[dict[str, str]], output: Path) -> str:
-    from anomalib_fewshot.benchmark.plots import write_plots
-
-    paths = write_plots(rows, output)
-    return "".join(f"\n![{p.stem}]({p.name})\n" for p in paths)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``anomalib-fewshot benchmark -c CONFIG [--output DIR] [--merge CSV ...] [--report-only]``."""
+    """``anomalib-fewshot benchmark -c CONFIG [--output DIR] [--merge CSV ...] [--report-only] [--only ...]``.
+
+    Also ``--only M[:V] ... --supersede`` and ``--retime [--only ...] [--retime-images N]`` (see the module doc).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="anomalib-fewshot benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", type=Path, required=True)
     parser.add_argument("--output", type=Path, default=None)
@@ -482,8 +291,35 @@ def main(argv: list[str] | None = None) -> int:
         help="import this grid's jobs from other results.csv files (same job and profile) before running",
     )  # fmt: skip
     parser.add_argument("--report-only", action="store_true", help="rewrite results.md and plots; run no job")
+    parser.add_argument(
+        "--only", nargs="+", action="extend", default=None, metavar="MODEL[:VARIANT]",
+        help="run (or --supersede, --retime) only the jobs of these models / variants (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--supersede", action="store_true",
+        help="with --only: re-run those jobs even when finished, replace their rows, archive the old ones "
+        "(resumable: rerun the same command after a kill)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--retime", action="store_true",
+        help="run no job: re-time the exported OpenVINO graphs of finished rows (--only, and the Patchcore rows "
+        "of the same dataset/k/seed) interleaved in one process; writes retime.csv and retime.md",
+    )  # fmt: skip
+    parser.add_argument("--retime-images", type=int, default=30, metavar="N", help="test images per graph (30)")
     args = parser.parse_args(argv)
-    output = run_grid(args.config, args.output, merge=args.merge, run=not args.report_only)
+    if args.retime:
+        if args.supersede or args.merge or args.report_only:
+            msg = "--retime runs no job: it cannot be combined with --supersede, --merge or --report-only"
+            raise InvalidArgumentError(msg)
+        from anomalib_fewshot.benchmark.retime import retime_grid
+
+        command = shlex.join(["anomalib-fewshot", "benchmark", *argv])
+        md = retime_grid(args.config, args.output, only=args.only, n_images=args.retime_images, command=command)
+        print(md.read_text())
+        return 0
+    output = run_grid(
+        args.config, args.output, merge=args.merge, run=not args.report_only, only=args.only, supersede=args.supersede
+    )
     print((output / "results.md").read_text())
     return 0
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anomalib_fewshot.benchmark import runner
+from anomalib_fewshot.benchmark import grid, runner, store
 from anomalib_fewshot.benchmark.job import compute_metrics
+from anomalib_fewshot.benchmark.report import write_report
 from anomalib_fewshot.data.demo import make_demo_dataset
 
 pytestmark = pytest.mark.slow
@@ -37,7 +38,7 @@ def test_smoke_grid_runs_records_failures_plots_and_resumes(tmp_path: Path, monk
     path.write_text(yaml.safe_dump(config))
     output = runner.run_grid(path)
 
-    rows = {(r["model"], r["k_shot"], r["variant"]): r for r in runner.read_rows(output / "results.csv")}
+    rows = {(r["model"], r["k_shot"], r["variant"]): r for r in store.read_rows(output / "results.csv")}
     expected_ok = [("Pcsnet", k, "pcsnet_lite-quick") for k in ("1", "full")]
     expected_ok += [("Patchcore", k, "") for k in ("1", "full")] + [("Dfd", "1", "dfd_lite-quick")]
     expected_ok += [("Padim", "full", "")] + [("Ed", k, "ed_lite-quick") for k in ("1", "full")]
@@ -76,7 +77,7 @@ def test_smoke_grid_runs_records_failures_plots_and_resumes(tmp_path: Path, monk
     runner.run_grid(path)
     assert sorted((c["model"], str(c["k_shot"])) for c in calls) == [("Dfd", "1")]
     assert rows[("Pcsnet", "1", "pcsnet_lite-quick")]["status"] == "ok"
-    assert runner.read_rows(output / "results.csv")[0]["status"] == "ok"
+    assert store.read_rows(output / "results.csv")[0]["status"] == "ok"
 
 
 def test_fdsl_heads_are_never_evaluated_on_their_training_dataset(tmp_path: Path):
@@ -92,17 +93,17 @@ def test_fdsl_heads_are_never_evaluated_on_their_training_dataset(tmp_path: Path
     }
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(config))
-    loaded, jobs = runner.load_grid(path)
-    skipped = runner.skipped_jobs(loaded, jobs)
+    loaded, jobs = grid.load_grid(path)
+    skipped = grid.skipped_jobs(loaded, jobs)
     assert [(job["dataset"], reason) for job, reason in skipped] == [
         ("a", "the head was trained on this dataset's annotated test split")
     ]
-    specs = runner.head_specs(loaded)
+    specs = grid.head_specs(loaded)
     assert specs["a"]["root"] == "x" and specs["a"]["category"] == "c"
-    assert runner.head_path(tmp_path, specs["a"]) == tmp_path / "heads" / "fdsl_lite_a.pt"
+    assert grid.head_path(tmp_path, specs["a"]) == tmp_path / "heads" / "fdsl_lite_a.pt"
     loaded["grid"]["models"][0]["head"] = "nowhere"
     with pytest.raises(ValueError, match="not listed under heads"):
-        runner.head_specs(loaded)
+        grid.head_specs(loaded)
 
 
 def test_grid_rejects_bad_k(tmp_path: Path):
@@ -111,7 +112,7 @@ def test_grid_rejects_bad_k(tmp_path: Path):
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match="k_shot"):
-        runner.load_grid(path)
+        grid.load_grid(path)
 
 
 def test_metrics_on_raw_scores_are_not_squashed():
@@ -134,24 +135,24 @@ def test_metrics_on_raw_scores_are_not_squashed():
 def test_shipped_benchmark_configs_load(path: Path):
     from anomalib_fewshot.config import config_dir
 
-    config, jobs = runner.load_grid(path)
+    config, jobs = grid.load_grid(path)
     assert jobs
     profiles = {p.stem for p in (config_dir() / "model").glob("*.yaml")}
     assert {job["profile"] for job in jobs if job["profile"]} <= profiles
     for rule in config["grid"].get("skip", []):
         assert set(rule) - {"reason"} <= set(jobs[0]), rule
-    kept = len(jobs) - len(runner.skipped_jobs(config, jobs))
+    kept = len(jobs) - len(grid.skipped_jobs(config, jobs))
     assert kept > 0
 
 
 def test_report_names_every_machine_its_rows_ran_on(tmp_path: Path):
     """Rows measured on different machines (one grid resumed over sessions) are listed with their machine."""
     row = {"model": "Dfd", "variant": "v", "dataset": "d", "k_shot": "1", "status": "ok", "image_auroc": "0.9"}
-    runner.upsert_row(tmp_path / "results.csv", {**row, "seed": "0", "machine": "CPU A, 2 cores"})
-    runner.upsert_row(tmp_path / "results.csv", {**row, "seed": "1", "machine": "CPU B, 2 cores"})
-    runner.upsert_row(tmp_path / "results.csv", {**row, "seed": "2", "machine": "CPU B, 2 cores"})
-    runner.upsert_row(tmp_path / "results.csv", {**row, "seed": "3"})  # a row from before the column existed
-    report = runner.write_report(Path("grid.yaml"), tmp_path, [], []).read_text()
+    store.upsert_row(tmp_path / "results.csv", {**row, "seed": "0", "machine": "CPU A, 2 cores"})
+    store.upsert_row(tmp_path / "results.csv", {**row, "seed": "1", "machine": "CPU B, 2 cores"})
+    store.upsert_row(tmp_path / "results.csv", {**row, "seed": "2", "machine": "CPU B, 2 cores"})
+    store.upsert_row(tmp_path / "results.csv", {**row, "seed": "3"})  # a row from before the column existed
+    report = write_report(Path("grid.yaml"), tmp_path, [], []).read_text()
     assert "rows ran on: CPU A, 2 cores (1 row); CPU B, 2 cores (2 rows); not recorded (1 row)" in report
 
 
@@ -179,24 +180,24 @@ def _grid(tmp_path: Path, **grid: object) -> Path:
 def test_merge_imports_rows_of_the_same_job_and_never_replaces_a_finished_one(tmp_path: Path):
     """--merge: rows of identical jobs (key and profile) from another grid; ok rows here are kept."""
     here, other = tmp_path / "here.csv", tmp_path / "other.csv"
-    runner.upsert_row(here, _row(0, image_auroc="0.5"))  # finished here: kept
-    runner.upsert_row(here, _row(1, status="timeout"))  # failed here, ok there: replaced
+    store.upsert_row(here, _row(0, image_auroc="0.5"))  # finished here: kept
+    store.upsert_row(here, _row(1, status="timeout"))  # failed here, ok there: replaced
     for row in (_row(0, image_auroc="0.9"), _row(1, image_auroc="0.8"), _row(2, status="failed", error="nan"),
                 _row(2, profile="other") | {"seed": "3"}, _row(0) | {"dataset": "elsewhere"}):  # fmt: skip
-        runner.upsert_row(other, row)
-    _, jobs = runner.load_grid(_grid(tmp_path, seeds=[0, 1, 2, 3]))
-    assert runner.merge_rows(here, [other], jobs) == 2
-    rows = {r["seed"]: r for r in runner.read_rows(here)}
+        store.upsert_row(other, row)
+    _, jobs = grid.load_grid(_grid(tmp_path, seeds=[0, 1, 2, 3]))
+    assert store.merge_rows(here, [other], jobs) == 2
+    rows = {r["seed"]: r for r in store.read_rows(here)}
     assert rows["0"]["image_auroc"] == "0.5"
     assert rows["1"]["status"] == "ok" and rows["1"]["image_auroc"] == "0.8"
     assert rows["2"]["status"] == "failed"  # a recorded failure is a result too
     assert "3" not in rows  # same key, different profile: a different job
-    assert runner.merge_rows(here, [other], jobs) == 0  # idempotent
+    assert store.merge_rows(here, [other], jobs) == 0  # idempotent
     with pytest.raises(FileNotFoundError, match=r"nowhere\.csv"):
-        runner.merge_rows(here, [tmp_path / "nowhere.csv"], jobs)
+        store.merge_rows(here, [tmp_path / "nowhere.csv"], jobs)
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match=r"bad\.csv"):
-        runner.merge_rows(here, [tmp_path / "bad.csv"], jobs)
+        store.merge_rows(here, [tmp_path / "bad.csv"], jobs)
 
 
 def test_expected_failures_count_as_finished_and_report_only_runs_nothing(tmp_path: Path, monkeypatch):
@@ -204,8 +205,8 @@ def test_expected_failures_count_as_finished_and_report_only_runs_nothing(tmp_pa
     path = _grid(tmp_path, expected_failures=[{"model": "Dfd", "seed": [1, 2], "reason": "known NaN"}])
     monkeypatch.setattr(runner, "run_job", lambda *a: pytest.fail("--report-only must not run jobs"))
     other = tmp_path / "other.csv"
-    runner.upsert_row(other, _row(0))
-    runner.upsert_row(other, _row(1, status="failed", error="failed: non-finite scores"))
+    store.upsert_row(other, _row(0))
+    store.upsert_row(other, _row(1, status="failed", error="failed: non-finite scores"))
     assert runner.main(["-c", str(path), "--merge", str(other), "--report-only"]) == 0
     report = (tmp_path / "out" / "results.md").read_text()
     assert "progress: 2 of 3 jobs finished, 1 of them failed as expected (rerun the command to resume)" in report

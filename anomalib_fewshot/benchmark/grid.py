@@ -1,0 +1,170 @@
+"""The benchmark grid: a grid YAML expanded into job specs, its skip rules, expected failures, heads and selections.
+
+A job spec is a dict with the job key fields (model, variant, dataset, k_shot, seed), the profile and overrides
+of the model entry, the dataset's root/category/datamodule, and the job's time limit and torch threads. The YAML
+format is described in :mod:`anomalib_fewshot.benchmark.runner`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from anomalib_fewshot.benchmark.store import job_key
+from anomalib_fewshot.errors import InvalidArgumentError, MissingFileError
+
+FULL = "full"
+
+
+def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Read a benchmark YAML and expand it into job specs."""
+    import yaml
+
+    if not config_path.is_file():
+        msg = f"benchmark config '{config_path}' not found (see configs/benchmark/ for examples)"
+        raise MissingFileError(msg)
+    try:
+        config = yaml.safe_load(config_path.read_text())
+        grid = config["grid"]
+    except (yaml.YAMLError, TypeError, KeyError) as exc:
+        msg = f"{config_path}: not a benchmark config (YAML with a 'grid:' section): {exc}"
+        raise InvalidArgumentError(msg) from exc
+    jobs = []
+    for model, dataset, k_shot, seed in itertools.product(
+        grid["models"], grid["datasets"], grid["k_shot"], grid["seeds"]
+    ):
+        if str(k_shot) != FULL and (not isinstance(k_shot, int) or k_shot < 1):
+            msg = f"{config_path}: k_shot values must be positive integers or '{FULL}', got {k_shot!r}"
+            raise InvalidArgumentError(msg)
+        overrides = model.get("overrides", {})
+        variant = model.get("variant") or model.get("profile", "") + (
+            "+" + json.dumps(overrides, sort_keys=True, separators=(",", ":")) if overrides else ""
+        )
+        jobs.append(
+            {
+                "head": model.get("head"),
+                "model": model["model"],
+                "variant": variant,
+                "profile": model.get("profile", ""),
+                "overrides": overrides,
+                "dataset": dataset["name"],
+                "root": str(Path(dataset["root"]).resolve()),
+                "category": dataset["category"],
+                "datamodule": dataset.get("datamodule", "MVTecAD"),
+                "k_shot": str(k_shot) if str(k_shot) == FULL else k_shot,
+                "seed": seed,
+                "timeout_s": model.get("timeout_s", config.get("timeout_s", 3600)),
+                "threads": model.get("threads"),
+            }
+        )
+    return config, jobs
+
+
+def skipped_jobs(config: dict[str, Any], jobs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """Jobs matched by the grid's ``skip`` rules (every given field equal, or in a given list), with the reason.
+
+    Jobs whose FDSL head was trained on the job's own dataset are always skipped.
+    """
+    out = []
+    for job in jobs:
+        if job.get("head") is not None and job["head"] == job["dataset"]:
+            out.append((job, "the head was trained on this dataset's annotated test split"))
+            continue
+        reason = _first_matching_rule(job, config["grid"].get("skip"), "left out")
+        if reason is not None:
+            out.append((job, reason))
+    return out
+
+
+def expected_failures(config: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[tuple[str, ...], str]:
+    """Reasons by job key for the jobs matched by the grid's ``expected_failures`` rules (same form as ``skip``).
+
+    Such a job still runs until it has a row; a recorded failure then counts as finished and is not retried.
+    """
+    out = {}
+    for job in jobs:
+        reason = _first_matching_rule(job, config["grid"].get("expected_failures"), "expected to fail")
+        if reason is not None:
+            out[job_key(job)] = reason
+    return out
+
+
+def _first_matching_rule(job: dict[str, Any], rules: list[dict[str, Any]] | None, default: str) -> str | None:
+    """The reason of the first rule whose every field equals the job's (or lists it); None when none matches."""
+    for rule in rules or []:
+        fields = {k: v for k, v in rule.items() if k != "reason"}
+        if all(str(job.get(k)) in {str(x) for x in (v if isinstance(v, list) else [v])} for k, v in fields.items()):
+            return str(rule.get("reason", default))
+    return None
+
+
+def select_jobs(jobs: list[dict[str, Any]], only: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The jobs named by ``--only`` selectors (``MODEL`` or ``MODEL:VARIANT``); every job when ``only`` is empty.
+
+    The variant is everything after the first ``:`` (variants may contain ``:``, e.g. ``dfd_lite+{"epochs":1}``);
+    ``Patchcore:`` names the empty variant. A selector that names no model or variant of ``jobs`` is an
+    :class:`~anomalib_fewshot.errors.InvalidArgumentError` listing the grid's models, or that model's variants.
+
+    Args:
+        jobs: The grid's job specs (see :func:`load_grid`).
+        only: Selectors; a job is kept when any selector matches it.
+
+    Returns:
+        The matching jobs, in grid order.
+
+    """
+    if not only:
+        return list(jobs)
+    variants: dict[str, list[str]] = {}
+    for job in jobs:
+        names = variants.setdefault(job["model"], [])
+        if job_key(job)[1] not in names:
+            names.append(job_key(job)[1])
+    wanted: list[tuple[str, str | None]] = []
+    for selector in only:
+        model, sep, variant = selector.partition(":")
+        if model not in variants:
+            msg = f"--only {selector}: the grid has no model {model!r}; its models: {', '.join(variants)}"
+            raise InvalidArgumentError(msg)
+        if sep and variant not in variants[model]:
+            listed = ", ".join(repr(v) for v in variants[model])
+            msg = f"--only {selector}: model {model} has no variant {variant!r} in this grid; its variants: {listed}"
+            raise InvalidArgumentError(msg)
+        wanted.append((model, variant if sep else None))
+    return [job for job in jobs if any(job["model"] == m and (v is None or job_key(job)[1] == v) for m, v in wanted)]
+
+
+def head_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The grid's ``heads`` by dataset name, with that dataset's root and category; unknown names are errors."""
+    datasets = {d["name"]: d for d in config["grid"]["datasets"]}
+    specs = {}
+    for head in config.get("heads", []) or []:
+        name = head.get("dataset")
+        if name not in datasets:
+            msg = f"heads: dataset {name!r} is not one of the grid's datasets {sorted(datasets)}"
+            raise InvalidArgumentError(msg)
+        specs[name] = {**datasets[name], **head}
+    for model in config["grid"]["models"]:
+        if model.get("head") is not None and model["head"] not in specs:
+            msg = f"model {model['model']} uses head {model['head']!r}, which is not listed under heads"
+            raise InvalidArgumentError(msg)
+    return specs
+
+
+def head_path(jobs_dir: Path, spec: dict[str, Any]) -> Path:
+    """Where the head trained on ``spec``'s dataset with its profile is kept."""
+    return jobs_dir / "heads" / f"{spec['profile']}_{spec['dataset']}.pt"
+
+
+def job_work_dir(jobs_dir: Path, job: dict[str, Any]) -> Path:
+    """A job's work folder (log, checkpoint, ``export/``): ``jobs_dir/<job key joined by '_', sanitised>``."""
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in "_".join(job_key(job)))
+    return jobs_dir / name
+
+
+def jobs_dir_of(config: dict[str, Any], output: Path) -> Path:
+    """The grid's ``jobs_dir`` (default: ``<output>/jobs``)."""
+    return Path(config.get("jobs_dir") or output / "jobs")
