@@ -3,22 +3,27 @@
 Importing this package is cheap: it imports neither torch nor anomalib. The model classes are
 reachable lazily as ``anomalib_fewshot.Dfd`` (or from :mod:`anomalib_fewshot.models`), and are
 registered with ``anomalib.models`` automatically by the start-up hook in :mod:`anomalib_fewshot._autoload`.
+The lazy names are the registry's (:data:`anomalib_fewshot.models.REGISTRY`): nothing here lists the models.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_LAZY_MODELS = ("Dfd", "Ed", "Fdsl", "Pcsnet")
 
-__all__ = ["__version__", *_LAZY_MODELS]
+def _models() -> object:
+    from anomalib_fewshot import models
+
+    return models
 
 
 def __getattr__(name: str) -> object:
-    """Import model classes on first access, so ``import anomalib_fewshot`` stays light."""
-    if name in _LAZY_MODELS:
-        from anomalib_fewshot import models
-
-        return getattr(models, name)
+    """Import the models on first access to a model class (or to ``__all__``), so the package import stays light."""
+    if name == "__all__":
+        return ["__version__", *_models().REGISTRY]
+    if name[:1].isupper():
+        spec = _models().REGISTRY.get(name)
+        if spec is not None:
+            return spec.model_class
     msg = f"module 'anomalib_fewshot' has no attribute {name!r}"
     raise AttributeError(msg)

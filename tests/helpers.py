@@ -2,71 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
 
-#: Tiny, offline constructor arguments for every plugin model (random backbone weights, small dims, short
-#: schedule). A model exported by ``anomalib_fewshot.models`` without an entry here fails the contract suite.
-TINY_CONFIGS: dict[str, dict[str, Any]] = {
-    "Dfd": {
-        "backbone": "tf_efficientnet_lite0",
-        "layers": ["blocks.2", "blocks.4"],
-        "pre_trained": False,
-        "image_size": 64,
-        "pretrain_embed_dim": 32,
-        "target_embed_dim": 32,
-        "gaussian_hidden_dim": 32,
-        "perlin_num_heads": 2,
-        "samples_per_shot": 6,
-        "epochs": 2,
-        "batch_size": 4,
-        "k_shot": 2,
-    },
-    "Ed": {
-        "backbone": "tf_efficientnet_lite0",
-        "layers": ["blocks.2", "blocks.4"],
-        "pre_trained": False,
-        "image_size": 64,
-        "d_models": [16, 32],
-        "num_heads": 2,
-        "num_layers": 2,
-        "augment": "flip_rotate",
-        "augment_copies": 2,
-        "token_scale": "rms",
-        "epochs": 2,
-        "batch_size": 2,
-        "k_shot": 2,
-    },
-    "Fdsl": {
-        "backbone": "ViT-tiny",
-        "vision_cfg": {"width": 32, "layers": 2, "head_width": 16, "patch_size": 8, "image_size": 64},
-        "layers": [1, 2],
-        "pre_trained": False,
-        "image_size": 64,
-        "head_dims": [16, 8],
-        "window_size": 4,
-        "window_stride": 2,
-        "epochs": 2,
-        "pseudo_samples": 8,
-        "batch_size": 4,
-        "k_shot": 2,
-    },
-    "Pcsnet": {
-        "backbone": "tf_efficientnet_lite0",
-        "layers": ["blocks.1", "blocks.2", "blocks.4"],
-        "pre_trained": False,
-        "image_size": 64,
-        "resize_size": None,
-        "grid_size": 16,
-        "num_nearest": 8,
-        "guide_channels": 32,
-        "cas_dim": 16,
-        "pyramid_bins": [15, 8, 4, 2],
-        "epochs": 3,
-        "k_shot": 2,
-    },
-}
+from anomalib_fewshot.models import REGISTRY
+
+#: Tiny, offline constructor arguments for every registered plugin model (random backbone weights, small dims,
+#: short schedule), from each model's spec (``ModelSpec.tiny_config``); copies, so a test cannot change a spec.
+TINY_CONFIGS: dict[str, dict[str, Any]] = {name: copy.deepcopy(spec.tiny_config) for name, spec in REGISTRY.items()}
 
 TINY_IMAGE_SIZE = 64
 

@@ -6,9 +6,16 @@ Runs on random images with random weights (cost does not depend on the weights),
     python -m anomalib_fewshot.benchmark.cost ed [--profiles paper lite_d64_h4_l3 ...]
     python -m anomalib_fewshot.benchmark.cost fdsl [--profiles lite_lfe_off lite_lfe_s4 ...]
 
-Prints a Markdown table: trainable parameters, eager ms per training step (forward and backward of the model's
-own objective, as its lightning module runs it) and eager ms per test image (batch 1), each the median of
-``--repeats`` after one warm-up.
+The models and their candidate profiles come from the registry (``ModelSpec.cost_profiles``, kept in each model's
+folder); this module knows no model. Every profile drives the model's own Lightning module through its public fit
+API: ``prepare_fit`` on ``ModelSpec.cost_shots`` random images (k = 2 for PCSNet, 1 for ED and FDSL) builds the
+pool, banks, prototypes or references without a trainer; the training step is the module's ``training_step`` on
+one pool batch (its real objective: PCSNet 2 normal + 2 pseudo-anomalous images and all four terms, ED both
+objectives of both levels on cached tokens at batch 1, FDSL the pseudo-anomaly head at batch 8), forward and
+backward; the test image is the torch model's eval forward at batch 1.
+
+Prints a Markdown table: trainable parameters, eager ms per training step and eager ms per test image, each the
+median of ``--repeats`` after one warm-up.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,60 +32,14 @@ from typing import Any
 import torch
 
 from anomalib_fewshot.benchmark.machine import cpu_name
+from anomalib_fewshot.components.pool import PoolBatch
+from anomalib_fewshot.components.spec import ModelSpec
+from anomalib_fewshot.errors import InvalidArgumentError
+from anomalib_fewshot.models import REGISTRY
 
-PCSNET_LITE: dict[str, Any] = {
-    "backbone": "tf_efficientnet_lite0",
-    "layers": ["blocks.1", "blocks.2", "blocks.4"],
-    "pre_trained": False,
-}
-ED_LITE: dict[str, Any] = {
-    "backbone": "tf_efficientnet_lite0",
-    "layers": ["blocks.2", "blocks.4"],
-    "pre_trained": False,
-}
-
-
-FDSL_LITE: dict[str, Any] = {
-    "backbone": "tf_efficientnet_lite0",
-    "layers": ["blocks.2", "blocks.4", "blocks.6"],
-    "pre_trained": False,
-    "image_size": 256,
-    "window_size": 12,
-}
-
-
-def _pcsnet(grid: int, nearest: int, cas: int, bins: list[int]) -> dict[str, Any]:
-    return {**PCSNET_LITE, "grid_size": grid, "num_nearest": nearest, "guide_channels": 88, "cas_dim": cas,
-            "pyramid_bins": bins}  # fmt: skip
-
-
-def _ed(d: int, heads: int, layers: int, **extra: Any) -> dict[str, Any]:
-    return {**ED_LITE, "d_models": [d, 2 * d], "num_heads": heads, "num_layers": layers, **extra}
-
-
+#: Candidate profiles by lower-case model name (the command's ``model`` argument), from the registry.
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "pcsnet": {
-        "paper": {"pre_trained": False},
-        "lite_g32_c96": _pcsnet(32, 50, 96, [30, 15, 8, 4]),
-        "lite_g32_c176": _pcsnet(32, 50, 176, [30, 15, 8, 4]),
-        "lite_g48_c128": _pcsnet(48, 112, 128, [45, 23, 11, 6]),
-        "lite_g64_c128": _pcsnet(64, 200, 128, [60, 30, 15, 8]),
-    },
-    "ed": {
-        "paper": {"pre_trained": False},
-        "lite_d64_h8_l3": _ed(64, 8, 3),
-        "lite_d64_h4_l3": _ed(64, 4, 3),
-        "lite_d64_h2_l2": _ed(64, 2, 2),
-        "lite_d64_h1_l1": _ed(64, 1, 1),
-        "lite_d128_h4_l3": _ed(128, 4, 3),
-        "lite_d64_h4_l3_192px": _ed(64, 4, 3, image_size=192),
-    },
-    "fdsl": {  # k = 1; the training step is the pseudo-anomaly head's (batch 8)
-        "paper_lfe_off": {"pre_trained": False, "lfe": False},
-        "lite_lfe_off": {**FDSL_LITE, "lfe": False},
-        "lite_lfe_s4": {**FDSL_LITE, "window_stride": 4},
-        "lite_lfe_s2": {**FDSL_LITE, "window_stride": 2},
-    },
+    spec.name.lower(): spec.cost_profiles for spec in REGISTRY.values() if spec.cost_profiles
 }
 
 
@@ -90,100 +52,44 @@ class Workload:
     infer: Callable[[], None]
 
 
-def _pcsnet_workload(config: dict[str, Any]) -> Workload:
-    from anomalib_fewshot.models.pcsnet.loss import PcsnetLoss
-    from anomalib_fewshot.models.pcsnet.torch_model import PcsnetModel
+def workload(spec: ModelSpec, config: Mapping[str, Any]) -> Workload:
+    """The workload of ``spec``'s model built with ``config``: a fit prepared on ``spec.cost_shots`` random images."""
+    module = spec.model_class(**{**config, "k_shot": spec.cost_shots})
+    size = int(module.hparams["image_size"])
+    images = [torch.rand(3, size, size) for _ in range(spec.cost_shots)]
+    plan = module.prepare_fit(images)
+    batch = PoolBatch(indices=torch.arange(plan.batch_size) % plan.pool_size)
+    params = [p for p in module.parameters() if p.requires_grad]
+    test_image = images[0][None]
+    # Lightning's fit keeps each submodule's train/eval mode as the model set it (frozen backbones stay in eval)
+    training_modes = [(submodule, submodule.training) for submodule in module.modules()]
 
-    model = PcsnetModel(**config)
-    size = model.image_size
-    images = torch.rand(4, 3, size, size)
-    with torch.no_grad():
-        model.set_prototypes(model.describe(images[:2]))
-    loss_fn = PcsnetLoss()
-    params = [p for p in model.parameters() if p.requires_grad]
-    masks = torch.zeros(2, 1, size, size)
-    masks[:, :, size // 4 : size // 2, size // 4 : size // 2] = 1
-
-    def step() -> None:  # 2 normal + 2 pseudo-anomalous images, all four PCSNet terms
-        model.train()
-        descriptors = model.describe(images)
-        distances = model.distances(descriptors)
-        nearest = model.nearest(distances, max(model.num_nearest, 3))
-        grid_masks = torch.nn.functional.interpolate(masks, size=(model.grid_size,) * 2, mode="area").flatten(1)
-        terms = {
-            "nfc": loss_fn.compactness(nearest[:2], model.radius),
-            "afs": loss_fn.separation(nearest[2:], distances[2:], grid_masks, model.radius),
-            "pdc": loss_fn.disparity(nearest[1:3], torch.tensor([0.0, 1.0])),
-            "seg": loss_fn.segmentation(model.segment(descriptors[1:3], nearest[1:3], (size, size)), masks),
-        }
-        loss_fn.weighted(terms).backward()
+    def step() -> None:
+        for submodule, training in training_modes:
+            submodule.training = training
+        with warnings.catch_warnings():  # no trainer: self.log warns and does nothing
+            warnings.filterwarnings("ignore", message=r".*self\.log\(\)")
+            output = module.training_step(batch, 0)
+        if output is None:
+            msg = f"{spec.name} makes no training step with this profile (nothing to measure)"
+            raise ValueError(msg)
+        output["loss"].backward()
 
     def infer() -> None:
-        model.eval()
+        module.model.eval()
         with torch.no_grad():
-            model(images[:1])
+            module.model(test_image)
 
     return Workload(params, step, infer)
 
 
-def _ed_workload(config: dict[str, Any]) -> Workload:
-    from anomalib_fewshot.models.ed.loss import EdLoss
-    from anomalib_fewshot.models.ed.torch_model import EdModel
-
-    model = EdModel(**config)
-    size = config.get("image_size", 256)
-    images = torch.rand(1, 3, size, size)
-    tokens = model.tokens(images)  # training runs on cached tokens (batch 1, as the reference code)
-    model.set_references(tokens)
-    loss_fn = EdLoss()
-    params = list(model.levels.parameters())
-
-    def step() -> None:  # both objectives of both levels, one backward
-        model.train()
-        outputs = model.reconstruct(tokens)
-        total = sum(loss_fn(t, r, maps)["total"] for t, (r, maps) in zip(tokens, outputs, strict=True))
-        total.backward()
-
-    def infer() -> None:
-        model.eval()
-        with torch.no_grad():
-            model(images)
-
-    return Workload(params, step, infer)
-
-
-def _fdsl_workload(config: dict[str, Any]) -> Workload:
-    from anomalib_fewshot.models.fdsl.head import head_loss
-    from anomalib_fewshot.models.fdsl.loss import FdslLoss
-    from anomalib_fewshot.models.fdsl.torch_model import FdslModel
-
-    model = FdslModel(**config)
-    size = model.image_size
-    with torch.no_grad():
-        model.set_banks(torch.rand(1, 3, size, size))
-    images = torch.rand(8, 3, size, size)
-    masks = torch.zeros(8, size, size)
-    masks[:, size // 4 : size // 2, size // 4 : size // 2] = 1
-    loss_fn = FdslLoss()
-    params = [p for p in [*model.heads.parameters(), *model.nam.parameters()] if p.requires_grad]
-
-    def step() -> None:  # one pseudo-anomaly head step (batch 8): backbone, matching, heads, NAM, 2 maps x levels
-        model.train()
-        head_loss(model, loss_fn, images, masks, [model.banks()] * len(images)).backward()
-
-    def infer() -> None:
-        model.eval()
-        with torch.no_grad():
-            model(images[:1])
-
-    return Workload(params, step, infer)
-
-
-WORKLOADS: dict[str, Callable[[dict[str, Any]], Workload]] = {
-    "pcsnet": _pcsnet_workload,
-    "ed": _ed_workload,
-    "fdsl": _fdsl_workload,
-}
+def model_spec(model: str) -> ModelSpec:
+    """The registered spec of ``model`` (the class name in any case: ``pcsnet``, ``Pcsnet``)."""
+    specs = {name.lower(): spec for name, spec in REGISTRY.items()}
+    if model.lower() not in specs:
+        msg = f"unknown model {model!r}; registered: {sorted(specs)}"
+        raise InvalidArgumentError(msg)
+    return specs[model.lower()]
 
 
 def median_ms(fn: Callable[[], None], repeats: int, warmup: int = 1) -> float:
@@ -198,22 +104,27 @@ def median_ms(fn: Callable[[], None], repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def profile(model: str, name: str, repeats: int = 5) -> dict[str, Any]:
-    """Cost of one profile: trainable parameters (M), ms per training step and per test image (eager, CPU)."""
+def measure(spec: ModelSpec, config: Mapping[str, Any], repeats: int = 5) -> dict[str, float]:
+    """Cost of ``spec``'s model with ``config``: trainable parameters (M), ms per training step and per test image."""
     torch.manual_seed(0)
-    workload = WORKLOADS[model](PROFILES[model][name])
+    work = workload(spec, config)
 
     def step() -> None:
-        workload.step()
-        for param in workload.params:
+        work.step()
+        for param in work.params:
             param.grad = None
 
     return {
-        "profile": name,
-        "params_M": sum(p.numel() for p in workload.params if p.requires_grad) / 1e6,
+        "params_M": sum(p.numel() for p in work.params if p.requires_grad) / 1e6,
         "step_ms": median_ms(step, repeats),
-        "infer_ms": median_ms(workload.infer, repeats),
+        "infer_ms": median_ms(work.infer, repeats),
     }
+
+
+def profile(model: str, name: str, repeats: int = 5) -> dict[str, Any]:
+    """Cost of one of ``model``'s profiles (eager, CPU), as a table row."""
+    spec = model_spec(model)
+    return {"profile": name, **measure(spec, spec.cost_profiles[name], repeats)}
 
 
 def main(argv: list[str] | None = None) -> None:

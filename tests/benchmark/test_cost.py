@@ -1,47 +1,47 @@
-"""The cost tool measures every model's workload (tiny configurations here; the real ones are minutes)."""
+"""The cost tool measures every registered model's workload (tiny configurations here; the real ones are minutes)."""
 
 from __future__ import annotations
 
 import pytest
 
 from anomalib_fewshot.benchmark import cost
+from anomalib_fewshot.errors import InvalidArgumentError
+from anomalib_fewshot.models import REGISTRY
 from tests.helpers import TINY_CONFIGS
 
-TINY = {
-    "pcsnet": {k: v for k, v in TINY_CONFIGS["Pcsnet"].items() if k not in ("epochs", "k_shot", "resize_size")},
-    "ed": {
-        k: v
-        for k, v in TINY_CONFIGS["Ed"].items()
-        if k in ("backbone", "layers", "pre_trained", "image_size", "d_models", "num_heads", "num_layers")
-    },
-    "fdsl": {
-        k: v
-        for k, v in TINY_CONFIGS["Fdsl"].items()
-        if k
-        in (
-            "backbone",
-            "vision_cfg",
-            "layers",
-            "pre_trained",
-            "image_size",
-            "head_dims",
-            "window_size",
-            "window_stride",
-        )
-    },
-}
 
-
-@pytest.mark.parametrize("model", sorted(cost.PROFILES))
-def test_cost_profile_measures_a_step_and_an_image(model: str, monkeypatch):
-    monkeypatch.setitem(cost.PROFILES, model, {"tiny": TINY[model]})
-    row = cost.profile(model, "tiny", repeats=1)
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_cost_workload_measures_a_step_and_an_image(name: str):
+    row = cost.measure(REGISTRY[name], TINY_CONFIGS[name], repeats=1)
     assert row["params_M"] > 0 and row["step_ms"] > 0 and row["infer_ms"] > 0
 
 
-def test_shipped_cost_profiles_build():
-    from anomalib_fewshot.models.fdsl.torch_model import FdslModel
+def test_cost_profiles_come_from_the_registry():
+    expected = {spec.name.lower(): spec.cost_profiles for spec in REGISTRY.values() if spec.cost_profiles}
+    assert cost.PROFILES == expected
+    assert {"pcsnet", "ed", "fdsl"} <= set(cost.PROFILES)
+    for profiles in cost.PROFILES.values():
+        assert all(config.get("pre_trained") is False for config in profiles.values())  # cost needs no weights
 
-    for name, config in cost.PROFILES["fdsl"].items():
-        if not name.startswith("paper"):
-            FdslModel(**config)  # window geometry valid for every lite candidate
+
+def test_cost_command_prints_a_row(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    spec = REGISTRY["Ed"]
+    monkeypatch.setitem(spec.cost_profiles, "tiny", TINY_CONFIGS["Ed"])
+    cost.main(["ed", "--profiles", "tiny", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert out.startswith("# ed cost profiles")
+    assert any(line.startswith("| tiny | 0.09 |") for line in out.splitlines()), out
+
+
+def test_unknown_model_names_the_registered_ones():
+    with pytest.raises(InvalidArgumentError, match="registered"):
+        cost.model_spec("nope")
+    assert cost.model_spec("PCSNET") is REGISTRY["Pcsnet"]
+
+
+@pytest.mark.parametrize("model", sorted(cost.PROFILES))
+def test_shipped_cost_profiles_build(model: str):
+    spec = cost.model_spec(model)
+    for name, config in spec.cost_profiles.items():
+        if not name.startswith("paper"):  # the paper backbones are large; their geometry is the paper's
+            spec.model_class(**config)  # e.g. FDSL's window geometry is valid for every lite candidate

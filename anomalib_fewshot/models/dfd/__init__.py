@@ -20,7 +20,35 @@ Example:
 
 """
 
+from anomalib_fewshot.components.spec import DemoAccuracy, ModelSpec
+from anomalib_fewshot.models.dfd import diagnostics
 from anomalib_fewshot.models.dfd.lightning_model import Dfd
 from anomalib_fewshot.models.dfd.torch_model import DfdModel
 
-__all__ = ["Dfd", "DfdModel"]
+#: DFD's surface for the rest of the package (see :class:`~anomalib_fewshot.components.spec.ModelSpec`).
+DFD_SPEC = ModelSpec(
+    name="Dfd",
+    model_class=Dfd,
+    paper_profile="dfd",
+    lite_profile="dfd_lite",
+    tiny_config={
+        "backbone": "tf_efficientnet_lite0",
+        "layers": ["blocks.2", "blocks.4"],
+        "pre_trained": False,
+        "image_size": 64,
+        "pretrain_embed_dim": 32,
+        "target_embed_dim": 32,
+        "gaussian_hidden_dim": 32,
+        "perlin_num_heads": 2,
+        "samples_per_shot": 6,
+        "epochs": 2,
+        "batch_size": 4,
+        "k_shot": 2,
+    },
+    branch_maps=diagnostics.branch_maps,
+    branch_notes=diagnostics.branch_notes,
+    # a shorter pool and schedule: the full 80 x 80 is a benchmark, not a test
+    demo_accuracy=DemoAccuracy(0.9, None, {"samples_per_shot": 40, "epochs": 20}),
+)
+
+__all__ = ["DFD_SPEC", "Dfd", "DfdModel"]

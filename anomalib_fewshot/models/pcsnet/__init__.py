@@ -17,7 +17,36 @@ Example:
 
 """
 
+from anomalib_fewshot.components.spec import DemoAccuracy, ModelSpec
+from anomalib_fewshot.models.pcsnet import diagnostics
 from anomalib_fewshot.models.pcsnet.lightning_model import Pcsnet
 from anomalib_fewshot.models.pcsnet.torch_model import PcsnetModel
 
-__all__ = ["Pcsnet", "PcsnetModel"]
+#: PCSNet's surface for the rest of the package (see :class:`~anomalib_fewshot.components.spec.ModelSpec`).
+PCSNET_SPEC = ModelSpec(
+    name="Pcsnet",
+    model_class=Pcsnet,
+    paper_profile="pcsnet",
+    lite_profile="pcsnet_lite",
+    tiny_config={
+        "backbone": "tf_efficientnet_lite0",
+        "layers": ["blocks.1", "blocks.2", "blocks.4"],
+        "pre_trained": False,
+        "image_size": 64,
+        "resize_size": None,
+        "grid_size": 16,
+        "num_nearest": 8,
+        "guide_channels": 32,
+        "cas_dim": 16,
+        "pyramid_bins": [15, 8, 4, 2],
+        "epochs": 3,
+        "k_shot": 2,
+    },
+    cost_profiles=diagnostics.COST_PROFILES,
+    cost_shots=2,  # prototypes from 2 shots; a step = 2 normal + 2 pseudo-anomalous images, all four terms
+    branch_maps=diagnostics.branch_maps,
+    branch_notes=diagnostics.branch_notes,
+    demo_accuracy=DemoAccuracy(0.9, 0.9),  # the lite profile's own (short) schedule
+)
+
+__all__ = ["PCSNET_SPEC", "Pcsnet", "PcsnetModel"]
