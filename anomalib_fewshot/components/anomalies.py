@@ -76,6 +76,23 @@ def random_rotation(
     return TF.rotate(image, angle, interpolation=TF.InterpolationMode.BILINEAR, fill=fill_value)
 
 
+def random_flip_rotate(
+    image: torch.Tensor,
+    generator: torch.Generator,
+    flip: bool = True,
+    rotation: float | None = None,
+) -> torch.Tensor:
+    """Normal variation of a shot: a horizontal flip with probability 0.5, then a rotation by ``U(±rotation)``.
+
+    ``rotation=None`` skips the rotation (and its random draw); corners are filled with the top-left colour.
+    """
+    if flip and float(torch.rand(1, generator=generator)) < 0.5:
+        image = TF.horizontal_flip(image)
+    if rotation is not None:
+        image = random_rotation(image, (-rotation, rotation), fill="corner", generator=generator)
+    return image
+
+
 class PerlinImageAnomaly:
     """DRAEM-style image anomaly: ``I·(1−M) + w·T·M + (1−w)·I·M`` with ``w ~ U(blend)`` and Perlin mask ``M``.
 

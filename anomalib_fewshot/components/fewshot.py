@@ -8,7 +8,6 @@ of images or a list of image paths) replaces the datamodule's normal images as t
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -130,20 +129,21 @@ class FewShotMixin:
     """Mixin for :class:`~anomalib.models.components.AnomalibModule` subclasses: k-shot training sets.
 
     The model must set ``self.k_shot``, ``self.few_shot_seed`` and ``self.few_shot_source`` in its
-    constructor and call :meth:`apply_few_shot` from ``setup("fit")``. The datamodule's ``train_data`` is
-    replaced by the k-shot subset for the fit and restored in :meth:`restore_train_data` (``teardown``), so
-    a datamodule can be reused. The selection is written to ``<run dir>/few_shot_selection.json``, logged,
-    and stored in the checkpoint (``checkpoint["few_shot"]``).
+    constructor and call :meth:`apply_few_shot` from ``setup("fit")``, which returns the shot paths; the
+    datamodule is left as it is (the model trains on its own pool of those shots). The selection is written to
+    ``<run dir>/few_shot_selection.json``, logged, and stored in the checkpoint (``checkpoint["few_shot"]``).
     """
 
     k_shot: int | None
     few_shot_seed: int
     few_shot_source: str | list[str] | None
     few_shot_record: dict[str, Any] | None = None
-    _full_train_data: Any = None
 
     def apply_few_shot(self, trainer: Trainer) -> list[str]:
-        """Subsample ``trainer.datamodule.train_data`` to the seeded shots; return their paths."""
+        """Select the seeded shots of ``trainer.datamodule``'s normal training images (or ``few_shot_source``).
+
+        Returns the shot paths in training order (the datamodule's sample order; the record lists them sorted).
+        """
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "train_data"):
             msg = (
@@ -151,20 +151,13 @@ class FewShotMixin:
                 "engine.fit(model, datamodule=...) (or anomalib train --data ...) instead of passing dataloaders."
             )
             raise FewShotError(msg)
-        dataset = self._full_train_data if self._full_train_data is not None else datamodule.train_data
+        dataset = datamodule.train_data
         samples = dataset.samples
         normal = samples[samples["label_index"] == 0] if "label_index" in samples.columns else samples
         if self.few_shot_source is not None:
             pool = list_images(self.few_shot_source)
             shots = select_shots(pool, self.k_shot, self.few_shot_seed)
-            subset = copy.deepcopy(dataset)
-            row = normal.iloc[:1] if len(normal) else samples.iloc[:1]
-            rows = row.loc[row.index.repeat(len(shots))].reset_index(drop=True)
-            rows["image_path"] = shots
-            if "mask_path" in rows.columns:
-                rows["mask_path"] = ""
-            rows["label_index"] = 0
-            subset.samples = rows
+            ordered = shots
             source = "few_shot_source"
             n_pool = len(pool)
         else:
@@ -175,10 +168,9 @@ class FewShotMixin:
                 )
                 raise FewShotError(msg)
             subset, shots, n_pool = subsample_to_shots(dataset, self.k_shot, self.few_shot_seed)
+            ordered = subset.samples["image_path"].astype(str).tolist()
             source = "datamodule"
         check_shots_readable(shots)
-        self._full_train_data = dataset
-        datamodule.train_data = subset
         self.few_shot_record = {
             "k_shot": self.k_shot,
             "few_shot_seed": self.few_shot_seed,
@@ -198,14 +190,7 @@ class FewShotMixin:
         if trainer.is_global_zero:
             root = Path(trainer.default_root_dir)
             atomic_write_json(root / SHOT_FILE_NAME, self.few_shot_record)
-        return shots
-
-    def restore_train_data(self, trainer: Trainer) -> None:
-        """Put the datamodule's full training set back after the fit."""
-        datamodule = getattr(trainer, "datamodule", None)
-        if datamodule is not None and self._full_train_data is not None:
-            datamodule.train_data = self._full_train_data
-        self._full_train_data = None
+        return ordered
 
     def save_few_shot_record(self, checkpoint: dict[str, Any]) -> None:
         """Store the shot list in a checkpoint (plain types only, ``weights_only`` safe)."""

@@ -9,6 +9,7 @@ mixin holds that common part once; the model classes stay direct ``AnomalibModul
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,7 +21,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import CenterCrop, Compose, Normalize, Resize
 
-from anomalib_fewshot.components.fewshot import FewShotMixin
+from anomalib_fewshot.components.arguments import check_arguments
+from anomalib_fewshot.components.fewshot import FewShotMixin, validate_k_shot
 from anomalib_fewshot.components.images import read_image
 from anomalib_fewshot.components.pool import TrainingPoolMixin
 from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError
@@ -145,22 +147,134 @@ def resize_pre_processor(image_size: int | tuple[int, int], resize_size: int | N
     )
 
 
-class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
-    """Common Lightning hooks of a model trained on k shots (mix in before ``AnomalibModule``).
+@dataclass(frozen=True)
+class FitPlan:
+    """How a fit iterates over the pool a model built in :meth:`ShotModelMixin.prepare_fit`.
 
-    The model's ``hparams`` must hold ``image_size`` and ``epochs``. Provides the resize-only default
-    pre-processor (``default_image_size``), the one-class learning type, the epoch-driven trainer arguments, the
-    pre-processor check, loading the shot images with the model's own geometry, a validation step, shot-list
-    checkpointing, a zero-step guard and anomalib's default post-processor.
+    One epoch is ``pool_size`` draws of pool indices in batches of ``batch_size``: uniform with replacement, or
+    a fresh shuffle of every index (``replacement=False``).
+    """
+
+    pool_size: int
+    batch_size: int
+    replacement: bool = True
+
+
+class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
+    """The one fit lifecycle of a model trained on k shots (mix in before ``AnomalibModule``).
+
+    Lifecycle: ``setup("fit")`` checks the pre-processor, selects the shots (:meth:`apply_few_shot`), loads the
+    pretrained weights (:meth:`load_pretrained_weights`), reads the shot images in the model's geometry and hands
+    them to the model's :meth:`prepare_fit`, which builds what training needs (pool, banks, prototypes) and
+    returns a :class:`FitPlan`; the datamodule's training loader is replaced by one over that pool. Before the
+    first validation a fit without optimiser steps is an error and :meth:`finish_fit` runs (once per global
+    step); ``teardown("fit")`` restores the loader and calls :meth:`release_fit`. :meth:`prepare_fit` needs no
+    trainer, so a model can be prepared from in-memory images (the fast contract tests, the cost profiler).
+
+    The model's ``hparams`` must hold ``image_size``, ``epochs``, ``k_shot``, ``few_shot_seed`` and
+    ``few_shot_source``. Also provides the resize-only default pre-processor, the one-class learning type, the
+    epoch-driven trainer arguments, a validation step, shot-list checkpointing and anomalib's default
+    post-processor.
     """
 
     #: Input size of the default pre-processor (the model's paper protocol); subclasses override.
     default_image_size: tuple[int, int] = (256, 256)
+    _fit_prepared: bool = False
+    _finished_at_step: int = -1
+    #: The datamodule's category during a fit (category tables of pseudo-anomaly generators), else ``None``.
+    fit_category: str | None = None
+
+    # ------------------------------------------------------------------ construction
+    def init_shot_model(self, pre_processor: Any, positive: Sequence[str] = ()) -> None:
+        """The constructor prologue, after ``super().__init__(...)``: defaults and checks from ``hparams``.
+
+        Installs the resize-only pre-processor (``image_size``, optional ``resize_size`` crop) when
+        ``pre_processor`` is ``True``, checks every ``Literal`` argument against its annotation and the
+        ``positive`` integer arguments, and validates the k-shot arguments.
+        """
+        hp = self.hparams
+        check_arguments(type(self).__init__, hp, positive)
+        if pre_processor is True:
+            self.pre_processor = resize_pre_processor(hp.image_size, hp.get("resize_size"))
+        self.k_shot = validate_k_shot(hp.k_shot)
+        self.few_shot_seed = hp.few_shot_seed
+        self.few_shot_source = hp.few_shot_source
 
     @classmethod
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
         """Resize only: each torch model owns its backbone's input normalisation."""
         return resize_pre_processor(image_size or cls.default_image_size)
+
+    # ------------------------------------------------------------------ the fit lifecycle
+    def prepare_fit(self, images: list[torch.Tensor]) -> FitPlan:
+        """Build what training needs from the shot images ``(3, S, S)`` in ``[0, 1]``; no trainer needed.
+
+        The one model-specific step of the lifecycle (pool, banks, prototypes, references ...).
+        """
+        raise NotImplementedError
+
+    def release_fit(self) -> None:
+        """Free what :meth:`prepare_fit` built (after the fit)."""
+
+    def finish_fit(self) -> None:
+        """After training, before anomalib's validation pass fits thresholds (e.g. score statistics)."""
+
+    def load_pretrained_weights(self) -> None:
+        """Load the frozen extractor's pretrained weights (when fitting starts, never at construction)."""
+        self.model.backbone.load_weights()
+
+    @property
+    def fit_epochs(self) -> int:
+        """Epochs of the fit (``hparams.epochs``)."""
+        return int(self.hparams.epochs)
+
+    def setup(self, stage: str | None = None) -> None:
+        """On ``fit``: select the shots, load weights, :meth:`prepare_fit` and take over the training loader."""
+        if stage != "fit" or self._fit_prepared:
+            return
+        self.check_pre_processor()
+        shots = self.apply_few_shot(self.trainer)
+        self.fit_category = getattr(self.trainer.datamodule, "category", None)
+        self.load_pretrained_weights()
+        plan = self.prepare_fit(self.read_shot_images(shots))
+        self.install_pool_loader(
+            self.trainer, plan.pool_size, plan.batch_size, seed=self.few_shot_seed, replacement=plan.replacement
+        )
+        self._fit_prepared = True
+
+    def teardown(self, stage: str | None = None) -> None:
+        """After the fit: give the datamodule its own loader back and free the fit state."""
+        if stage == "fit":
+            self.release_pool_loader()
+            self.release_fit()
+            self._fit_prepared = False
+            self.fit_category = None
+
+    def on_validation_start(self) -> None:
+        """During a fit: refuse a fit without optimiser steps, then :meth:`finish_fit` (once per global step)."""
+        super().on_validation_start()
+        trainer = self.trainer
+        if trainer.state.fn != "fit" or not self._fit_prepared:
+            return
+        if self.fit_requires_steps:
+            self.check_optimizer_steps(trainer)
+        if self._finished_at_step != trainer.global_step:
+            self.finish_fit()
+            self._finished_at_step = trainer.global_step
+
+    def require_fit_state(self, ready: bool) -> None:
+        """Raise a clear error when a training step runs before :meth:`prepare_fit`."""
+        if not ready:
+            msg = f"{type(self).__name__}.training_step called before prepare_fit (setup('fit') did not run)"
+            raise RuntimeError(msg)
+
+    def log_losses(self, total: torch.Tensor, terms: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Log the loss terms (per epoch) and the total (per step and epoch); a no-op outside a trainer."""
+        if self._trainer is None:
+            return
+        for name, value in terms.items():
+            self.log(name, value, on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log("train_loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
 
     @property
     def learning_type(self) -> LearningType:
@@ -170,7 +284,7 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
     @property
     def trainer_arguments(self) -> dict[str, Any]:
         """The model owns its schedule; validation (threshold fitting) runs once, after the last epoch."""
-        epochs = int(self.hparams.epochs)
+        epochs = self.fit_epochs
         return {
             "max_epochs": epochs,
             "check_val_every_n_epoch": epochs,
@@ -193,19 +307,18 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
             msg = f"the pre-processor resizes to {tuple(self.input_size)} but the model was built for image_size={size}"
             raise InvalidArgumentError(msg)
 
-    def load_shot_images(self) -> list[torch.Tensor]:
-        """The (already k-shot) training images as ``(3, S, S)`` floats in ``[0, 1]``, in the model's geometry.
+    def read_shot_images(self, paths: Sequence[str]) -> list[torch.Tensor]:
+        """The shot images as ``(3, S, S)`` floats in ``[0, 1]``, in the model's geometry.
 
         Uses the pre-processor's own transform (resize, optional crop), so training images see exactly what
         test images see.
         """
-        dataset = self.trainer.datamodule.train_data
         transform = getattr(self.pre_processor, "transform", None)
         size = int(self.hparams.image_size)
         if transform is None:
             transform = Resize((size, size), antialias=True)
         # read the files ourselves: 16-bit PNGs keep their range (anomalib's reader clips them to white)
-        return [transform(read_image(path)).clamp(0, 1) for path in dataset.samples["image_path"].astype(str)]
+        return [transform(read_image(path)).clamp(0, 1) for path in paths]
 
     def forward(self, batch: torch.Tensor, *args: Any, **kwargs: Any) -> InferenceBatch:
         """Anomalib's pipeline (pre-processor, model, post-processor) after an eager input check."""

@@ -28,9 +28,7 @@ def test_other_seed_other_shots(fitted: FittedModel):
     model = type(fitted.model)(**{**dict(fitted.model.hparams), "few_shot_seed": 1})
     datamodule = fitted.engine.trainer.datamodule
     trainer = type("TrainerStub", (), {"datamodule": datamodule, "is_global_zero": False})()
-    datamodule.train_data = model._full_train_data or datamodule.train_data
     shots = model.apply_few_shot(trainer)
-    model.restore_train_data(trainer)
     assert shots != fitted.model.few_shot_record["shots"]
     paths = datamodule.train_data.samples["image_path"].tolist()
     assert shots == select_shots(paths, len(shots), 1)

@@ -115,8 +115,8 @@ def test_grayscale_rgba_16bit_and_large_shots_train(name: str, mixed_data_root: 
 
 def test_shot_images_keep_the_16bit_range(mixed_data_root: Path, tmp_path: Path):
     model, _ = fit_tiny("Ed", mixed_data_root, tmp_path, k_shot=None)
-    paths = model.trainer.datamodule.train_data.samples["image_path"].astype(str).tolist()
-    means = {Path(p).stem: float(s.mean()) for p, s in zip(paths, model.load_shot_images(), strict=True)}
+    paths = model.few_shot_record["shots"]
+    means = {Path(p).stem: float(s.mean()) for p, s in zip(paths, model.read_shot_images(paths), strict=True)}
     assert abs(means["16bit"] - means["grayscale"]) < 1e-2, means  # anomalib's reader would give ~1.0
 
 

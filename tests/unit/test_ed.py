@@ -110,7 +110,7 @@ def test_switches_build_the_documented_variants():
         assert len(maps) == 4
     with pytest.raises(ValueError, match="fusion"):
         EncoderLayer(16, 2, (4, 4), 4, 0.0, "sum", "mlp")
-    with pytest.raises(ValueError, match="ffn"):
+    with pytest.raises(ValueError, match="kind must be one of"):
         MedianFeedForward(16, 4, (4, 4), 0.0, "conv")
 
 

@@ -28,16 +28,13 @@ from anomalib_fewshot.components.anomalies import (
     random_rotation,
     resolve_foreground,
 )
-from anomalib_fewshot.components.fewshot import validate_k_shot
-from anomalib_fewshot.components.lightning import ShotModelMixin
+from anomalib_fewshot.components.feature_cache import CACHE_FP16_ABOVE_BYTES, cache_outputs, resolve_cache_dtype
+from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
 from anomalib_fewshot.components.pool import PoolBatch
-from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.dfd.loss import DfdLoss
 from anomalib_fewshot.models.dfd.torch_model import DfdModel
 
 logger = logging.getLogger(__name__)
-
-CACHE_FP16_ABOVE_BYTES = 1 << 30
 
 
 @dataclass
@@ -184,28 +181,9 @@ class Dfd(ShotModelMixin, AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        if pre_processor is True:
-            pre_processor = self.configure_pre_processor((image_size, image_size))
-        super().__init__(
-            pre_processor=pre_processor,
-            post_processor=post_processor,
-            evaluator=evaluator,
-            visualizer=visualizer,
-        )
-        for name, value in {"samples_per_shot": samples_per_shot, "epochs": epochs, "batch_size": batch_size}.items():
-            if value < 1:
-                msg = f"{name} must be >= 1, got {value}"
-                raise InvalidArgumentError(msg)
-        if cache_dtype not in ("auto", "float32", "float16"):
-            msg = f"cache_dtype must be 'auto', 'float32' or 'float16', got {cache_dtype!r}"
-            raise InvalidArgumentError(msg)
-        if cache_stage not in ("auto", "backbone", "aggregated"):
-            msg = f"cache_stage must be 'auto', 'backbone' or 'aggregated', got {cache_stage!r}"
-            raise InvalidArgumentError(msg)
+        super().__init__(pre_processor, post_processor, evaluator, visualizer)
+        self.init_shot_model(pre_processor, positive=("samples_per_shot", "epochs", "batch_size"))
         resolve_foreground(foreground, None)  # validates the value
-        self.k_shot = validate_k_shot(k_shot)
-        self.few_shot_seed = few_shot_seed
-        self.few_shot_source = few_shot_source
         self.model = DfdModel(
             backbone=backbone,
             layers=layers,
@@ -236,7 +214,6 @@ class Dfd(ShotModelMixin, AnomalibModule):
         # Validates the anomaly arguments now rather than when fitting starts.
         self._anomaly = PerlinImageAnomaly(anomaly_source_path, probability=anomaly_prob)
         self._pool: _Pool | None = None
-        self._normalizers_fitted_at_step = -1
 
     # ------------------------------------------------------------------ anomalib contract
 
@@ -266,35 +243,20 @@ class Dfd(ShotModelMixin, AnomalibModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
-    # ------------------------------------------------------------------ fit setup
-    def setup(self, stage: str | None = None) -> None:
-        """On ``fit``: select the shots, load backbone weights, build the pool and take over the train loader."""
-        if stage != "fit" or self._pool is not None:
-            return
-        self.check_pre_processor()
-        self.apply_few_shot(self.trainer)
-        self.model.backbone.load_weights()
-        images = self.load_shot_images()
+    # ------------------------------------------------------------------ fit lifecycle
+    def prepare_fit(self, images: list[torch.Tensor]) -> FitPlan:
+        """Build the augmented pool (features cached once); one epoch = ``len(pool)`` draws with replacement."""
         self._pool = self._build_pool(images)
-        self.install_pool_loader(
-            self.trainer,
-            pool_size=len(self._pool),
-            batch_size=int(self.hparams.batch_size),
-            seed=self.few_shot_seed,
-        )
+        return FitPlan(pool_size=len(self._pool), batch_size=int(self.hparams.batch_size))
 
-    def teardown(self, stage: str | None = None) -> None:
-        """Give the datamodule its own training set and loader back, free the pool."""
-        if stage == "fit":
-            self.release_pool_loader()
-            self.restore_train_data(self.trainer)
-            self._pool = None
+    def release_fit(self) -> None:
+        """Free the pool."""
+        self._pool = None
 
     @torch.no_grad()
     def _build_pool(self, images: list[torch.Tensor]) -> _Pool:
         hp = self.hparams
-        category = getattr(self.trainer.datamodule, "category", None)
-        fg_mode = resolve_foreground(hp.foreground, category)
+        fg_mode = resolve_foreground(hp.foreground, self.fit_category)
         fill = "corner" if fg_mode != "none" else "zero"
         device = self.device
         was_training = self.model.training
@@ -346,9 +308,7 @@ class Dfd(ShotModelMixin, AnomalibModule):
             stage = "aggregated" if token_floats * 4 <= CACHE_FP16_ABOVE_BYTES else "backbone"
         aggregated = stage == "aggregated"
         floats = token_floats if aggregated else raw_floats
-        dtype = {"float32": torch.float32, "float16": torch.float16}.get(self.hparams.cache_dtype)
-        if dtype is None:
-            dtype = torch.float16 if floats * 4 > CACHE_FP16_ABOVE_BYTES else torch.float32
+        dtype = resolve_cache_dtype(self.hparams.cache_dtype, floats)
         return aggregated, dtype, floats * torch.empty(0, dtype=dtype).element_size()
 
     def estimate_cache_bytes(self, k_shot: int) -> int:
@@ -375,21 +335,14 @@ class Dfd(ShotModelMixin, AnomalibModule):
         num_paths = self.model.num_paths
         probe = self.model.backbone_features(normal[0][None].to(device))
         aggregated, dtype, _ = self._cache_plan(probe, len(normal) + len(anomalous))
-        with torch.no_grad():
-            shapes = [self.model.aggregate(probe).shape[1:]] if aggregated else [f.shape[1:] for f in probe]
-        caches: list[list[torch.Tensor]] = []
-        for images in (normal, anomalous):
-            levels = [torch.empty(len(images), num_paths, *shape, dtype=dtype) for shape in shapes]
-            for start in range(0, len(images), chunk):
-                batch = torch.stack(images[start : start + chunk]).to(device)
-                feats = self.model.backbone_features(batch)
-                if aggregated:
-                    with torch.no_grad():
-                        feats = [self.model.aggregate(feats)]
-                for level, f in zip(levels, feats, strict=True):
-                    f = f.reshape(num_paths, len(batch), *f.shape[1:]).transpose(0, 1)
-                    level[start : start + len(batch)] = f.to("cpu", dtype)
-            caches.append(levels)
+
+        def extract(batch: torch.Tensor) -> list[torch.Tensor]:
+            feats = self.model.backbone_features(batch)
+            if aggregated:
+                feats = [self.model.aggregate(feats)]
+            return [f.reshape(num_paths, len(batch), *f.shape[1:]).transpose(0, 1) for f in feats]
+
+        caches = [cache_outputs(images, extract, dtype, chunk, device) for images in (normal, anomalous)]
         return caches[0], caches[1], aggregated
 
     # ------------------------------------------------------------------ training
@@ -426,9 +379,7 @@ class Dfd(ShotModelMixin, AnomalibModule):
     def training_step(self, batch: PoolBatch, *args, **kwargs) -> STEP_OUTPUT:
         """One step on a batch of pool samples; losses summed over the frequency paths."""
         del args, kwargs
-        if self._pool is None:
-            msg = "Dfd.training_step called without a training pool (setup('fit') did not run)"
-            raise RuntimeError(msg)
+        self.require_fit_state(self._pool is not None)
         hp = self.hparams
         indices = batch.indices.cpu()
         pool = self._pool
@@ -459,44 +410,25 @@ class Dfd(ShotModelMixin, AnomalibModule):
             if token_mask is not None:
                 terms["similarity"] = terms.get("similarity", 0) + self.loss.sim(q_n, q_a, token_mask)
         loss = sum(terms.values())
-        for name, value in terms.items():
-            self.log(f"train_{name}_loss", value, on_step=False, on_epoch=True, batch_size=b)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=b)
+        self.log_losses(loss, {f"train_{name}_loss": value for name, value in terms.items()}, b)
         return {"loss": loss}
 
     # ------------------------------------------------------------------ normalisation statistics
-    def on_validation_start(self) -> None:
+    def finish_fit(self) -> None:
         """After training (and before anomalib fits thresholds): fit score statistics on the training pool."""
-        super().on_validation_start()
-        trainer = self.trainer
-        if trainer.state.fn != "fit" or self._pool is None:
-            return
-        self.check_optimizer_steps(trainer)
-        if self._normalizers_fitted_at_step != trainer.global_step:
-            self._fit_normalizers()
-            self._normalizers_fitted_at_step = trainer.global_step
+        self._fit_normalizers()
 
-    @torch.no_grad()
     def _fit_normalizers(self, chunk: int = 16) -> None:
         pool = self._pool
-        was_training = self.model.training
-        self.model.eval()
         size = tuple(pool.masks.shape[-2:])
-        stats: dict[str, list[torch.Tensor]] = {}
         anomalous = torch.nonzero(pool.anomalous_row >= 0).flatten()
-        for kind, selection in (("normal", torch.arange(len(pool))), ("anomalous", anomalous)):
-            for start in range(0, len(selection), chunk):
-                indices = selection[start : start + chunk]
-                maps = self.model.branch_maps(self._pool_tokens(kind, indices), size)
-                for name, branch_map in maps.items():
-                    flat = branch_map.flatten(1)
-                    stats.setdefault(name, []).append(torch.stack([flat.amin(1), flat.amax(1)]).cpu())
-        for name, values in stats.items():
-            mins, maxs = torch.cat(values, dim=1)
-            normalizer = self.model.gaussian_norm if name == "gaussian" else self.model.perlin_norm
-            normalizer.fit(maxs.to(self.device), mins.to(self.device), maxs.to(self.device))
-        self.model.train(was_training)
-        logger.info("DFD: fitted score normalisation on %d training-pool images", len(pool) + len(anomalous))
+        batches = (
+            self._pool_tokens(kind, selection[start : start + chunk])
+            for kind, selection in (("normal", torch.arange(len(pool))), ("anomalous", anomalous))
+            for start in range(0, len(selection), chunk)
+        )
+        count = self.model.fit_normalizers(batches, size)
+        logger.info("DFD: fitted score normalisation on %d training-pool images", count)
 
 
 def _cosine_factor(base_lr: float, lr_min: float, t_max: int) -> Any:

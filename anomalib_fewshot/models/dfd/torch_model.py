@@ -6,8 +6,9 @@ static graph (no data-dependent control flow, no loop over the batch), so it exp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -16,14 +17,15 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from anomalib_fewshot.components.arguments import check_arguments
 from anomalib_fewshot.components.backbones import Backbone
 from anomalib_fewshot.components.features import LocalAggregation
 from anomalib_fewshot.components.frequency import GaussianPyramidSplit
 from anomalib_fewshot.components.scoring import BranchNormalizer, GaussianSmoothing
 from anomalib_fewshot.errors import InvalidArgumentError
 
-FREQUENCY_PATHS = ("low_high", "low", "high", "full")
-PERLIN_HEADS = ("vit", "mlp")
+FrequencyPaths = Literal["low_high", "low", "high", "full"]
+PerlinHead = Literal["vit", "mlp"]
 
 
 def _xavier_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
@@ -64,12 +66,10 @@ class PerlinDiscriminator(nn.Module):
         num_heads: int = 16,
         depth: int = 1,
         mlp_ratio: float = 4.0,
-        head: str = "vit",
+        head: PerlinHead = "vit",
     ) -> None:
         super().__init__()
-        if head not in PERLIN_HEADS:
-            msg = f"perlin_head must be one of {PERLIN_HEADS}, got {head!r}"
-            raise InvalidArgumentError(msg)
+        check_arguments(PerlinDiscriminator.__init__, locals())
         if head == "vit" and dim % num_heads:
             msg = f"embedding dim {dim} is not divisible by perlin_num_heads={num_heads}"
             raise InvalidArgumentError(msg)
@@ -157,17 +157,15 @@ class DfdModel(nn.Module):
         perlin_num_heads: int = 16,
         perlin_depth: int = 1,
         perlin_mlp_ratio: float = 4.0,
-        perlin_head: str = "vit",
-        frequency_paths: str = "low_high",
+        perlin_head: PerlinHead = "vit",
+        frequency_paths: FrequencyPaths = "low_high",
         bgr_input: bool = True,
         use_gaussian_discriminator: bool = True,
         use_perlin_discriminator: bool = True,
         smoothing_sigma: float = 4.0,
     ) -> None:
         super().__init__()
-        if frequency_paths not in FREQUENCY_PATHS:
-            msg = f"frequency_paths must be one of {FREQUENCY_PATHS}, got {frequency_paths!r}"
-            raise InvalidArgumentError(msg)
+        check_arguments(DfdModel.__init__, locals())
         if not (use_gaussian_discriminator or use_perlin_discriminator):
             msg = "at least one of use_gaussian_discriminator / use_perlin_discriminator must be True"
             raise InvalidArgumentError(msg)
@@ -255,6 +253,35 @@ class DfdModel(nn.Module):
             scores.append(normalizer.normalize_score(branch_map.amax(dim=(1, 2, 3))))
             fused_maps.append(normalizer.normalize_map(branch_map))
         return torch.stack(scores).mean(0), torch.stack(fused_maps).mean(0)
+
+    @torch.no_grad()
+    def fit_normalizers(self, token_batches: Iterable[torch.Tensor], size: tuple[int, int]) -> int:
+        """Fit each branch's score statistics on the raw maps of adapted token batches ``(P·b, N, D)``.
+
+        Returns the number of images seen. Runs in eval mode (restores the previous mode).
+        """
+        was_training = self.training
+        self.eval()
+        stats: dict[str, list[torch.Tensor]] = {}
+        count = 0
+        for tokens in token_batches:
+            for name, branch_map in self.branch_maps(tokens, size).items():
+                flat = branch_map.flatten(1)
+                stats.setdefault(name, []).append(torch.stack([flat.amin(1), flat.amax(1)]).cpu())
+            count += len(tokens) // self.num_paths
+        device = self.gaussian_norm.map_scale.device
+        for name, values in stats.items():
+            mins, maxs = torch.cat(values, dim=1).to(device)
+            normalizer = self.gaussian_norm if name == "gaussian" else self.perlin_norm
+            normalizer.fit(maxs, mins, maxs)
+        self.train(was_training)
+        return count
+
+    def prepare(self, images: torch.Tensor, chunk: int = 16) -> None:
+        """The state a fit computes without training: score statistics of the (untrained) branches on ``images``."""
+        size = tuple(images.shape[-2:])
+        batches = (self.embed(self.backbone_features(images[i : i + chunk])) for i in range(0, len(images), chunk))
+        self.fit_normalizers(batches, size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | InferenceBatch:
         """Training mode: adapted tokens ``(P·B, N, D)``. Eval mode: :class:`InferenceBatch`."""

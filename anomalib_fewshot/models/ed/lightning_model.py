@@ -16,20 +16,15 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
-from torchvision.transforms.v2 import functional as TF
 
-from anomalib_fewshot.components.anomalies import random_rotation
-from anomalib_fewshot.components.fewshot import validate_k_shot
-from anomalib_fewshot.components.lightning import ShotModelMixin, resize_pre_processor
+from anomalib_fewshot.components.anomalies import random_flip_rotate
+from anomalib_fewshot.components.feature_cache import cache_outputs
+from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
 from anomalib_fewshot.components.pool import PoolBatch
-from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.ed.loss import EdLoss
 from anomalib_fewshot.models.ed.torch_model import EdModel
 
 logger = logging.getLogger(__name__)
-
-CACHE_FP16_ABOVE_BYTES = 1 << 30
-AUGMENTATIONS = ("none", "flip", "flip_rotate")
 
 
 class Ed(ShotModelMixin, AnomalibModule):
@@ -125,27 +120,8 @@ class Ed(ShotModelMixin, AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        if pre_processor is True:
-            pre_processor = resize_pre_processor(image_size)
-        super().__init__(
-            pre_processor=pre_processor,
-            post_processor=post_processor,
-            evaluator=evaluator,
-            visualizer=visualizer,
-        )
-        for name, value in {"augment_copies": augment_copies, "epochs": epochs, "batch_size": batch_size}.items():
-            if value < 1:
-                msg = f"{name} must be >= 1, got {value}"
-                raise InvalidArgumentError(msg)
-        if augment not in AUGMENTATIONS:
-            msg = f"augment must be one of {AUGMENTATIONS}, got {augment!r}"
-            raise InvalidArgumentError(msg)
-        if cache_dtype not in ("auto", "float32", "float16"):
-            msg = f"cache_dtype must be 'auto', 'float32' or 'float16', got {cache_dtype!r}"
-            raise InvalidArgumentError(msg)
-        self.k_shot = validate_k_shot(k_shot)
-        self.few_shot_seed = few_shot_seed
-        self.few_shot_source = few_shot_source
+        super().__init__(pre_processor, post_processor, evaluator, visualizer)
+        self.init_shot_model(pre_processor, positive=("augment_copies", "epochs", "batch_size"))
         self.model = EdModel(
             backbone=backbone,
             layers=layers,
@@ -172,77 +148,46 @@ class Ed(ShotModelMixin, AnomalibModule):
         """One Adam over both level transformers (lr 1e-4)."""
         return torch.optim.Adam(self.model.levels.parameters(), lr=self.hparams.lr)
 
-    # ------------------------------------------------------------------ fit setup
-    def setup(self, stage: str | None = None) -> None:
-        """On ``fit``: select the images, load weights, cache tokens, set the references, take over the loader."""
-        if stage != "fit" or self._pool is not None:
-            return
-        self.check_pre_processor()
-        self.apply_few_shot(self.trainer)
-        self.model.backbone.load_weights()
-        images = self.load_shot_images()
+    # ------------------------------------------------------------------ fit lifecycle
+    def prepare_fit(self, images: list[torch.Tensor]) -> FitPlan:
+        """Cache the tokens of the images and their augmented copies, set the references; one epoch = the pool."""
         self._pool = self._build_pool(images)
-        self.install_pool_loader(
-            self.trainer,
-            pool_size=len(self._pool[0]),
-            batch_size=int(self.hparams.batch_size),
-            seed=self.few_shot_seed,
-            replacement=False,
-        )
+        return FitPlan(pool_size=len(self._pool[0]), batch_size=int(self.hparams.batch_size), replacement=False)
 
-    def teardown(self, stage: str | None = None) -> None:
-        """Give the datamodule its own training set and loader back, free the token cache."""
-        if stage == "fit":
-            self.release_pool_loader()
-            self.restore_train_data(self.trainer)
-            self._pool = None
-
-    def _augment(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        hp = self.hparams
-        if hp.augment in ("flip", "flip_rotate") and float(torch.rand(1, generator=generator)) < 0.5:
-            image = TF.horizontal_flip(image)
-        if hp.augment == "flip_rotate":
-            image = random_rotation(image, (-hp.rotation, hp.rotation), fill="corner", generator=generator)
-        return image
+    def release_fit(self) -> None:
+        """Free the token cache."""
+        self._pool = None
 
     @torch.no_grad()
     def _build_pool(self, images: list[torch.Tensor], chunk: int = 8) -> list[torch.Tensor]:
         """Token cache per level ``(n·copies, L, C)``; the references are the mean over the un-augmented images."""
         hp = self.hparams
         generator = torch.Generator().manual_seed(self.few_shot_seed)
+        flip = hp.augment in ("flip", "flip_rotate")
+        rotation = hp.rotation if hp.augment == "flip_rotate" else None
+        copies = hp.augment_copies
         samples = [
-            image if copy == 0 or hp.augment == "none" else self._augment(image, generator)
+            image if copy == 0 or hp.augment == "none" else random_flip_rotate(image, generator, flip, rotation)
             for image in images
-            for copy in range(hp.augment_copies)
+            for copy in range(copies)
         ]
-        probe = self.model.raw_tokens(samples[0][None].to(self.device))
-        floats = sum(t.numel() for t in probe) * len(samples)
-        dtype = {"float32": torch.float32, "float16": torch.float16}.get(hp.cache_dtype)
-        if dtype is None:
-            dtype = torch.float16 if floats * 4 > CACHE_FP16_ABOVE_BYTES else torch.float32
-        cache = [torch.empty(len(samples), *t.shape[1:], dtype=dtype) for t in probe]
-        sums = [torch.zeros(t.shape[1:], dtype=torch.float64) for t in probe]
-        squares = [0.0 for _ in probe]
-        for start in range(0, len(samples), chunk):
-            batch = torch.stack(samples[start : start + chunk]).to(self.device)
-            for level, tokens in enumerate(self.model.raw_tokens(batch)):
-                cache[level][start : start + len(batch)] = tokens.to("cpu", dtype)
-                originals = tokens[[i for i in range(len(batch)) if (start + i) % hp.augment_copies == 0]].double()
-                sums[level] += originals.sum(0).cpu()
-                squares[level] += float(originals.pow(2).sum())
-        self.model.set_references(
-            [(s / len(images)).float().to(self.device) for s in sums],
-            rms=[(q / (len(images) * s.numel())) ** 0.5 for q, s in zip(squares, sums, strict=True)],
-        )
+        statistics = self.model.token_statistics()
+
+        def originals(start: int, level_tokens: Sequence[torch.Tensor]) -> None:
+            keep = [i for i in range(len(level_tokens[0])) if (start + i) % copies == 0]
+            self.model.accumulate(statistics, [tokens[keep] for tokens in level_tokens])
+
+        cache = cache_outputs(samples, self.model.raw_tokens, hp.cache_dtype, chunk, self.device, visit=originals)
+        self.model.set_reference_statistics(statistics, len(images))
         for level, scale in zip(cache, self.model.scales(), strict=True):
             level.div_(float(scale))  # the transformers train on scaled tokens, as they see them at test time
         logger.info(
             "ED: %d training samples (%d images x %d), token cache %.1f MB (%s)",
             len(samples),
             len(images),
-            hp.augment_copies,
+            copies,
             sum(c.numel() * c.element_size() for c in cache) / 2**20,
-            dtype,
+            cache[0].dtype,
         )
         return cache
 
@@ -250,22 +195,15 @@ class Ed(ShotModelMixin, AnomalibModule):
     def training_step(self, batch: PoolBatch, *args, **kwargs) -> STEP_OUTPUT:
         """One step: both objectives of both levels (one backward of their sum equals the code's two)."""
         del args, kwargs
-        if self._pool is None:
-            msg = "Ed.training_step called without a token cache (setup('fit') did not run)"
-            raise RuntimeError(msg)
+        self.require_fit_state(self._pool is not None)
         indices = batch.indices.cpu()
         level_tokens = [level[indices].to(self.device, torch.float32) for level in self._pool]
         outputs = self.model.reconstruct(level_tokens)
         total = 0.0
+        terms = {}
         for index, (tokens, (reconstruction, maps)) in enumerate(zip(level_tokens, outputs, strict=True)):
-            terms = self.loss(tokens, reconstruction, maps)
-            total = total + terms["total"]
-            self.log(f"train_rec_level{index}", terms["rec"], on_step=False, on_epoch=True, batch_size=len(indices))
-        self.log("train_loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(indices))
+            level_terms = self.loss(tokens, reconstruction, maps)
+            total = total + level_terms["total"]
+            terms[f"train_rec_level{index}"] = level_terms["rec"]
+        self.log_losses(total, terms, len(indices))
         return {"loss": total}
-
-    def on_validation_start(self) -> None:
-        """A fit must have made optimiser steps before anomalib fits thresholds on its outputs."""
-        super().on_validation_start()
-        if self.trainer.state.fn == "fit" and self._pool is not None:
-            self.check_optimizer_steps(self.trainer)

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from anomalib.data import InferenceBatch
 from torch import nn
 
+from anomalib_fewshot.components.arguments import check_arguments
 from anomalib_fewshot.components.backbones import Backbone
 from anomalib_fewshot.components.scoring import GaussianSmoothing
 from anomalib_fewshot.errors import InvalidArgumentError
 
-FUSIONS = ("d2fusion", "difference")
-FFNS = ("median_dwconv", "mlp")
-ANOMALY_MAPS = ("rec_x_inter", "rec")
-TOKEN_SCALES = ("none", "rms")
+Fusion = Literal["d2fusion", "difference"]
+FfnKind = Literal["median_dwconv", "mlp"]
+AnomalyMap = Literal["rec_x_inter", "rec"]
+TokenScale = Literal["none", "rms"]
 
 
 def lower_median(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -114,11 +116,9 @@ class MedianFeedForward(nn.Module):
     ``kind="mlp"`` is FOD's plain ``fc1 → GELU → fc2`` (ablation).
     """
 
-    def __init__(self, dim: int, ratio: int, grid: tuple[int, int], dropout: float, kind: str) -> None:
+    def __init__(self, dim: int, ratio: int, grid: tuple[int, int], dropout: float, kind: FfnKind) -> None:
         super().__init__()
-        if kind not in FFNS:
-            msg = f"ffn must be one of {FFNS}, got {kind!r}"
-            raise InvalidArgumentError(msg)
+        check_arguments(MedianFeedForward.__init__, locals())
         hidden = dim * ratio
         self.kind = kind
         self.grid = grid
@@ -147,12 +147,17 @@ class EncoderLayer(nn.Module):
     """Self-attention (intra-image) and cross-attention to the reference (inter-image), fused, then the FFN."""
 
     def __init__(
-        self, dim: int, num_heads: int, grid: tuple[int, int], ffn_ratio: int, dropout: float, fusion: str, ffn: str
+        self,
+        dim: int,
+        num_heads: int,
+        grid: tuple[int, int],
+        ffn_ratio: int,
+        dropout: float,
+        fusion: Fusion,
+        ffn: FfnKind,
     ) -> None:
         super().__init__()
-        if fusion not in FUSIONS:
-            msg = f"fusion must be one of {FUSIONS}, got {fusion!r}"
-            raise InvalidArgumentError(msg)
+        check_arguments(EncoderLayer.__init__, locals())
         self.intra = PriorAttention(dim, num_heads, grid)
         self.inter = PriorAttention(dim, num_heads, grid)
         self.fusion_kind = fusion
@@ -189,8 +194,8 @@ class LevelTransformer(nn.Module):
         grid: tuple[int, int],
         ffn_ratio: int = 4,
         dropout: float = 0.0,
-        fusion: str = "d2fusion",
-        ffn: str = "median_dwconv",
+        fusion: Fusion = "d2fusion",
+        ffn: FfnKind = "median_dwconv",
     ) -> None:
         super().__init__()
         self.embedding = nn.Linear(in_channels, dim)
@@ -269,19 +274,14 @@ class EdModel(nn.Module):
         num_layers: int = 3,
         ffn_ratio: int = 4,
         dropout: float = 0.0,
-        fusion: str = "d2fusion",
-        ffn: str = "median_dwconv",
+        fusion: Fusion = "d2fusion",
+        ffn: FfnKind = "median_dwconv",
         smoothing_sigma: float = 4.0,
-        token_scale: str = "none",
-        anomaly_map: str = "rec_x_inter",
+        token_scale: TokenScale = "none",
+        anomaly_map: AnomalyMap = "rec_x_inter",
     ) -> None:
         super().__init__()
-        if token_scale not in TOKEN_SCALES:
-            msg = f"token_scale must be one of {TOKEN_SCALES}, got {token_scale!r}"
-            raise InvalidArgumentError(msg)
-        if anomaly_map not in ANOMALY_MAPS:
-            msg = f"anomaly_map must be one of {ANOMALY_MAPS}, got {anomaly_map!r}"
-            raise InvalidArgumentError(msg)
+        check_arguments(EdModel.__init__, locals())
         self.token_scale = token_scale
         self.anomaly_map = anomaly_map
         if len(d_models) != len(layers):
@@ -343,6 +343,43 @@ class EdModel(nn.Module):
                 getattr(self, f"scale_{index}").fill_(max(level_rms, 1e-12))
             getattr(self, f"reference_{index}").copy_(mean / getattr(self, f"scale_{index}"))
         self.reference_ready.fill_(True)
+
+    @staticmethod
+    def token_statistics() -> tuple[list[torch.Tensor], list[float]]:
+        """Empty running statistics for :meth:`accumulate` (per-level float64 sums, sums of squares)."""
+        return [], []
+
+    @staticmethod
+    def accumulate(statistics: tuple[list[torch.Tensor], list[float]], level_tokens: Sequence[torch.Tensor]) -> None:
+        """Add a batch of raw tokens (per level ``(b, L, C)``) to the running sums of :meth:`token_statistics`."""
+        sums, squares = statistics
+        for level, tokens in enumerate(level_tokens):
+            tokens = tokens.double()
+            if len(sums) <= level:
+                sums.append(torch.zeros(tokens.shape[1:], dtype=torch.float64))
+                squares.append(0.0)
+            sums[level] += tokens.sum(0).cpu()
+            squares[level] += float(tokens.pow(2).sum())
+
+    def set_reference_statistics(self, statistics: tuple[list[torch.Tensor], list[float]], count: int) -> None:
+        """Freeze references (per-position mean) and rms scales from statistics summed over ``count`` images."""
+        sums, squares = statistics
+        device = self.reference_ready.device
+        self.set_references(
+            [(total / count).float().to(device) for total in sums],
+            rms=[(square / (count * total.numel())) ** 0.5 for square, total in zip(squares, sums, strict=True)],
+        )
+
+    @torch.no_grad()
+    def prepare(self, images: torch.Tensor | Sequence[torch.Tensor], chunk: int = 8) -> None:
+        """The state a fit computes before training: the references and scales of ``images`` (``[0, 1]``)."""
+        statistics = self.token_statistics()
+        device = self.reference_ready.device
+        for start in range(0, len(images), chunk):
+            batch = images[start : start + chunk]
+            batch = (batch if isinstance(batch, torch.Tensor) else torch.stack(list(batch))).to(device)
+            self.accumulate(statistics, self.raw_tokens(batch))
+        self.set_reference_statistics(statistics, len(images))
 
     def reconstruct(self, level_tokens: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, list[list[torch.Tensor]]]]:
         """Run every level transformer: ``[(reconstruction, attention maps per layer)]``."""

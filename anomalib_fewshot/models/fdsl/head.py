@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from anomalib_fewshot.components.arguments import check_arguments
 from anomalib_fewshot.components.fewshot import select_shots
 from anomalib_fewshot.components.io import atomic_write_bytes
 from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 HEAD_FORMAT = "anomalib_fewshot.fdsl_head"
 HEAD_FORMAT_VERSION = 1
-AUGMENTATIONS = ("none", "mosaic", "crop", "mosaic_crop")
+HeadAugment = Literal["none", "mosaic", "crop", "mosaic_crop"]
 
 
 class HeadWeightsError(AnomalibFewshotError, ValueError):
@@ -139,16 +140,14 @@ class AnnotatedSplit(Dataset):
         images: torch.Tensor,
         masks: torch.Tensor,
         categories: Sequence[int],
-        augment: str = "none",
+        augment: HeadAugment = "none",
         mosaic_rate: float = 0.3,
         crop_rate: float = 0.6,
         crop_small: float = 50 / 518,
         crop_large: float = 100 / 518,
         seed: int = 111,
     ) -> None:
-        if augment not in AUGMENTATIONS:
-            msg = f"augment must be one of {AUGMENTATIONS}, got {augment!r}"
-            raise InvalidArgumentError(msg)
+        check_arguments(type(self).__init__, locals())
         self.images = images
         self.masks = masks
         self.categories = torch.as_tensor(list(categories), dtype=torch.long)
@@ -294,7 +293,7 @@ def pretrain_head(
     lr: float = 1e-3,
     betas: tuple[float, float] = (0.5, 0.999),
     reference_k: int = 10,
-    augment: Literal["none", "mosaic", "crop", "mosaic_crop"] = "mosaic",
+    augment: HeadAugment = "mosaic",
     seed: int = 111,
     max_steps: int = -1,
     progress: bool = True,

@@ -16,13 +16,10 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
-from torchvision.transforms.v2 import functional as TF
 
-from anomalib_fewshot.components.anomalies import PerlinImageAnomaly, random_rotation
-from anomalib_fewshot.components.fewshot import validate_k_shot
-from anomalib_fewshot.components.lightning import ShotModelMixin, resize_pre_processor
+from anomalib_fewshot.components.anomalies import PerlinImageAnomaly, random_flip_rotate
+from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
 from anomalib_fewshot.components.pool import PoolBatch
-from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.fdsl.head import head_loss, load_head_weights
 from anomalib_fewshot.models.fdsl.loss import FdslLoss
 from anomalib_fewshot.models.fdsl.torch_model import FdslModel
@@ -128,21 +125,8 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        if pre_processor is True:
-            pre_processor = resize_pre_processor(image_size)
-        super().__init__(
-            pre_processor=pre_processor,
-            post_processor=post_processor,
-            evaluator=evaluator,
-            visualizer=visualizer,
-        )
-        for name, value in {"epochs": epochs, "pseudo_samples": pseudo_samples, "batch_size": batch_size}.items():
-            if value < 1:
-                msg = f"{name} must be >= 1, got {value}"
-                raise InvalidArgumentError(msg)
-        self.k_shot = validate_k_shot(k_shot)
-        self.few_shot_seed = few_shot_seed
-        self.few_shot_source = few_shot_source
+        super().__init__(pre_processor, post_processor, evaluator, visualizer)
+        self.init_shot_model(pre_processor, positive=("epochs", "pseudo_samples", "batch_size"))
         self.head_weights = None if head_weights in (None, "") else str(head_weights)
         self.model = FdslModel(
             backbone=backbone,
@@ -183,15 +167,9 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         return self.trains_head
 
     @property
-    def trainer_arguments(self) -> dict[str, Any]:
+    def fit_epochs(self) -> int:
         """One epoch (banks only) with a head file; ``epochs`` for the pseudo-anomaly head."""
-        epochs = int(self.hparams.epochs) if self.trains_head else 1
-        return {
-            "max_epochs": epochs,
-            "check_val_every_n_epoch": epochs,
-            "num_sanity_val_steps": 0,
-            "gradient_clip_val": 0,
-        }
+        return int(self.hparams.epochs) if self.trains_head else 1
 
     def configure_optimizers(self) -> torch.optim.Optimizer | None:
         """Adam (lr 1e-3, betas (0.5, 0.999)) over heads and NAM for the pseudo head; nothing with a head file."""
@@ -202,18 +180,17 @@ class Fdsl(ShotModelMixin, AnomalibModule):
             params += list(self.model.nam.parameters())
         return torch.optim.Adam(params, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
 
-    # ------------------------------------------------------------------ fit setup
-    def setup(self, stage: str | None = None) -> None:
-        """On ``fit``: pick the shots, load backbone (and head) weights, build both banks, take over the loader."""
-        if stage != "fit" or self._shots is not None:
-            return
-        self.check_pre_processor()
+    # ------------------------------------------------------------------ fit lifecycle
+    def load_pretrained_weights(self) -> None:
+        """The head file (when given), then the frozen feature extractor's weights."""
         if self.head_weights is not None:
             self.head_metadata = load_head_weights(self.model, self.head_weights)
-        self.apply_few_shot(self.trainer)
         self.model.features.load_weights()
-        shots = torch.stack(self.load_shot_images()).to(self.device)
-        self.model.set_banks(shots)
+
+    def prepare_fit(self, images: list[torch.Tensor]) -> FitPlan:
+        """Build both banks from the shots; the pseudo-anomaly head trains on ``pseudo_samples`` draws per epoch."""
+        shots = torch.stack(images).to(self.device)
+        self.model.prepare(shots)
         self._shots = shots
         logger.info(
             "FDSL: banks from %d shots: %s global and %s window tokens per level",
@@ -221,33 +198,25 @@ class Fdsl(ShotModelMixin, AnomalibModule):
             self.model.bank_0.shape[0],
             self.model.window_bank_0.shape[0],
         )
-        if self.trains_head:
-            self._generator = torch.Generator().manual_seed(self.few_shot_seed)
-            self._anomaly = PerlinImageAnomaly(probability=float(self.hparams.pseudo_probability))
-            pool_size, batch_size = int(self.hparams.pseudo_samples), int(self.hparams.batch_size)
-        else:
-            pool_size, batch_size = 1, 1
-        self.install_pool_loader(self.trainer, pool_size=pool_size, batch_size=batch_size, seed=self.few_shot_seed)
+        if not self.trains_head:
+            return FitPlan(pool_size=1, batch_size=1)
+        self._generator = torch.Generator().manual_seed(self.few_shot_seed)
+        self._anomaly = PerlinImageAnomaly(probability=float(self.hparams.pseudo_probability))
+        return FitPlan(pool_size=int(self.hparams.pseudo_samples), batch_size=int(self.hparams.batch_size))
 
-    def teardown(self, stage: str | None = None) -> None:
-        """Give the datamodule its training set and loader back."""
-        if stage == "fit":
-            self.release_pool_loader()
-            self.restore_train_data(self.trainer)
-            self._shots = None
+    def release_fit(self) -> None:
+        """Free the shots."""
+        self._shots = None
 
     def _pseudo_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``size`` pseudo samples: a shot with a little normal variation, then (maybe) a Perlin anomaly."""
         assert self._shots is not None and self._anomaly is not None and self._generator is not None
         rotation = float(self.hparams.pseudo_rotation)
+        rotation = rotation if rotation > 0 else None
         images, masks = [], []
         picks = torch.randint(len(self._shots), (size,), generator=self._generator)
         for pick in picks.tolist():
-            image = self._shots[pick].cpu()
-            if float(torch.rand(1, generator=self._generator)) < 0.5:
-                image = TF.horizontal_flip(image)
-            if rotation > 0:
-                image = random_rotation(image, (-rotation, rotation), fill="corner", generator=self._generator)
+            image = random_flip_rotate(self._shots[pick].cpu(), self._generator, rotation=rotation)
             image, mask, _ = self._anomaly(image)
             images.append(image)
             masks.append(mask[0])
@@ -259,11 +228,9 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         del args, kwargs
         if not self.trains_head:
             return None
-        if self._shots is None:
-            msg = "Fdsl.training_step called before setup('fit') built the memory banks"
-            raise RuntimeError(msg)
+        self.require_fit_state(self._shots is not None)
         images, masks = self._pseudo_batch(len(batch.indices))
         banks = [self.model.banks()] * len(images)
         total = head_loss(self.model, self.loss, images, masks, banks)
-        self.log("train_loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
+        self.log_losses(total, {}, len(images))
         return {"loss": total}

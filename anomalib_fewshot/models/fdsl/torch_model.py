@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from anomalib.data import InferenceBatch
 from torch import nn
 
+from anomalib_fewshot.components.arguments import check_arguments
 from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.fdsl.tokens import ClipTokens, CnnTokens, TokenExtractor
 
-ALIGNMENTS = ("cosine", "l2")
-SCORE_MODES = ("mean", "score", "map_max")
+Alignment = Literal["cosine", "l2"]
+ScoreMode = Literal["mean", "score", "map_max"]
 
 
 class ScoreHead(nn.Module):
@@ -179,12 +180,7 @@ class FdslModel(nn.Module):
         window_index: bool = False,
     ) -> None:
         super().__init__()
-        if align not in ALIGNMENTS:
-            msg = f"align must be one of {ALIGNMENTS}, got {align!r}"
-            raise InvalidArgumentError(msg)
-        if score_mode not in SCORE_MODES:
-            msg = f"score_mode must be one of {SCORE_MODES}, got {score_mode!r}"
-            raise InvalidArgumentError(msg)
+        check_arguments(FdslModel.__init__, locals())
         if not 0.0 <= lfe_weight <= 1.0:
             msg = f"lfe_weight must be in [0, 1], got {lfe_weight}"
             raise InvalidArgumentError(msg)
@@ -334,6 +330,10 @@ class FdslModel(nn.Module):
         if embedding_parts:
             self.window_embeddings = torch.cat(embedding_parts)
         self.banks_ready.fill_(True)
+
+    def prepare(self, images: torch.Tensor) -> None:
+        """The state a fit computes without training: both memory banks from ``images`` (see :meth:`set_banks`)."""
+        self.set_banks(images)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         """Banks hold k-dependent numbers of tokens: take the checkpoint's shapes before loading."""

@@ -21,8 +21,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
 from anomalib_fewshot.components.anomalies import NSA_CATEGORY_PARAMS, PatchSwapAnomaly, PatchSwapParams
-from anomalib_fewshot.components.fewshot import validate_k_shot
-from anomalib_fewshot.components.lightning import ShotModelMixin, resize_pre_processor
+from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
 from anomalib_fewshot.components.pool import PoolBatch
 from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.pcsnet.loss import PcsnetLoss
@@ -152,26 +151,14 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        if pre_processor is True:
-            pre_processor = resize_pre_processor(image_size, resize_size)
-        super().__init__(
-            pre_processor=pre_processor,
-            post_processor=post_processor,
-            evaluator=evaluator,
-            visualizer=visualizer,
-        )
-        if epochs < 1:
-            msg = f"epochs must be >= 1, got {epochs}"
-            raise InvalidArgumentError(msg)
+        super().__init__(pre_processor, post_processor, evaluator, visualizer)
+        self.init_shot_model(pre_processor, positive=("epochs",))
         if batch_size < 2 or batch_size % 2:
             msg = f"batch_size must be an even number >= 2 (the method trains on pairs), got {batch_size}"
             raise InvalidArgumentError(msg)
         if not 0.0 <= pair_jitter < 1.0:
             msg = f"pair_jitter must be in [0, 1), got {pair_jitter}"
             raise InvalidArgumentError(msg)
-        self.k_shot = validate_k_shot(k_shot)
-        self.few_shot_seed = few_shot_seed
-        self.few_shot_source = few_shot_source
         self.model = PcsnetModel(
             backbone=backbone,
             layers=layers,
@@ -245,45 +232,22 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         PatchSwapAnomaly(params)  # validates
         return params
 
-    # ------------------------------------------------------------------ fit setup
-    def setup(self, stage: str | None = None) -> None:
-        """On ``fit``: select the shots, load backbone weights, freeze the prototypes, take over the train loader."""
-        if stage != "fit" or self._shots is not None:
-            return
-        self.check_pre_processor()
-        self.apply_few_shot(self.trainer)
-        self.model.backbone.load_weights()
-        self._shots = self.load_shot_images()
-        category = getattr(self.trainer.datamodule, "category", None)
-        params = self.patch_swap_params(category)
+    # ------------------------------------------------------------------ fit lifecycle
+    def prepare_fit(self, images: list[torch.Tensor]) -> FitPlan:
+        """Freeze the prototypes on the shots and set up NSA; one pool index per step (pairs are drawn)."""
+        params = self.patch_swap_params(self.fit_category)
         self._anomaly = PatchSwapAnomaly(params)
         self._rng = np.random.default_rng(self.few_shot_seed)
-        self._init_prototypes()
-        steps = max(1, len(self._shots) // int(self.hparams.batch_size))
-        self.install_pool_loader(self.trainer, pool_size=steps, batch_size=1, seed=self.few_shot_seed)
-        logger.info("PCSNet: %d shots, %d step(s) per epoch, NSA %s", len(self._shots), steps, params)
+        self._shots = images
+        if not bool(self.model.prototypes_ready):
+            self.model.prepare(images)
+        steps = max(1, len(images) // int(self.hparams.batch_size))
+        logger.info("PCSNet: %d shots, %d step(s) per epoch, NSA %s", len(images), steps, params)
+        return FitPlan(pool_size=steps, batch_size=1)
 
-    def teardown(self, stage: str | None = None) -> None:
-        """Give the datamodule its own training set and loader back, free the shots."""
-        if stage == "fit":
-            self.release_pool_loader()
-            self.restore_train_data(self.trainer)
-            self._shots = None
-
-    @torch.no_grad()
-    def _init_prototypes(self, chunk: int = 8) -> None:
-        """Prototypes = mean descriptor of the shots under the untrained descriptor (as the reference code)."""
-        if bool(self.model.prototypes_ready):
-            return
-        was_training = self.model.training
-        self.model.train()  # the reference code computes them with the freshly built (training-mode) modules
-        total = None
-        for start in range(0, len(self._shots), chunk):
-            batch = torch.stack(self._shots[start : start + chunk]).to(self.device)
-            summed = self.model.describe(batch).sum(0)
-            total = summed if total is None else total + summed
-        self.model.set_prototypes(total / len(self._shots))
-        self.model.train(was_training)
+    def release_fit(self) -> None:
+        """Free the shots."""
+        self._shots = None
 
     # ------------------------------------------------------------------ training
     def _jitter(self, image: torch.Tensor) -> torch.Tensor:
@@ -309,9 +273,7 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
     def training_step(self, batch: PoolBatch, *args, **kwargs) -> STEP_OUTPUT:
         """One step on ``batch_size`` normal images, their NSA versions and the mixed pairs."""
         del batch, args, kwargs
-        if self._shots is None:
-            msg = "Pcsnet.training_step called without shots (setup('fit') did not run)"
-            raise RuntimeError(msg)
+        self.require_fit_state(self._shots is not None)
         model, loss_fn = self.model, self.loss
         normal = self._draw_pairs()
         augmented, masks = zip(*(self._anomaly(image, self._rng) for image in normal), strict=True)
@@ -346,13 +308,5 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
             logits = model.segment(mix_descriptors, mix_nearest, masks.shape[-2:])
             terms["seg"] = loss_fn.segmentation(logits, mix_masks)
         loss = loss_fn.weighted(terms)
-        for name, value in terms.items():
-            self.log(f"train_{name}_loss", value, on_step=False, on_epoch=True, batch_size=n)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log_losses(loss, {f"train_{name}_loss": value for name, value in terms.items()}, n)
         return {"loss": loss}
-
-    def on_validation_start(self) -> None:
-        """A fit must have made optimiser steps before anomalib fits thresholds on its outputs."""
-        super().on_validation_start()
-        if self.trainer.state.fn == "fit" and self._shots is not None:
-            self.check_optimizer_steps(self.trainer)

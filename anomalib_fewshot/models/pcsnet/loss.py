@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anomalib_fewshot.components.arguments import check_arguments
 from anomalib_fewshot.errors import InvalidArgumentError
 
-AFS_MODES = ("intended", "original")
+AfsMode = Literal["intended", "original"]
 
 
 class PcsnetLoss(nn.Module):
@@ -49,9 +50,7 @@ class PcsnetLoss(nn.Module):
         seg_weight: float = 40.0,
     ) -> None:
         super().__init__()
-        if afs_mode not in AFS_MODES:
-            msg = f"afs_mode must be one of {AFS_MODES}, got {afs_mode!r}"
-            raise InvalidArgumentError(msg)
+        check_arguments(PcsnetLoss.__init__, locals())
         if nu <= 0:
             msg = f"nu must be > 0, got {nu}"
             raise InvalidArgumentError(msg)

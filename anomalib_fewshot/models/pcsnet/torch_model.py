@@ -306,6 +306,25 @@ class PcsnetModel(nn.Module):
         self.prototype_sq_norms.copy_(prototypes.pow(2).sum(-1))
         self.prototypes_ready.fill_(True)
 
+    @torch.no_grad()
+    def prepare(self, images: torch.Tensor | Sequence[torch.Tensor], chunk: int = 8) -> None:
+        """The state a fit computes before training: prototypes = mean descriptor of ``images``.
+
+        As the reference code, under the *untrained* descriptor in training mode (the freshly built modules);
+        ``images`` are ``(3, S, S)`` floats in ``[0, 1]`` (a batch or a list), summed in chunks of ``chunk``.
+        """
+        was_training = self.training
+        self.train()
+        device = self.prototypes.device
+        total = None
+        for start in range(0, len(images), chunk):
+            batch = images[start : start + chunk]
+            batch = (batch if isinstance(batch, torch.Tensor) else torch.stack(list(batch))).to(device)
+            summed = self.describe(batch).sum(0)
+            total = summed if total is None else total + summed
+        self.set_prototypes(total / len(images))
+        self.train(was_training)
+
     def distances(self, descriptors: torch.Tensor) -> torch.Tensor:
         """``(B, g·g, M)`` distances of every position to every prototype."""
         return prototype_distances(descriptors, self.prototypes, self.prototype_sq_norms)

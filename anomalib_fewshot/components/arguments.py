@@ -1,0 +1,55 @@
+"""Constructor-argument checks derived from the signature itself.
+
+A ``Literal[...]`` annotation already lists an argument's choices; :func:`check_arguments` reads them from the
+annotation, so a model never repeats them in a hand-written "must be one of" check.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+from anomalib_fewshot.errors import InvalidArgumentError
+
+
+@functools.cache
+def literal_choices(function: Callable[..., Any]) -> dict[str, tuple[Any, ...]]:
+    """The choices of every ``Literal``-annotated parameter of ``function`` (``X | None`` adds ``None``)."""
+    hints = typing.get_type_hints(function)
+    choices: dict[str, tuple[Any, ...]] = {}
+    for name, hint in hints.items():
+        origin = typing.get_origin(hint)
+        if origin is Literal:
+            choices[name] = typing.get_args(hint)
+        elif origin in (typing.Union, types.UnionType):
+            members = typing.get_args(hint)
+            literals = [m for m in members if typing.get_origin(m) is Literal]
+            if literals and all(typing.get_origin(m) is Literal or m is type(None) for m in members):
+                values = tuple(v for m in literals for v in typing.get_args(m))
+                choices[name] = values + ((None,) if type(None) in members else ())
+    return choices
+
+
+def check_arguments(function: Callable[..., Any], values: Mapping[str, Any], positive: Iterable[str] = ()) -> None:
+    """Check ``values`` (a constructor's arguments) against ``function``'s ``Literal`` choices.
+
+    Args:
+        function: the constructor (``SomeModel.__init__``) whose annotations list the choices.
+        values: the arguments as passed (``locals()`` or ``hparams``); names not present are not checked.
+        positive: names of integer arguments that must be at least 1.
+
+    Raises:
+        InvalidArgumentError: naming the argument, its value and the allowed values.
+
+    """
+    for name, allowed in literal_choices(function).items():
+        if name in values and values[name] not in allowed:
+            msg = f"{name} must be one of {allowed}, got {values[name]!r}"
+            raise InvalidArgumentError(msg)
+    for name in positive:
+        if values[name] < 1:
+            msg = f"{name} must be >= 1, got {values[name]}"
+            raise InvalidArgumentError(msg)
