@@ -3,8 +3,8 @@
 * ``anomalib-fewshot demo [--output DIR]``: generate the offline demo dataset, train DFD (lite profile,
   1-shot), test (prints metrics, writes heat-maps), export to OpenVINO and run the exported model.
 * ``anomalib-fewshot benchmark -c CONFIG``: run (or resume) a benchmark grid, see ``configs/benchmark``.
-* ``anomalib-fewshot fdsl-pretrain ...``: FDSL stage 1, train the head on an annotated test split (see
-  ``anomalib-fewshot fdsl-pretrain --help``).
+* ``anomalib-fewshot <verb> ...``: a model's prerequisite step, from the registry (``ModelSpec.prerequisites``), e.g.
+  ``anomalib-fewshot fdsl-pretrain``: FDSL stage 1, train the head on an annotated test split (see its ``--help``).
 * ``anomalib-fewshot <anything else>``: exactly ``anomalib <anything else>`` (train, test, export, ...).
 
 Errors of ours (:class:`~anomalib_fewshot.errors.AnomalibFewshotError`: a bad argument, image, shot request,
@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -45,46 +46,27 @@ def _demo(argv: list[str]) -> int:
     return 0
 
 
-def _fdsl_pretrain(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="anomalib-fewshot fdsl-pretrain",
-        description=(
-            "FDSL stage 1: train the class-agnostic head on the annotated TEST split (images with masks) of an "
-            "anomalib datamodule, one or several categories, and write a head-weights file for "
-            "`anomalib train --model Fdsl --model.head_weights FILE`. Never evaluate the head on the data it saw."
-        ),
-    )
-    parser.add_argument("--config", type=Path, default=None, help="model config (configs/model/fdsl*.yaml)")
-    parser.add_argument("--data", default="MVTecAD", help="anomalib datamodule class (MVTecAD, Visa, Folder, ...)")
-    parser.add_argument("--data-root", default=None, help="dataset root (the datamodule's root argument)")
-    parser.add_argument("--categories", nargs="*", default=None, help="categories (one datamodule each)")
-    parser.add_argument("--data-args", default="{}", help="more datamodule arguments as JSON")
-    parser.add_argument("--output", type=Path, required=True, help="head-weights file to write")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--reference-k", type=int, default=10, help="normal train images per category bank")
-    parser.add_argument("--augment", default="mosaic", choices=["none", "mosaic", "crop", "mosaic_crop"])
-    parser.add_argument("--seed", type=int, default=111)
-    parser.add_argument("--max-steps", type=int, default=-1)
-    args = parser.parse_args(argv)
+def _prerequisite_main(verb: str) -> Callable[[Sequence[str] | None], int] | None:
+    """The sub-command of the registered prerequisite step called ``verb`` (e.g. ``fdsl-pretrain``), if any."""
+    from anomalib_fewshot.models import REGISTRY
 
-    from anomalib_fewshot.workflows import fdsl_pretrain_from_cli
-
-    path = fdsl_pretrain_from_cli(args)
-    print(f"FDSL head weights written to {path}")
-    return 0
+    for spec in REGISTRY.values():
+        for step in spec.prerequisites:
+            if step.verb == verb:
+                return step.main
+    return None
 
 
 def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "demo":
         return _demo(argv[1:])
-    if argv and argv[0] == "fdsl-pretrain":
-        return _fdsl_pretrain(argv[1:])
     if argv and argv[0] == "benchmark":
         from anomalib_fewshot.benchmark.runner import main as benchmark_main
 
         return benchmark_main(argv[1:])
+    prerequisite = _prerequisite_main(argv[0]) if argv else None
+    if prerequisite is not None:
+        return prerequisite(argv[1:])
     from anomalib.cli.cli import main as anomalib_main
 
     import anomalib_fewshot.models  # noqa: F401 - registers the models even without the start-up hook

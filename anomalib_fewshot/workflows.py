@@ -6,8 +6,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anomalib_fewshot.errors import MissingFileError
-
 DEMO_CATEGORY = "plate"
 
 
@@ -84,76 +82,3 @@ def run_demo(
         },
         "shots": model.few_shot_record["shots"] if model.few_shot_record else None,
     }
-
-
-FDSL_MODEL_KEYS = (
-    "backbone",
-    "layers",
-    "pre_trained",
-    "weights_path",
-    "vision_cfg",
-    "image_size",
-    "head_dims",
-    "first_batch_norm",
-    "nam",
-    "align",
-    "absolute",
-    "match_chunk",
-    "quick_gelu",
-)
-
-
-def fdsl_model_kwargs(config: str | Path | None) -> dict[str, Any]:
-    """The :class:`FdslModel` arguments of an ``Fdsl`` model config (``model.init_args``), LFE off."""
-    if config is None:
-        return {"lfe": False}
-    import yaml
-
-    path = Path(config)
-    if not path.is_file():
-        msg = f"model config '{path}' not found"
-        raise MissingFileError(msg)
-    data = yaml.safe_load(path.read_text()) or {}
-    init_args = (data.get("model") or {}).get("init_args") or data.get("init_args") or {}
-    kwargs = {k: v for k, v in init_args.items() if k in FDSL_MODEL_KEYS}
-    kwargs["lfe"] = False  # the head trains on the global branch; windows only matter at inference
-    return kwargs
-
-
-def fdsl_pretrain_from_cli(args: Any) -> Path:
-    """Build the datamodules named on the ``fdsl-pretrain`` command line and train the FDSL head."""
-    import json
-
-    import anomalib.data
-
-    from anomalib_fewshot.models.fdsl import pretrain_head
-
-    datamodule_class = getattr(anomalib.data, args.data, None)
-    if datamodule_class is None:
-        msg = f"--data {args.data!r} is not an anomalib datamodule (e.g. MVTecAD, Visa, Folder)"
-        raise SystemExit(msg)
-    try:
-        extra = json.loads(args.data_args)
-    except json.JSONDecodeError as exc:
-        msg = f"--data-args is not valid JSON: {exc}"
-        raise SystemExit(msg) from exc
-    if args.data_root is not None:
-        extra["root"] = args.data_root
-    extra.setdefault("num_workers", 0)
-    datamodules = (
-        [datamodule_class(**extra, category=c) for c in args.categories]
-        if args.categories
-        else [datamodule_class(**extra)]
-    )
-    return pretrain_head(
-        datamodules,
-        output=args.output,
-        model_kwargs=fdsl_model_kwargs(args.config),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        reference_k=args.reference_k,
-        augment=args.augment,
-        seed=args.seed,
-        max_steps=args.max_steps,
-    )

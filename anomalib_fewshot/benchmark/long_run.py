@@ -29,15 +29,12 @@ import psutil
 
 from anomalib_fewshot.benchmark.machine import cpu_name
 from anomalib_fewshot.components.io import atomic_write_json
+from anomalib_fewshot.models import REGISTRY
 
-#: Short-schedule overrides of each lite profile (architecture and inference graph unchanged).
-SHORT_TRAINING: dict[str, dict[str, Any]] = {
-    "Dfd": {"epochs": 1, "samples_per_shot": 4},
-    "Pcsnet": {"epochs": 1},
-    "Ed": {"epochs": 1, "augment_copies": 1},
-    "Fdsl": {"epochs": 1, "pseudo_samples": 8},
-}
-PROFILES = {"Dfd": "dfd_lite", "Pcsnet": "pcsnet_lite", "Ed": "ed_lite", "Fdsl": "fdsl_lite"}
+#: Short-schedule overrides of each lite profile (architecture and inference graph unchanged), from the registry.
+SHORT_TRAINING: dict[str, dict[str, Any]] = {name: dict(spec.short_schedule) for name, spec in REGISTRY.items()}
+#: Each model's lite profile, from the registry.
+PROFILES: dict[str, str] = {name: spec.lite_profile for name, spec in REGISTRY.items()}
 
 
 def rss_mib() -> float:

@@ -86,6 +86,7 @@ from anomalib_fewshot.benchmark.supersede import (
     SupersedeState,
     write_superseding_row,
 )
+from anomalib_fewshot.components.spec import Prerequisite
 from anomalib_fewshot.errors import InvalidArgumentError
 
 __all__ = [
@@ -102,6 +103,7 @@ __all__ = [
     "load_grid",
     "main",
     "merge_rows",
+    "prerequisite",
     "read_rows",
     "run_grid",
     "run_job",
@@ -113,27 +115,24 @@ __all__ = [
 ]
 
 
-def ensure_head(spec: dict[str, Any], jobs_dir: Path, timeout_s: float) -> tuple[Path | None, str]:
-    """Train the head of ``spec`` unless its file exists; return (path or None, error)."""
-    from anomalib_fewshot.config import model_config_path
+def prerequisite(name: str) -> Prerequisite:
+    """The registered prerequisite step called ``name`` (a grid's ``heads:`` are the step named ``head``)."""
+    from anomalib_fewshot.models import REGISTRY
 
+    steps = {step.name: step for spec in REGISTRY.values() for step in spec.prerequisites}
+    if name not in steps:
+        msg = f"no registered model has a prerequisite step {name!r} (registered: {sorted(steps)})"
+        raise InvalidArgumentError(msg)
+    return steps[name]
+
+
+def ensure_head(spec: dict[str, Any], jobs_dir: Path, timeout_s: float) -> tuple[Path | None, str]:
+    """Run the ``head`` prerequisite step for ``spec`` unless its file exists; return (path or None, error)."""
     path = head_path(jobs_dir, spec)
     if path.is_file():
         return path, ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable, "-m", "anomalib_fewshot.cli", "fdsl-pretrain",
-        "--config", str(model_config_path(spec["profile"])),
-        "--data", spec.get("datamodule", "MVTecAD"),
-        "--data-root", str(Path(spec["root"]).resolve()),
-        "--categories", str(spec["category"]),
-        "--output", str(path),
-        "--epochs", str(spec.get("epochs", 5)),
-        "--batch-size", str(spec.get("batch_size", 8)),
-        "--reference-k", str(spec.get("reference_k", 10)),
-        "--augment", str(spec.get("augment", "mosaic")),
-        "--seed", str(spec.get("seed", 111)),
-    ]  # fmt: skip
+    command = [sys.executable, "-m", "anomalib_fewshot.cli", *prerequisite("head").command(spec, path)]
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     log_path = path.with_suffix(".log")
     with log_path.open("w") as log:
@@ -260,7 +259,8 @@ def run_grid(
                 row["error"] = head_files[job["head"]][1]
             else:
                 if job.get("head"):
-                    job = {**job, "overrides": {**job["overrides"], "head_weights": str(head_files[job["head"]][0])}}
+                    argument = prerequisite("head").argument
+                    job = {**job, "overrides": {**job["overrides"], argument: str(head_files[job["head"]][0])}}
                 row = run_job(job, jobs_dir, float(job["timeout_s"]))
             if state is None:
                 upsert_row(csv_path, row)

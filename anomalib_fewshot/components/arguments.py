@@ -7,6 +7,7 @@ annotation, so a model never repeats them in a hand-written "must be one of" che
 from __future__ import annotations
 
 import functools
+import inspect
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -53,3 +54,39 @@ def check_arguments(function: Callable[..., Any], values: Mapping[str, Any], pos
         if values[name] < 1:
             msg = f"{name} must be >= 1, got {values[name]}"
             raise InvalidArgumentError(msg)
+
+
+def select_arguments(
+    function: Callable[..., Any], values: Mapping[str, Any], renames: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The keyword arguments of ``function`` taken by name from ``values`` (a Lightning model's ``hparams``).
+
+    A Lightning model keeps its explicit, typed constructor (anomalib's style) and builds its torch model and loss
+    with ``TorchModel(**select_arguments(TorchModel.__init__, self.hparams))`` instead of forwarding every
+    argument by hand.
+
+    Args:
+        function: the callee (``SomeModel.__init__``); ``self`` and ``*args``/``**kwargs`` are skipped.
+        values: the caller's arguments by name.
+        renames: ``{callee parameter: key in values}`` where the names differ.
+
+    Raises:
+        TypeError: a parameter without a default is missing from ``values`` (a wrong rename shows here).
+
+    """
+    renames = renames or {}
+    selected: dict[str, Any] = {}
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        key = renames.get(name, name)
+        if key in values:
+            selected[name] = values[key]
+        elif parameter.default is parameter.empty:
+            msg = f"{getattr(function, '__qualname__', function)} needs {name!r}, which the caller does not have"
+            raise TypeError(msg)
+    unknown = sorted(set(renames.values()) - set(values))
+    if unknown:
+        msg = f"renamed arguments {unknown} are not among the caller's"
+        raise TypeError(msg)
+    return selected

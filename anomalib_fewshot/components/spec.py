@@ -83,6 +83,9 @@ class ModelSpec:
         branch_notes: text printed under the branch table (see :data:`BranchNotes`), or ``None``.
         prerequisites: steps some fits need first (FDSL's head pre-training), see :class:`Prerequisite`.
         demo_accuracy: the lite profile's accuracy floor on the demo data (see :class:`DemoAccuracy`), or ``None``.
+        short_schedule: constructor arguments that shorten the lite profile's training to a quick, unconverged fit
+            (architecture and inference graph unchanged), for checks that only need a working model
+            (``python -m anomalib_fewshot.benchmark.long_run``).
 
     """
 
@@ -97,6 +100,7 @@ class ModelSpec:
     branch_notes: BranchNotes | None = None
     prerequisites: tuple[Prerequisite, ...] = ()
     demo_accuracy: DemoAccuracy | None = None
+    short_schedule: dict[str, Any] = field(default_factory=lambda: {"epochs": 1})
 
     def __post_init__(self) -> None:
         if self.model_class.__name__ != self.name:

@@ -49,6 +49,7 @@ DFD_SPEC = ModelSpec(
     branch_notes=diagnostics.branch_notes,
     # a shorter pool and schedule: the full 80 x 80 is a benchmark, not a test
     demo_accuracy=DemoAccuracy(0.9, None, {"samples_per_shot": 40, "epochs": 20}),
+    short_schedule={"epochs": 1, "samples_per_shot": 4},
 )
 
 __all__ = ["DFD_SPEC", "Dfd", "DfdModel"]

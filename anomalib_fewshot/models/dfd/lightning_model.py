@@ -28,6 +28,7 @@ from anomalib_fewshot.components.anomalies import (
     random_rotation,
     resolve_foreground,
 )
+from anomalib_fewshot.components.arguments import select_arguments
 from anomalib_fewshot.components.feature_cache import CACHE_FP16_ABOVE_BYTES, cache_outputs, resolve_cache_dtype
 from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
 from anomalib_fewshot.components.pool import PoolBatch
@@ -35,6 +36,14 @@ from anomalib_fewshot.models.dfd.loss import DfdLoss
 from anomalib_fewshot.models.dfd.torch_model import DfdModel
 
 logger = logging.getLogger(__name__)
+
+#: DfdLoss's parameters named differently in the constructor (``{loss parameter: constructor argument}``).
+_LOSS_ARGUMENTS = {
+    "gaussian_weight": "gaussian_loss_weight",
+    "perlin_weight": "perlin_loss_weight",
+    "similarity_weight": "similarity_loss_weight",
+    "similarity": "similarity_loss",
+}
 
 
 @dataclass
@@ -115,15 +124,13 @@ class Dfd(ShotModelMixin, AnomalibModule):
         cache_stage: what the pool caches per sample: ``"backbone"`` outputs, ``"aggregated"`` tokens (after the
             frozen local aggregation: identical results, no aggregation per step, up to 2x the memory) or
             ``"auto"`` (aggregated when that cache stays under 1 GiB in float32, else backbone outputs).
-        pre_processor: anomalib pre-processor (default: resize only; the model normalises internally).
-        post_processor: anomalib post-processor.
-        evaluator: anomalib evaluator.
-        visualizer: anomalib visualizer.
+        pre_processor, post_processor, evaluator, visualizer: anomalib's pipeline components (the default
+            pre-processor: resize only; the model normalises internally).
 
     Example:
+        >>> from anomalib_fewshot.models import Dfd
         >>> from anomalib.data import MVTecAD
         >>> from anomalib.engine import Engine
-        >>> from anomalib_fewshot.models import Dfd
         >>> model = Dfd(backbone="tf_efficientnet_lite0", layers=("blocks.2", "blocks.4"), k_shot=1)
         >>> Engine().train(model, datamodule=MVTecAD(category="bottle"))  # doctest: +SKIP
 
@@ -184,33 +191,8 @@ class Dfd(ShotModelMixin, AnomalibModule):
         super().__init__(pre_processor, post_processor, evaluator, visualizer)
         self.init_shot_model(pre_processor, positive=("samples_per_shot", "epochs", "batch_size"))
         resolve_foreground(foreground, None)  # validates the value
-        self.model = DfdModel(
-            backbone=backbone,
-            layers=layers,
-            pre_trained=pre_trained,
-            weights_path=weights_path,
-            image_size=image_size,
-            patch_size=patch_size,
-            pretrain_embed_dim=pretrain_embed_dim,
-            target_embed_dim=target_embed_dim,
-            gaussian_hidden_dim=gaussian_hidden_dim,
-            perlin_num_heads=perlin_num_heads,
-            perlin_depth=perlin_depth,
-            perlin_mlp_ratio=perlin_mlp_ratio,
-            perlin_head=perlin_head,
-            frequency_paths=frequency_paths,
-            bgr_input=bgr_input,
-            use_gaussian_discriminator=use_gaussian_discriminator,
-            use_perlin_discriminator=use_perlin_discriminator,
-            smoothing_sigma=smoothing_sigma,
-        )
-        self.loss = DfdLoss(
-            margin=margin,
-            gaussian_weight=gaussian_loss_weight,
-            perlin_weight=perlin_loss_weight,
-            similarity_weight=similarity_loss_weight,
-            similarity=similarity_loss,
-        )
+        self.model = DfdModel(**select_arguments(DfdModel.__init__, self.hparams))
+        self.loss = DfdLoss(**select_arguments(DfdLoss.__init__, self.hparams, _LOSS_ARGUMENTS))
         # Validates the anomaly arguments now rather than when fitting starts.
         self._anomaly = PerlinImageAnomaly(anomaly_source_path, probability=anomaly_prob)
         self._pool: _Pool | None = None

@@ -47,6 +47,7 @@ ED_SPEC = ModelSpec(
     branch_maps=diagnostics.branch_maps,
     branch_notes=diagnostics.branch_notes,
     demo_accuracy=DemoAccuracy(0.85, 0.9, {"epochs": 10}),  # 10 of 80 epochs; measured 0.90 / 0.94
+    short_schedule={"epochs": 1, "augment_copies": 1},
 )
 
 __all__ = ["ED_SPEC", "Ed", "EdModel"]

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
 from anomalib_fewshot.components.anomalies import random_flip_rotate
+from anomalib_fewshot.components.arguments import select_arguments
 from anomalib_fewshot.components.feature_cache import cache_outputs
 from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
 from anomalib_fewshot.components.pool import PoolBatch
@@ -70,15 +71,13 @@ class Ed(ShotModelMixin, AnomalibModule):
             over the training images (for backbones whose features are far from unit scale, e.g. the lite one).
         cache_dtype: ``"auto"`` (float16 when the token cache would exceed 1 GiB), ``"float32"`` or ``"float16"``.
         anomaly_map: ``"rec_x_inter"`` (ED's map) or ``"rec"`` (reconstruction error alone, an ablation).
-        pre_processor: anomalib pre-processor (default: resize only; the model normalises internally).
-        post_processor: anomalib post-processor.
-        evaluator: anomalib evaluator.
-        visualizer: anomalib visualizer.
+        pre_processor, post_processor, evaluator, visualizer: anomalib's pipeline components (the default
+            pre-processor: resize only; the model normalises internally).
 
     Example:
+        >>> from anomalib_fewshot.models import Ed
         >>> from anomalib.data import MVTecAD
         >>> from anomalib.engine import Engine
-        >>> from anomalib_fewshot.models import Ed
         >>> model = Ed()  # full-shot, as released
         >>> Engine().train(model, datamodule=MVTecAD(category="bottle"))  # doctest: +SKIP
 
@@ -122,24 +121,8 @@ class Ed(ShotModelMixin, AnomalibModule):
     ) -> None:
         super().__init__(pre_processor, post_processor, evaluator, visualizer)
         self.init_shot_model(pre_processor, positive=("augment_copies", "epochs", "batch_size"))
-        self.model = EdModel(
-            backbone=backbone,
-            layers=layers,
-            pre_trained=pre_trained,
-            weights_path=weights_path,
-            image_size=image_size,
-            d_models=d_models,
-            num_heads=num_heads,
-            num_layers=num_layers,
-            ffn_ratio=ffn_ratio,
-            dropout=dropout,
-            fusion=fusion,
-            ffn=ffn,
-            smoothing_sigma=smoothing_sigma,
-            token_scale=token_scale,
-            anomaly_map=anomaly_map,
-        )
-        self.loss = EdLoss(lambda1=lambda1, lambda2=lambda2, use_intra=use_intra, use_inter=use_inter)
+        self.model = EdModel(**select_arguments(EdModel.__init__, self.hparams))
+        self.loss = EdLoss(**select_arguments(EdLoss.__init__, self.hparams))
         self._pool: list[torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ anomalib contract

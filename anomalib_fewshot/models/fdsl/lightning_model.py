@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
 from anomalib_fewshot.components.anomalies import PerlinImageAnomaly, random_flip_rotate
+from anomalib_fewshot.components.arguments import select_arguments
 from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
 from anomalib_fewshot.components.pool import PoolBatch
 from anomalib_fewshot.models.fdsl.head import head_loss, load_head_weights
@@ -72,15 +73,13 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         window_index: image-index window memory (the code's ``useImgIdx``, off as in its scripts): each test window
             is matched only against the reference windows its pooled embedding picks.
         quick_gelu: QuickGELU in a CLIP backbone (OpenAI weights need it).
-        pre_processor: anomalib pre-processor (default: resize only; the model normalises).
-        post_processor: anomalib post-processor.
-        evaluator: anomalib evaluator.
-        visualizer: anomalib visualizer.
+        pre_processor, post_processor, evaluator, visualizer: anomalib's pipeline components (the default
+            pre-processor: resize only; the model normalises).
 
     Example:
+        >>> from anomalib_fewshot.models import Fdsl
         >>> from anomalib.data import MVTecAD
         >>> from anomalib.engine import Engine
-        >>> from anomalib_fewshot.models import Fdsl
         >>> model = Fdsl(k_shot=1, head_weights="heads/fdsl_visa.pt")  # paper configuration
         >>> Engine().train(model, datamodule=MVTecAD(category="bottle"))  # doctest: +SKIP
 
@@ -128,27 +127,7 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         super().__init__(pre_processor, post_processor, evaluator, visualizer)
         self.init_shot_model(pre_processor, positive=("epochs", "pseudo_samples", "batch_size"))
         self.head_weights = None if head_weights in (None, "") else str(head_weights)
-        self.model = FdslModel(
-            backbone=backbone,
-            layers=layers,
-            pre_trained=pre_trained,
-            weights_path=weights_path,
-            vision_cfg=vision_cfg,
-            image_size=image_size,
-            head_dims=head_dims,
-            first_batch_norm=first_batch_norm,
-            nam=nam,
-            lfe=lfe,
-            window_size=window_size,
-            window_stride=window_stride,
-            lfe_weight=lfe_weight,
-            align=align,
-            absolute=absolute,
-            score_mode=score_mode,
-            match_chunk=match_chunk,
-            quick_gelu=quick_gelu,
-            window_index=window_index,
-        )
+        self.model = FdslModel(**select_arguments(FdslModel.__init__, self.hparams))
         self.loss = FdslLoss()
         self._shots: torch.Tensor | None = None
         self._anomaly: PerlinImageAnomaly | None = None

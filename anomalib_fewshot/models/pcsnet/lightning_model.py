@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
 from anomalib_fewshot.components.anomalies import NSA_CATEGORY_PARAMS, PatchSwapAnomaly, PatchSwapParams
+from anomalib_fewshot.components.arguments import select_arguments
 from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
 from anomalib_fewshot.components.pool import PoolBatch
 from anomalib_fewshot.errors import InvalidArgumentError
@@ -87,15 +88,13 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         cas_lr: Adam learning rate of the CAS (1e-4).
         weight_decay: Adam weight decay (1e-5, amsgrad as in the code).
         smoothing_sigma: Gaussian smoothing of the map.
-        pre_processor: anomalib pre-processor (default: resize [and crop] only; the model normalises internally).
-        post_processor: anomalib post-processor.
-        evaluator: anomalib evaluator.
-        visualizer: anomalib visualizer.
+        pre_processor, post_processor, evaluator, visualizer: anomalib's pipeline components (the default
+            pre-processor: resize [and crop] only; the model normalises internally).
 
     Example:
+        >>> from anomalib_fewshot.models import Pcsnet
         >>> from anomalib.data import MVTecAD
         >>> from anomalib.engine import Engine
-        >>> from anomalib_fewshot.models import Pcsnet
         >>> model = Pcsnet(k_shot=2)  # paper configuration (WRN-50, 224 crop)
         >>> Engine().train(model, datamodule=MVTecAD(category="bottle"))  # doctest: +SKIP
 
@@ -159,35 +158,8 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         if not 0.0 <= pair_jitter < 1.0:
             msg = f"pair_jitter must be in [0, 1), got {pair_jitter}"
             raise InvalidArgumentError(msg)
-        self.model = PcsnetModel(
-            backbone=backbone,
-            layers=layers,
-            pre_trained=pre_trained,
-            weights_path=weights_path,
-            image_size=image_size,
-            grid_size=grid_size,
-            reduced_descriptor=reduced_descriptor,
-            use_coordinates=use_coordinates,
-            use_cas=use_cas,
-            num_nearest=num_nearest,
-            guide_channels=guide_channels,
-            cas_dim=cas_dim,
-            pyramid_bins=pyramid_bins,
-            cas_dropout=cas_dropout,
-            radius_init=radius_init,
-            smoothing_sigma=smoothing_sigma,
-        )
-        self.loss = PcsnetLoss(
-            nu=nu,
-            alpha=alpha,
-            neighbors=neighbors,
-            pdc_top=pdc_top,
-            afs_mode=afs_mode,
-            nfc_weight=nfc_weight,
-            afs_weight=afs_weight,
-            pdc_weight=pdc_weight,
-            seg_weight=seg_weight,
-        )
+        self.model = PcsnetModel(**select_arguments(PcsnetModel.__init__, self.hparams))
+        self.loss = PcsnetLoss(**select_arguments(PcsnetLoss.__init__, self.hparams))
         self.patch_swap_params(None)  # validates the anomaly arguments now rather than when fitting starts
         self._shots: list[torch.Tensor] | None = None
         self._anomaly: PatchSwapAnomaly | None = None
