@@ -13,10 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from anomalib_fewshot.benchmark.store import job_key
+from anomalib_fewshot.benchmark.store import DEFAULT_SPLIT, job_key
 from anomalib_fewshot.errors import InvalidArgumentError, MissingFileError
 
 FULL = "full"
+#: What a grid's ``evaluate_on`` may name: the dataset's test split, or its development split (synthetic defects on
+#: normal training images that are never shots, :mod:`anomalib_fewshot.data.dev_split`).
+SPLITS = ("test", "dev")
 
 
 def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -32,12 +35,22 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     except (yaml.YAMLError, TypeError, KeyError) as exc:
         msg = f"{config_path}: not a benchmark config (YAML with a 'grid:' section): {exc}"
         raise InvalidArgumentError(msg) from exc
+    split = str(config.get("evaluate_on", DEFAULT_SPLIT))
+    if split not in SPLITS:
+        msg = f"{config_path}: evaluate_on must be one of {SPLITS}, got {split!r}"
+        raise InvalidArgumentError(msg)
     jobs = []
     for model, dataset, k_shot, seed in itertools.product(
         grid["models"], grid["datasets"], grid["k_shot"], grid["seeds"]
     ):
         if str(k_shot) != FULL and (not isinstance(k_shot, int) or k_shot < 1):
             msg = f"{config_path}: k_shot values must be positive integers or '{FULL}', got {k_shot!r}"
+            raise InvalidArgumentError(msg)
+        if split == "dev" and str(k_shot) == FULL:
+            msg = (
+                f"{config_path}: k_shot '{FULL}' fits on every normal training image, the development images "
+                "included: a development grid takes k_shot values up to 8"
+            )
             raise InvalidArgumentError(msg)
         overrides = model.get("overrides", {})
         variant = model.get("variant") or model.get("profile", "") + (
@@ -56,6 +69,7 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 "datamodule": dataset.get("datamodule", "MVTecAD"),
                 "k_shot": str(k_shot) if str(k_shot) == FULL else k_shot,
                 "seed": seed,
+                "split": split,
                 "timeout_s": model.get("timeout_s", config.get("timeout_s", 3600)),
                 "threads": model.get("threads"),
             }
@@ -66,12 +80,16 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def skipped_jobs(config: dict[str, Any], jobs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
     """Jobs matched by the grid's ``skip`` rules (every given field equal, or in a given list), with the reason.
 
-    Jobs whose FDSL head was trained on the job's own dataset are always skipped.
+    Jobs whose FDSL head was trained on the job's own dataset are always skipped, and on the development split every
+    job with a head (heads train on a dataset's annotated test split, which development mode never reads).
     """
     out = []
     for job in jobs:
         if job.get("head") is not None and job["head"] == job["dataset"]:
             out.append((job, "the head was trained on this dataset's annotated test split"))
+            continue
+        if job.get("head") is not None and job.get("split") == "dev":
+            out.append((job, "heads train on a test split, which a development grid never reads"))
             continue
         reason = _first_matching_rule(job, config["grid"].get("skip"), "left out")
         if reason is not None:
@@ -160,8 +178,13 @@ def head_path(jobs_dir: Path, spec: dict[str, Any]) -> Path:
 
 
 def job_work_dir(jobs_dir: Path, job: dict[str, Any]) -> Path:
-    """A job's work folder (log, checkpoint, ``export/``): ``jobs_dir/<job key joined by '_', sanitised>``."""
-    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in "_".join(job_key(job)))
+    """A job's work folder (log, checkpoint, ``export/``): ``jobs_dir/<job key joined by '_', sanitised>``.
+
+    A test-split job's name leaves its split out (the folders of rows recorded before splits existed keep their name).
+    """
+    key = job_key(job)
+    key = key[:-1] if key[-1] == DEFAULT_SPLIT else key
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in "_".join(key))
     return jobs_dir / name
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalib_fewshot.benchmark.machine import machine_description
-from anomalib_fewshot.benchmark.store import finished_keys, job_key, read_rows
+from anomalib_fewshot.benchmark.store import finished_keys, job_key, job_label, read_rows
 from anomalib_fewshot.components.io import atomic_write_text
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1max", "pixel_f1max")
@@ -57,7 +57,7 @@ def summarise(
         lines += ["", "Failed jobs:"]
         for r in failed:
             note = f" (expected: {expected[job_key(r)]})" if job_key(r) in expected else ""
-            lines.append(f"- {'/'.join(job_key(r))}{note}: {r.get('error', '')}")
+            lines.append(f"- {job_label(r)}{note}: {r.get('error', '')}")
     return "\n".join(lines) + "\n"
 
 
@@ -114,7 +114,7 @@ def _skipped_section(skipped: list[tuple[dict[str, Any], str]]) -> str:
         return ""
     reasons: dict[str, list[str]] = {}
     for job, reason in skipped:
-        reasons.setdefault(reason, []).append("/".join(job_key(job)))
+        reasons.setdefault(reason, []).append(job_label(job))
     lines = ["", "Left out on purpose:"]
     for reason, keys in reasons.items():
         shown = ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")

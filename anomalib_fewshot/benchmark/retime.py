@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from anomalib_fewshot.benchmark.grid import job_work_dir, jobs_dir_of, load_grid, select_jobs
 from anomalib_fewshot.benchmark.machine import cpu_name
-from anomalib_fewshot.benchmark.store import KEY_FIELDS, job_key, read_rows, upsert_rows
+from anomalib_fewshot.benchmark.store import KEY_FIELDS, job_key, job_label, read_rows, upsert_rows
 from anomalib_fewshot.components.io import atomic_write_text
 from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError, MissingFileError
 
@@ -59,7 +59,7 @@ def find_export(jobs_dir: Path, job: dict[str, Any]) -> Path:
     found = sorted(export.rglob("*.xml")) if export.is_dir() else []
     if not found:
         msg = (
-            f"--retime: row {'/'.join(job_key(job))} has no exported OpenVINO graph: expected an .xml under "
+            f"--retime: row {job_label(job)} has no exported OpenVINO graph: expected an .xml under "
             f"{export} (the job's work folder; rows merged from another machine have no export here: re-time "
             "where the job ran, or re-run it with --only ... --supersede)"
         )
@@ -207,7 +207,7 @@ def retime_grid(
                 }
             )
         del graphs
-    missing = sorted("/".join(job_key(r)) for r in out_rows if r["ratio_to_patchcore"] == "")
+    missing = sorted(job_label(r) for r in out_rows if r["ratio_to_patchcore"] == "")
     if missing:
         print(f"--retime: no finished {BASELINE} row of the same dataset/k/seed (no ratio) for: {', '.join(missing)}")
     upsert_rows(output / "retime.csv", out_rows, in_place=True)
@@ -230,8 +230,9 @@ def write_retime_report(output: Path) -> Path:
             row["variant"],
         )
 
-    header = ["model", "variant", "dataset", "k", "seed", "ms / image", "ratio to Patchcore", "Patchcore ms / image",
-              "results.csv openvino_ms", "batch", "images", "machine", "timed (UTC)"]  # fmt: skip
+    header = ["model", "variant", "dataset", "k", "seed", "split", "ms / image", "ratio to Patchcore",
+              "Patchcore ms / image", "results.csv openvino_ms", "batch", "images", "machine",
+              "timed (UTC)"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in sorted(rows, key=order):
         cells = [row[f] for f in KEY_FIELDS]

@@ -12,6 +12,9 @@ Grid YAML::
     jobs_dir: benchmark_results/real_jobs   # per-job logs, checkpoints, exports (default: <output>/jobs)
     archive_dir: docs/measurements/superseded   # rows replaced by --supersede (this is the default)
     timeout_s: 3600                         # per job (a model entry may set its own timeout_s)
+    evaluate_on: test                       # or dev: every job tests on the dataset's development split
+    dev_cache: benchmark_results/dev_splits # dev only: where the splits are built once (see benchmark.dev)
+    dev_split: {cap: 200, seed: 0}          # dev only: the split's size and seed
     grid:
       models:                               # plugin models take a shipped profile (+ overrides);
         - {model: Pcsnet, profile: pcsnet_lite}
@@ -59,6 +62,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anomalib_fewshot.benchmark.dev import ensure_dev_splits, on_dev_split
 from anomalib_fewshot.benchmark.grid import (
     FULL,
     expected_failures,
@@ -75,6 +79,7 @@ from anomalib_fewshot.benchmark.store import (
     KEY_FIELDS,
     finished_keys,
     job_key,
+    job_label,
     merge_rows,
     read_rows,
     upsert_row,
@@ -158,6 +163,8 @@ def run_job(job: dict[str, Any], jobs_dir: Path, timeout_s: float) -> dict[str, 
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     start = time.perf_counter()
     row = {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"]}
+    if job.get("dev_generator"):
+        row["dev_generator"] = job["dev_generator"]  # the frozen defect generator the row was measured with
     log_path = work / "log.txt"
     with log_path.open("w") as log:
         try:
@@ -244,6 +251,7 @@ def run_grid(
             print(f"note: {output / STATE_NAME} lists jobs of an unfinished --supersede; rerun that command")
         ok, failed_as_expected = finished_keys(read_rows(csv_path), chosen, expected)
         todo = [job for job in chosen if job_key(job) not in ok | failed_as_expected]
+    dev_roots = ensure_dev_splits(config, {job["dataset"] for job in todo if job.get("split") == "dev"})
     heads = head_specs(config)
     head_files: dict[str, tuple[Path | None, str]] = {}
     for name in sorted({job["head"] for job in todo if job.get("head")}):
@@ -253,7 +261,9 @@ def run_grid(
     with Progress() as progress:
         task = progress.add_task("benchmark jobs", total=len(chosen), completed=len(chosen) - len(todo))
         for job in todo:
-            progress.update(task, description="/".join(job_key(job)))
+            progress.update(task, description=job_label(job))
+            if job.get("split") == "dev":
+                job = on_dev_split(job, dev_roots)
             if job.get("head") and head_files[job["head"]][0] is None:
                 row = {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"], "status": "failed"}
                 row["error"] = head_files[job["head"]][1]

@@ -1,7 +1,9 @@
 """The benchmark's CSV store: rows of ``results.csv`` keyed by job, atomic rewrites, merges and archives.
 
-A row is identified by its job key (``KEY_FIELDS``: model, variant, dataset, k_shot, seed); rows written before
-variants existed use their profile as the variant. Every write rewrites the whole file atomically (a crash never
+A row is identified by its job key (``KEY_FIELDS``: model, variant, dataset, k_shot, seed, split); rows written
+before variants existed use their profile as the variant, rows written before the development split existed are
+test-split rows. A development row and a test row of the same job are different rows (``--merge`` and
+``--supersede`` never mix them). Every write rewrites the whole file atomically (a crash never
 leaves a half-written CSV), with the union of the rows' columns as the header.
 """
 
@@ -16,13 +18,25 @@ from typing import Any
 from anomalib_fewshot.components.io import atomic_write_text
 from anomalib_fewshot.errors import InvalidArgumentError, MissingFileError
 
-KEY_FIELDS = ("model", "variant", "dataset", "k_shot", "seed")
+KEY_FIELDS = ("model", "variant", "dataset", "k_shot", "seed", "split")
+#: The split of rows written before ``split`` existed.
+DEFAULT_SPLIT = "test"
 
 
 def job_key(job: dict[str, Any]) -> tuple[str, ...]:
-    """Identity of a job in results.csv (rows written before variants existed use their profile)."""
-    values = {**job, "variant": job.get("variant") or job.get("profile", "")}
+    """Identity of a job in results.csv (rows without a variant use their profile; without a split, ``test``)."""
+    values = {
+        **job,
+        "variant": job.get("variant") or job.get("profile", ""),
+        "split": job.get("split") or DEFAULT_SPLIT,
+    }
     return tuple(str(values[f]) for f in KEY_FIELDS)
+
+
+def job_label(job: dict[str, Any]) -> str:
+    """The job key joined by ``/`` for reports and logs (a test-split job's label leaves its split out)."""
+    key = job_key(job)
+    return "/".join(key[:-1] if key[-1] == DEFAULT_SPLIT else key)
 
 
 def read_rows(csv_path: Path) -> list[dict[str, str]]:

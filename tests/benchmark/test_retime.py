@@ -50,7 +50,7 @@ def fake_grid(tmp_path: Path, monkeypatch) -> dict[str, Any]:
     path = _grid(tmp_path)
     _, jobs = grid.load_grid(path)
     for job in jobs:
-        failed = "/".join(store.job_key(job)) in ("Dfd/v/d/1/1", "Patchcore//e/1/1")
+        failed = store.job_label(job) in ("Dfd/v/d/1/1", "Patchcore//e/1/1")
         row = {**{f: job[f] for f in store.KEY_FIELDS}, "profile": job["profile"], "openvino_ms": 99.0}
         store.upsert_row(tmp_path / "out" / "results.csv", {**row, "status": "failed" if failed else "ok"})
         xml = grid.job_work_dir(tmp_path / "jobs", job) / "export" / "weights" / "openvino" / "model.xml"
@@ -84,7 +84,7 @@ def test_retime_writes_ms_per_image_and_ratios_to_patchcore_of_the_same_dataset_
     command = ["-c", str(fake_grid["path"]), "--retime", "--only", "Dfd", "--retime-images", "5"]
     assert runner.main(command) == 0
     rows = store.read_rows(fake_grid["out"] / "retime.csv")
-    got = {"/".join(store.job_key(r)): (r["ms_per_image"], r["ratio_to_patchcore"]) for r in rows}
+    got = {store.job_label(r): (r["ms_per_image"], r["ratio_to_patchcore"]) for r in rows}
     assert got == {  # Dfd d/1/1 failed: not timed, nor is its Patchcore row; Pcsnet is not selected
         "Dfd/v/d/1/0": ("35.0", "3.5"),
         "Dfd/v/e/1/0": ("35.0", "3.5"),
@@ -99,8 +99,8 @@ def test_retime_writes_ms_per_image_and_ratios_to_patchcore_of_the_same_dataset_
     assert {r["openvino_batch"] for r in rows if r["model"] == "Patchcore"} == {"2"}
     assert row["export"].endswith("model.xml")
     report = (fake_grid["out"] / "retime.md").read_text()
-    assert "| Dfd | v | d | 1 | 0 | 35.0 | 3.5 | 10.0 | 99.0 | 1 | 5 |" in report
-    assert "| Dfd | v | e | 1 | 1 | 35.0 | – | – | 99.0 | 1 | 5 |" in report
+    assert "| Dfd | v | d | 1 | 0 | test | 35.0 | 3.5 | 10.0 | 99.0 | 1 | 5 |" in report
+    assert "| Dfd | v | e | 1 | 1 | test | 35.0 | – | – | 99.0 | 1 | 5 |" in report
     assert f"UTC: `anomalib-fewshot benchmark {' '.join(command)}`" in report
 
     # dataset e: its 3 graphs in one interleaved loop, warm-up on the first 3 images, then every graph once per
@@ -122,7 +122,7 @@ def test_retime_replaces_earlier_retimings_of_the_same_job_and_keeps_the_others(
     assert runner.main(["-c", str(fake_grid["path"]), "--retime", "--only", "Pcsnet", "--retime-images", "2"]) == 0
     monkeypatch.setitem(COST, "Patchcore", (20.0, 2))
     assert retime.main(["-c", str(fake_grid["path"]), "--only", "Dfd:v", "--images", "2"]) == 0
-    rows = {"/".join(store.job_key(r)): r for r in store.read_rows(fake_grid["out"] / "retime.csv")}
+    rows = {store.job_label(r): r for r in store.read_rows(fake_grid["out"] / "retime.csv")}
     assert rows["Pcsnet//e/1/0"]["ratio_to_patchcore"] == "0.4"  # from the first run (Pcsnet 4, Patchcore 10)
     assert rows["Pcsnet//e/1/0"]["command"].startswith("anomalib-fewshot benchmark")
     assert rows["Patchcore//e/1/0"]["ms_per_image"] == "20.0"  # re-timed by the second run
@@ -133,7 +133,7 @@ def test_retime_replaces_earlier_retimings_of_the_same_job_and_keeps_the_others(
 
 def test_retime_without_an_export_names_the_row_and_folder_and_times_nothing(fake_grid, capsys):
     _, jobs = grid.load_grid(fake_grid["path"])
-    patchcore = next(job for job in jobs if store.job_key(job) == ("Patchcore", "", "e", "1", "0"))
+    patchcore = next(job for job in jobs if store.job_label(job) == "Patchcore//e/1/0")
     export = grid.job_work_dir(fake_grid["jobs"], patchcore) / "export"
     (export / "weights" / "openvino" / "model.xml").unlink()
     with pytest.raises(MissingFileError, match=r"row Patchcore//e/1/0 has no exported OpenVINO graph"):

@@ -43,12 +43,12 @@ class FakeRunJob:
         if self.kill_at is not None and len(self.calls) == self.kill_at:
             raise KeyboardInterrupt
         expected_nan = job["model"] == "Padim" and str(job["k_shot"]) == "1"
-        failed = expected_nan or "/".join(store.job_key(job)) in self.fail
+        failed = expected_nan or store.job_label(job) in self.fail
         return _fake_row(job, self.auroc, "failed" if failed else "ok")
 
 
 def _keys(calls: list[dict[str, Any]]) -> list[str]:
-    return ["/".join(store.job_key(job)) for job in calls]
+    return [store.job_label(job) for job in calls]
 
 
 def _grid(tmp_path: Path, **extra: Any) -> Path:
@@ -165,7 +165,7 @@ def test_supersede_resumes_after_a_kill_with_only_the_remaining_jobs(tmp_path: P
         runner.main(["-c", str(path), "--only", "Dfd", "--supersede"])
     state = json.loads(state_path.read_text())
     assert state["only"] == ["Dfd"]
-    assert state["keys"] == [["Dfd", "v", "d", "1", "1"], ["Dfd", "v", "d", "1", "2"]]
+    assert state["keys"] == [["Dfd", "v", "d", "1", "1", "test"], ["Dfd", "v", "d", "1", "2", "test"]]
     rows = {(r["model"], r["seed"]): r["image_auroc"] for r in store.read_rows(out / "results.csv")}
     assert rows == {("Dfd", "0"): "0.9", ("Dfd", "1"): "0.5", ("Dfd", "2"): "0.5",
                     ("Patchcore", "0"): "0.5", ("Patchcore", "1"): "0.5", ("Patchcore", "2"): "0.5"}  # fmt: skip
@@ -215,7 +215,7 @@ def test_a_failed_rerun_keeps_the_ok_row_and_stays_in_the_state_file(tmp_path: P
         ("2", "failed", "replaced"),
     ]
     state = json.loads((out / supersede.STATE_NAME).read_text())
-    assert state["keys"] == [["Dfd", "v", "d", "1", "1"]]
+    assert state["keys"] == [["Dfd", "v", "d", "1", "1", "test"]]
 
     retry = FakeRunJob("0.8")
     monkeypatch.setattr(runner, "run_job", retry)

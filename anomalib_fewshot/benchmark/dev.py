@@ -1,0 +1,77 @@
+"""Development grids (``evaluate_on: dev``): every job is evaluated on its dataset's development split.
+
+The split (:mod:`anomalib_fewshot.data.dev_split`) is built once per dataset, before the first job that needs it, in
+``<dev_cache>/<generator version>/<dataset name>/<category>`` (``dev_cache`` from the grid YAML, default
+``benchmark_results/dev_splits``), from the dataset's normal training images only; its ``foreign`` defects take
+their texture from the normal training images of the grid's *other* datasets (a procedural texture when the grid
+has one dataset). A job then reads that folder instead of the dataset: it trains on the usual seeded shots (the
+folder holds every training image under its own name) and tests, and validates, on the development split. Nothing
+in a development grid opens a test image of a dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anomalib_fewshot.data.defects import GENERATOR_VERSION
+from anomalib_fewshot.data.dev_split import DEFAULT_CAP, MANIFEST, build_dev_split, normal_training_images
+from anomalib_fewshot.errors import InvalidArgumentError
+
+DEFAULT_CACHE = Path("benchmark_results/dev_splits")
+#: Foreign images per dataset (a seeded draw from the other datasets' normal training images).
+FOREIGN_IMAGES = 32
+
+
+def dev_root(config: dict[str, Any], dataset: str) -> Path:
+    """Where the development split of ``dataset`` lives (the root a job's datamodule reads)."""
+    return Path(config.get("dev_cache") or DEFAULT_CACHE) / GENERATOR_VERSION / dataset
+
+
+def _foreign_images(datasets: list[dict[str, Any]], name: str, seed: int) -> list[str]:
+    others = [
+        image
+        for dataset in datasets
+        if dataset["name"] != name
+        for image in normal_training_images(Path(dataset["root"]), dataset["category"])
+    ]
+    if not others:
+        return []
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(others), generator=generator)[:FOREIGN_IMAGES].tolist()
+    return [others[i] for i in order]
+
+
+def ensure_dev_splits(config: dict[str, Any], names: set[str]) -> dict[str, Path]:
+    """Build the development split of every dataset in ``names`` unless it exists; return their roots by name."""
+    datasets = config["grid"]["datasets"]
+    options = config.get("dev_split") or {}
+    roots = {}
+    for dataset in datasets:
+        name = dataset["name"]
+        if name not in names:
+            continue
+        if dataset.get("datamodule", "MVTecAD") != "MVTecAD":
+            msg = f"dataset {name}: a development split is built in MVTec layout; datamodule {dataset['datamodule']}"
+            raise InvalidArgumentError(msg)
+        root = dev_root(config, name)
+        if not (root / dataset["category"] / MANIFEST).is_file():
+            seed = int(options.get("seed", 0))
+            print(f"building the development split of {name} in {root} (once)")
+            build_dev_split(
+                normal_training_images(Path(dataset["root"]), dataset["category"]),
+                root,
+                dataset["category"],
+                foreign_images=_foreign_images(datasets, name, seed),
+                cap=int(options.get("cap", DEFAULT_CAP)),
+                seed=seed,
+            )
+        roots[name] = root
+    return roots
+
+
+def on_dev_split(job: dict[str, Any], roots: dict[str, Path]) -> dict[str, Any]:
+    """The job reading its dataset's development split (root replaced, generator version recorded)."""
+    return {**job, "root": str(roots[job["dataset"]].resolve()), "dev_generator": GENERATOR_VERSION}
