@@ -1,6 +1,6 @@
-"""Diagnose a trained checkpoint: the AUROC of each internal branch of a model on its own.
+"""Diagnose a trained checkpoint: image AUROC, pixel AUROC and AUPRO of each internal branch of a model on its own.
 
-    python -m anomalib_fewshot.benchmark.branches MODEL CKPT ROOT CATEGORY
+    python -m anomalib_fewshot.benchmark.branches MODEL CKPT ROOT CATEGORY [--csv FILE]
 
 ``MODEL`` is a registered model with a branch hook (``ModelSpec.branch_maps``, kept in the model's folder as
 ``models/<name>/diagnostics.py``): ``Ed`` (reconstruction score, inter-correlation score and their product, the
@@ -8,36 +8,51 @@ model's map), ``Fdsl`` (the raw feature discrepancy ``|f − nn(f)|`` without an
 and after the NAM, the LFE window branch, and the model's blend), ``Dfd`` (the Gaussian and Perlin discriminators,
 each frequency path, and the token scale that the feature noise ``noise_std`` is compared with) or ``Pcsnet`` (the
 CAS output, and the PFA prototype distances alone: mean 3-NN distance per position and 1-NN distance, smoothed like
-the CAS map). Prints pixel and image AUROC of the raw maps on the test split of an MVTec-layout dataset, then the
-model's notes (``ModelSpec.branch_notes``). Diagnosis only: nothing here feeds back into a model's defaults.
+the CAS map). Prints pixel AUROC, image AUROC (the map's maximum as the score) and AUPRO (FPR <= 0.3) of the raw maps
+on the test folder of an MVTec-layout root, then the model's notes (``ModelSpec.branch_notes``); ``--csv`` also writes
+the table. A checkpoint of any k works; ``ROOT`` is a dataset (its test split) or a development split
+(``benchmark_results/dev_splits/<version>/<dataset>``, :mod:`anomalib_fewshot.benchmark.dev`), which the CSV's
+``split`` column names. Diagnosis only: nothing here feeds back into a model's defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 import torch
 from anomalib.data import MVTecAD
-from torchmetrics.classification import BinaryAUROC
 
+from anomalib_fewshot.benchmark.job import compute_metrics
+from anomalib_fewshot.benchmark.store import write_rows
 from anomalib_fewshot.components.spec import ModelSpec
+from anomalib_fewshot.data.dev_split import MANIFEST
 from anomalib_fewshot.models import REGISTRY
 
 #: The registered models that have a branch hook, by class name.
 BRANCHES: dict[str, ModelSpec] = {name: spec for name, spec in REGISTRY.items() if spec.branch_maps is not None}
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return (x - x.min()) / (x.max() - x.min()).clamp_min(1e-12)
+def branch_metrics(
+    maps: dict[str, torch.Tensor], labels: torch.Tensor, masks: torch.Tensor
+) -> dict[str, dict[str, float]]:
+    """Image AUROC, pixel AUROC, AUPRO and F1-max of every branch's raw maps ``(N, H, W)`` (score: the map's max)."""
+    target = masks.numpy()
+    return {
+        name: compute_metrics(values.flatten(1).amax(1).numpy(), values.numpy(), labels.numpy(), target)
+        for name, values in maps.items()
+    }
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Print the per-branch table."""
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Print the per-branch table (and write it with ``--csv``); return its rows."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=sorted(BRANCHES))
     parser.add_argument("ckpt")
     parser.add_argument("root")
     parser.add_argument("category")
+    parser.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
     args = parser.parse_args(argv)
     spec = BRANCHES[args.model]
     model = spec.model_class.load_from_checkpoint(args.ckpt, weights_only=True).eval()
@@ -50,24 +65,40 @@ def main(argv: list[str] | None = None) -> None:
         for batch in datamodule.test_dataloader():
             images, mask = transform(batch.image, batch.gt_mask)
             for name, value in spec.branch_maps(model, images).items():
-                maps.setdefault(name, []).append(value.reshape(len(images), *images.shape[-2:]))
+                maps.setdefault(name, []).append(value.reshape(len(images), *images.shape[-2:]).float())
             masks.append(mask.reshape(len(images), *images.shape[-2:]).bool())
             labels.append(batch.gt_label.int())
         note = ""
         if spec.branch_notes is not None:
             train = next(iter(datamodule.train_dataloader()))
             note = spec.branch_notes(model, transform(train.image[:8]))
-    pixel_target = torch.cat(masks).flatten().int()
-    image_target = torch.cat(labels)
-    print(f"checkpoint: {args.ckpt}\ndata: {args.root} / {args.category} (test split)\n")
-    print("| branch | pixel AUROC | image AUROC |\n|---|---|---|")
-    for name, values in maps.items():
-        stacked = torch.cat(values)
-        pixel = BinaryAUROC()(_unit(stacked).flatten(), pixel_target)
-        image = BinaryAUROC()(_unit(stacked.flatten(1).amax(1)), image_target)
-        print(f"| {name} | {pixel:.3f} | {image:.3f} |")
+    split = "dev" if (Path(args.root) / args.category / MANIFEST).is_file() else "test"
+    metrics = branch_metrics({k: torch.cat(v) for k, v in maps.items()}, torch.cat(labels), torch.cat(masks))
+    few_shot = model.few_shot_record or {}
+    rows = [
+        {
+            "model": args.model,
+            "branch": name,
+            **{k: round(v, 4) for k, v in values.items()},
+            "k_shot": few_shot.get("k_shot"),
+            "few_shot_seed": few_shot.get("few_shot_seed"),
+            "split": split,
+            "root": args.root,
+            "category": args.category,
+            "checkpoint": args.ckpt,
+        }
+        for name, values in metrics.items()
+    ]
+    print(f"checkpoint: {args.ckpt}\ndata: {args.root} / {args.category} ({split} split)\n")
+    print("| branch | pixel AUROC | image AUROC | AUPRO |\n|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['branch']} | {row['pixel_auroc']:.3f} | {row['image_auroc']:.3f} | {row['aupro']:.3f} |")
     if note:
         print(f"\n{note}")
+    if args.csv is not None:
+        write_rows(args.csv, rows)
+        print(f"\nwritten to {args.csv}")
+    return rows
 
 
 if __name__ == "__main__":

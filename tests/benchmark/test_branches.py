@@ -9,7 +9,7 @@ import pytest
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
 
-from anomalib_fewshot.benchmark import branches
+from anomalib_fewshot.benchmark import branches, store
 from anomalib_fewshot.models import REGISTRY
 from tests.helpers import TINY_CONFIGS
 
@@ -29,16 +29,27 @@ def test_branch_table(tmp_path: Path, tiny_data_root: Path, name: str, capsys: p
     engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
     engine.fit(model, datamodule=datamodule)
     ckpt = next(tmp_path.rglob("model.ckpt"))
-    branches.main([name, str(ckpt), str(tiny_data_root), "tiny"])
+    csv_path = tmp_path / "branches.csv"
+    returned = branches.main([name, str(ckpt), str(tiny_data_root), "tiny", "--csv", str(csv_path)])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| branch |")]
     assert rows
     for row in EXPECTED_ROWS.get(name, []):
         assert any(line.startswith(f"| {row} |") for line in rows), out
     for line in rows:
-        pixel, image = (float(v) for v in line.strip("| ").split("|")[1:3])
+        pixel, image, aupro = (float(v) for v in line.strip("| ").split("|")[1:4])
         assert 0.0 <= pixel <= 1.0
         assert 0.0 <= image <= 1.0
+        assert 0.0 <= aupro <= 1.0
+    written = store.read_rows(csv_path)
+    assert (
+        [r["branch"] for r in written]
+        == [r["branch"] for r in returned]
+        == [line.split("|")[1].strip() for line in rows]
+    )
+    assert {r["split"] for r in written} == {"test"}
+    assert {r["k_shot"] for r in written} == {str(TINY_CONFIGS[name]["k_shot"])}
+    assert all(set(r) >= {"image_auroc", "pixel_auroc", "aupro", "image_f1max", "pixel_f1max"} for r in written)
 
 
 def test_every_plugin_model_has_branches():
