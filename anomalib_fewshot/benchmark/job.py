@@ -78,13 +78,15 @@ def _subsample_for_baseline(datamodule: Any, k_shot: int | None, seed: int) -> l
     return shots
 
 
-def _raw_predictions(model: Any, datamodule: Any) -> tuple[np.ndarray, ...]:
-    """Raw (un-post-processed) scores and maps on the test split, with labels and masks at model resolution."""
-    model.eval()
+def raw_predictions(model: Any, dataloader: Any) -> tuple[np.ndarray, ...]:
+    """Raw (un-post-processed) scores and maps on ``dataloader``, with labels and masks at model resolution.
+
+    The caller puts the model in eval mode.
+    """
     scores, maps, labels, masks = [], [], [], []
     transform = model.pre_processor.transform
     with torch.no_grad():
-        for batch in datamodule.test_dataloader():
+        for batch in dataloader:
             image, mask = transform(batch.image, batch.gt_mask)
             out = model.model(image)
             scores.append(out.pred_score.reshape(-1).float())
@@ -193,7 +195,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     fit_total = time.perf_counter() - start
     if shots is None:
         shots = (model.few_shot_record or {}).get("shots")
-    scores, maps, labels, masks = _raw_predictions(model, datamodule)
+    model.eval()
+    scores, maps, labels, masks = raw_predictions(model, datamodule.test_dataloader())
     check_finite(scores, maps)
     row: dict[str, Any] = {**compute_metrics(scores, maps, labels, masks)}
 
