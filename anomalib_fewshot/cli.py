@@ -3,6 +3,8 @@
 * ``anomalib-fewshot demo [--output DIR]``: generate the offline demo dataset, train DFD (lite profile,
   1-shot), test (prints metrics, writes heat-maps), export to OpenVINO and run the exported model.
 * ``anomalib-fewshot benchmark -c CONFIG``: run (or resume) a benchmark grid, see ``configs/benchmark``.
+* ``anomalib-fewshot recommend --images DIR --output OUT``: rank the models and shot counts for a folder of good
+  images of one part on its development split (synthetic defects), within a time budget estimated first.
 * ``anomalib-fewshot <verb> ...``: a model's prerequisite step, from the registry (``ModelSpec.prerequisites``), e.g.
   ``anomalib-fewshot fdsl-pretrain``: FDSL stage 1, train the head on an annotated test split (see its ``--help``).
 * ``anomalib-fewshot <anything else>``: exactly ``anomalib <anything else>`` (train, test, export, ...).
@@ -64,6 +66,10 @@ def _dispatch(argv: list[str]) -> int:
         from anomalib_fewshot.benchmark.runner import main as benchmark_main
 
         return benchmark_main(argv[1:])
+    if argv and argv[0] == "recommend":
+        from anomalib_fewshot.benchmark.recommend import main as recommend_main
+
+        return recommend_main(argv[1:])
     prerequisite = _prerequisite_main(argv[0]) if argv else None
     if prerequisite is not None:
         return prerequisite(argv[1:])

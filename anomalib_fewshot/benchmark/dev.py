@@ -17,7 +17,14 @@ from typing import Any
 import torch
 
 from anomalib_fewshot.data.defects import GENERATOR_VERSION
-from anomalib_fewshot.data.dev_split import DEFAULT_CAP, MANIFEST, build_dev_split, normal_training_images
+from anomalib_fewshot.data.dev_split import (
+    DEFAULT_CAP,
+    EXCLUDED_MAX_K,
+    EXCLUDED_SEEDS,
+    MANIFEST,
+    build_dev_split,
+    normal_training_images,
+)
 from anomalib_fewshot.errors import InvalidArgumentError
 
 DEFAULT_CACHE = Path("benchmark_results/dev_splits")
@@ -67,6 +74,8 @@ def ensure_dev_splits(config: dict[str, Any], names: set[str]) -> dict[str, Path
                 foreign_images=_foreign_images(datasets, name, seed),
                 cap=int(options.get("cap", DEFAULT_CAP)),
                 seed=seed,
+                excluded_seeds=[int(v) for v in options.get("exclude_seeds", EXCLUDED_SEEDS)],
+                excluded_max_k=int(options.get("exclude_max_k", EXCLUDED_MAX_K)),
             )
         roots[name] = root
     return roots

@@ -64,16 +64,23 @@ def excluded_shots(
 
 
 def development_pool(
-    train_images: Sequence[str | Path], cap: int = DEFAULT_CAP, seed: int = 0
+    train_images: Sequence[str | Path],
+    cap: int = DEFAULT_CAP,
+    seed: int = 0,
+    seeds: Sequence[int] = EXCLUDED_SEEDS,
+    max_k: int = EXCLUDED_MAX_K,
 ) -> tuple[list[str], list[str]]:
-    """``(clean, defective)``: up to ``cap`` seeded pool images that are never shots (sorted paths, disjoint halves)."""
+    """``(clean, defective)``: up to ``cap`` seeded pool images that are never shots (sorted paths, disjoint halves).
+
+    The shots excluded are those of every seed in ``seeds`` and ``k = 1..max_k`` (:func:`excluded_shots`).
+    """
     paths = sorted(str(p) for p in train_images)
-    excluded = excluded_shots(paths)
+    excluded = excluded_shots(paths, seeds, max_k)
     pool = [p for p in paths if p not in excluded]
     if len(pool) < 2:
         msg = (
-            f"only {len(pool)} of {len(paths)} normal training images are never shots (seeds {EXCLUDED_SEEDS}, "
-            f"k <= {EXCLUDED_MAX_K}): a development split needs at least 2; add normal images"
+            f"only {len(pool)} of {len(paths)} normal training images are never shots (seeds {tuple(seeds)}, "
+            f"k <= {max_k}): a development split needs at least 2; add normal images"
         )
         raise InvalidArgumentError(msg)
     generator = torch.Generator().manual_seed(seed)
@@ -126,6 +133,8 @@ def build_dev_split(
     cap: int = DEFAULT_CAP,
     seed: int = 0,
     max_side: int | None = 1024,
+    excluded_seeds: Sequence[int] = EXCLUDED_SEEDS,
+    excluded_max_k: int = EXCLUDED_MAX_K,
 ) -> Path:
     """Write the development split of ``train_images`` to ``output/category`` (see the module docstring).
 
@@ -138,6 +147,8 @@ def build_dev_split(
         seed: the split's seed (pool draw and defects).
         max_side: defective images larger than this are drawn at their size but the foreign images are read at
             most this large (memory).
+        excluded_seeds: the seeds whose shots never enter the split.
+        excluded_max_k: the largest k whose shots never enter the split.
 
     Returns:
         The category folder ``output/category``.
@@ -154,7 +165,7 @@ def build_dev_split(
     if target == protected or protected in target.parents:
         msg = f"the development split must not be written inside the dataset '{protected}': '{category_dir}'"
         raise InvalidArgumentError(msg)
-    clean, defective = development_pool([str(p) for p in sources], cap, seed)
+    clean, defective = development_pool([str(p) for p in sources], cap, seed, excluded_seeds, excluded_max_k)
     rng = np.random.default_rng(seed)
     foreign = [read_image(p, max_side=max_side) for p in foreign_images[:32]]
     for path in sources:
@@ -187,7 +198,7 @@ def build_dev_split(
         "category": category,
         "seed": seed,
         "cap": cap,
-        "excluded_shots": {"seeds": list(EXCLUDED_SEEDS), "max_k": EXCLUDED_MAX_K},
+        "excluded_shots": {"seeds": list(excluded_seeds), "max_k": excluded_max_k},
         "n_train_images": len(sources),
         "counts": counts,
         "foreign_images": [str(p) for p in foreign_images[:32]],

@@ -1,0 +1,65 @@
+"""``anomalib-fewshot recommend``: a folder of good images -> development split -> ranked models, within a budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anomalib_fewshot import cli
+from anomalib_fewshot.benchmark import recommend
+from anomalib_fewshot.errors import InvalidArgumentError
+
+
+def _good_images(folder: Path, n: int, size: int = 64) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        base = np.full((size, size, 3), 120, np.uint8)
+        base[:, : size // 2] = 90
+        noise = rng.integers(0, 25, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(base + noise).save(folder / f"img_{i:03d}.png")
+    return folder
+
+
+def test_bad_requests_are_refused_before_any_work(tmp_path: Path):
+    images = _good_images(tmp_path / "good", 22)
+    with pytest.raises(InvalidArgumentError, match=r"at least max\(k\) \+ 20 = 24"):
+        recommend.recommend(images, tmp_path / "out", ["Patchcore"], [1, 4])
+    with pytest.raises(InvalidArgumentError, match="unknown"):
+        recommend.recommend(images, tmp_path / "out", ["Nope"], [1])
+    with pytest.raises(InvalidArgumentError, match="inside the image folder"):
+        recommend.recommend(images, images / "out", ["Patchcore"], [1])
+    assert not (tmp_path / "out").exists()
+    assert cli.main(["recommend", "--images", str(images), "--output", str(tmp_path / "o"), "--k", "8"]) == 2
+
+
+def test_an_estimate_over_the_budget_stops_before_running(tmp_path: Path, monkeypatch):
+    images = _good_images(tmp_path / "good", 30)
+    monkeypatch.setattr(recommend, "estimate_job_s", lambda model, k, n_dev: 600.0 if model == "Pcsnet" else 60.0)
+    monkeypatch.setattr("anomalib_fewshot.benchmark.runner.run_grid", lambda *a, **k: pytest.fail("ran a job"))
+    with pytest.raises(InvalidArgumentError, match=r"exceed --budget-min 5: .* slowest is Pcsnet at k=1"):
+        recommend.recommend(images, tmp_path / "out", ["Pcsnet", "Patchcore"], [1], budget_min=5)
+    # the development split was built from the folder, which was not touched
+    assert sorted(p.name for p in images.iterdir()) == [f"img_{i:03d}.png" for i in range(30)]
+    assert (tmp_path / "out" / "dev").is_dir()
+
+
+def test_the_estimate_times_a_model_on_this_machine():
+    seconds = recommend.estimate_job_s("Pcsnet", 1, n_dev=10, repeats=1)
+    assert recommend.EXPORT_ALLOWANCE_S < seconds < 3600
+
+
+@pytest.mark.slow
+def test_recommend_ranks_models_on_a_folder_of_good_images(tmp_path: Path, capsys):
+    images = _good_images(tmp_path / "good", 24)
+    rows = recommend.recommend(images, tmp_path / "out", ["Patchcore"], [1, 2], budget_min=60, cap=12)
+    assert [r["model"] for r in rows] == ["Patchcore", "Patchcore"]
+    assert sorted(r["k_shot"] for r in rows) == ["1", "2"]
+    assert {r["split"] for r in rows} == {"dev"}
+    out = capsys.readouterr().out
+    assert "estimated total:" in out
+    assert "| 1 | Patchcore |" in out
+    assert "SYNTHETIC defects" in out
