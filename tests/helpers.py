@@ -55,3 +55,28 @@ def fit_tiny(name: str, data_root: Path, run_root: Path, category: str = "tiny",
     engine = Engine(default_root_dir=run_root, logger=False, enable_progress_bar=False, enable_model_summary=False)
     engine.fit(model, datamodule=datamodule)
     return model, engine
+
+
+def write_fake_grid(
+    tmp_path: Path, models: list[dict[str, Any]] | None = None, grid: dict[str, Any] | None = None, **extra: Any
+) -> Path:
+    """A benchmark grid YAML of fake jobs in ``tmp_path``: dataset ``d``, k = 1, seeds 0-2 (runner tests).
+
+    ``models`` default to one ``Dfd`` variant ``v``; ``grid`` entries extend the ``grid:`` section, ``extra`` the top.
+    """
+    import yaml
+
+    config = {
+        "output": str(tmp_path / "out"),
+        "grid": {
+            "models": models or [{"model": "Dfd", "variant": "v", "profile": "p"}],
+            "datasets": [{"name": "d", "root": "x", "category": "c"}],
+            "k_shot": [1],
+            "seeds": [0, 1, 2],
+            **(grid or {}),
+        },
+        **extra,
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -11,6 +11,7 @@ from anomalib_fewshot.benchmark import grid, runner, store
 from anomalib_fewshot.benchmark.job import compute_metrics
 from anomalib_fewshot.benchmark.report import write_report
 from anomalib_fewshot.data.demo import make_demo_dataset
+from tests.helpers import write_fake_grid
 
 pytestmark = pytest.mark.slow
 
@@ -162,19 +163,7 @@ def _row(seed: int, status: str = "ok", profile: str = "p", **fields: str) -> di
 
 
 def _grid(tmp_path: Path, **grid: object) -> Path:
-    config = {
-        "output": str(tmp_path / "out"),
-        "grid": {
-            "models": [{"model": "Dfd", "variant": "v", "profile": "p"}],
-            "datasets": [{"name": "d", "root": "x", "category": "c"}],
-            "k_shot": [1],
-            "seeds": [0, 1, 2],
-            **grid,
-        },
-    }
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_fake_grid(tmp_path, grid=grid)
 
 
 def test_merge_imports_rows_of_the_same_job_and_never_replaces_a_finished_one(tmp_path: Path):

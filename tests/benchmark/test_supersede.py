@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from anomalib_fewshot import cli
 from anomalib_fewshot.benchmark import grid, runner, store, supersede
 from anomalib_fewshot.errors import InvalidArgumentError
+from tests.helpers import write_fake_grid
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "benchmark" / "smoke.yaml"
 
@@ -52,19 +52,8 @@ def _keys(calls: list[dict[str, Any]]) -> list[str]:
 
 
 def _grid(tmp_path: Path, **extra: Any) -> Path:
-    config = {
-        "output": str(tmp_path / "out"),
-        "grid": {
-            "models": [{"model": "Dfd", "variant": "v", "profile": "p"}, {"model": "Patchcore"}],
-            "datasets": [{"name": "d", "root": "x", "category": "c"}],
-            "k_shot": [1],
-            "seeds": [0, 1, 2],
-        },
-        **extra,
-    }
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    models = [{"model": "Dfd", "variant": "v", "profile": "p"}, {"model": "Patchcore"}]
+    return write_fake_grid(tmp_path, models, **extra)
 
 
 def _today() -> str:
