@@ -130,6 +130,25 @@ def compute_metrics(scores: np.ndarray, maps: np.ndarray, labels: np.ndarray, ma
     return metrics
 
 
+def family_metrics(
+    scores: np.ndarray, maps: np.ndarray, labels: np.ndarray, masks: np.ndarray, families: list[str]
+) -> dict[str, float]:
+    """Image AUROC, pixel AUROC and AUPRO per defect family: that family's images against every good image.
+
+    ``families`` names each image's folder (``good`` or the family), in the order of the other arrays; the columns
+    are ``<metric>@<family>``.
+    """
+    names = np.asarray(families)
+    out = {}
+    for family in sorted(set(families) - {"good"}):
+        keep = (names == "good") | (names == family)
+        metrics = compute_metrics(scores[keep], maps[keep], labels[keep], masks[keep])
+        out.update(
+            {f"{metric}@{family}": round(metrics[metric], 4) for metric in ("image_auroc", "pixel_auroc", "aupro")}
+        )
+    return out
+
+
 def check_finite(scores: np.ndarray, maps: np.ndarray) -> None:
     """Refuse to score NaN/inf outputs (e.g. Padim at k = 1, whose covariance divides by N − 1 = 0)."""
     bad_scores, bad_maps = int((~np.isfinite(scores)).sum()), int((~np.isfinite(maps)).sum())
@@ -199,6 +218,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     scores, maps, labels, masks = raw_predictions(model, datamodule.test_dataloader())
     check_finite(scores, maps)
     row: dict[str, Any] = {**compute_metrics(scores, maps, labels, masks)}
+    if spec.get("split") == "dev":  # the development split's defect families, each against the good images
+        families = datamodule.test_data.samples["label"].astype(str).tolist()
+        row.update(family_metrics(scores, maps, labels, masks, families))
 
     # Inference speed on the same test images (raw RGB tensors in [0, 1], full exported pipeline).
     items = [datamodule.test_data[i] for i in range(min(spec.get("timing_images", 30), len(datamodule.test_data)))]

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
 from anomalib_fewshot.benchmark import dev, grid, runner, store
+from anomalib_fewshot.benchmark.job import family_metrics
 from anomalib_fewshot.data.demo import make_demo_dataset
 from anomalib_fewshot.data.dev_split import MANIFEST
 from anomalib_fewshot.errors import InvalidArgumentError
@@ -101,6 +103,23 @@ def test_a_dev_grid_builds_each_split_once_and_points_its_jobs_at_it(tmp_path: P
     assert manifest.stat().st_mtime_ns == stamp
 
 
+def test_family_metrics_score_each_family_against_the_good_images():
+    rng = np.random.default_rng(0)
+    families = ["good"] * 4 + ["seen"] * 3 + ["hidden"] * 3
+    labels = np.array([0] * 4 + [1] * 6)
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.25, 0.15, 0.35])  # "hidden" sits among the good
+    masks = np.zeros((10, 8, 8), bool)
+    masks[4:, 2:4, 2:4] = True
+    maps = rng.random((10, 8, 8)) * 0.1
+    maps[4:7, 2:4, 2:4] += 1.0  # only "seen" is visible in the maps
+    metrics = family_metrics(scores, maps, labels, masks, families)
+    assert set(metrics) == {f"{m}@{f}" for m in ("image_auroc", "pixel_auroc", "aupro") for f in ("seen", "hidden")}
+    assert metrics["image_auroc@seen"] == 1.0
+    assert metrics["image_auroc@hidden"] == pytest.approx(0.5)
+    assert metrics["pixel_auroc@seen"] == 1.0
+    assert metrics["pixel_auroc@hidden"] < 0.8
+
+
 @pytest.mark.slow
 def test_real_dev_jobs_run_without_opening_a_test_image(tmp_path: Path, monkeypatch):
     """Patchcore and PCSNet (quick) end to end on datasets whose test images are garbage: the jobs succeed."""
@@ -123,3 +142,5 @@ def test_real_dev_jobs_run_without_opening_a_test_image(tmp_path: Path, monkeypa
         assert row["split"] == "dev"
         assert int(row["n_test"]) == sum(manifest["counts"].values())
         assert 0 <= float(row["aupro"]) <= 1
+        for family in (f for f in manifest["counts"] if f != "good"):
+            assert 0 <= float(row[f"image_auroc@{family}"]) <= 1, family
