@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Any
 import torch
 
 from anomalib_fewshot.components.fewshot import list_images
-from anomalib_fewshot.data.dev_split import DEFAULT_CAP
+from anomalib_fewshot.data.dev_split import DEFAULT_CAP, link_or_copy
 from anomalib_fewshot.errors import InvalidArgumentError
 
 #: The development split holds at least this many images beyond the largest k.
@@ -51,13 +49,7 @@ def _place(images: list[str], folder: Path) -> None:
         if name in names:  # the same file name in two sub-folders
             name = f"{index:05d}_{name}"
         names.add(name)
-        target = folder / name
-        if target.exists():
-            continue
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copyfile(source, target)
+        link_or_copy(source, folder / name)
 
 
 def estimate_job_s(model: str, k_shot: int, n_dev: int, repeats: int = 2) -> float:

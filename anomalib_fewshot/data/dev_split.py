@@ -102,7 +102,7 @@ def normal_training_images(root: Path, category: str) -> list[str]:
     return images
 
 
-def _link(target: str | Path, link: Path) -> None:
+def link_or_copy(target: str | Path, link: Path) -> None:
     """A hard link to ``target``, or a copy across file systems (anomalib rejects links that leave the root)."""
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.is_symlink() or link.exists():
@@ -169,10 +169,10 @@ def build_dev_split(
     rng = np.random.default_rng(seed)
     foreign = [read_image(p, max_side=max_side) for p in foreign_images[:32]]
     for path in sources:
-        _link(path, category_dir / "train" / "good" / path.name)
+        link_or_copy(path, category_dir / "train" / "good" / path.name)
     records: list[dict[str, Any]] = []
     for path in clean:
-        _link(path, category_dir / "test" / "good" / Path(path).name)
+        link_or_copy(path, category_dir / "test" / "good" / Path(path).name)
         records.append({"file": f"test/good/{Path(path).name}", "source": path, "family": "good", "size": None})
     sizes = list(SIZES)
     skipped: list[dict[str, Any]] = []
