@@ -155,6 +155,33 @@ def select_jobs(jobs: list[dict[str, Any]], only: Sequence[str] | None) -> list[
     return [job for job in jobs if any(job["model"] == m and (v is None or job_key(job)[1] == v) for m, v in wanted)]
 
 
+def select_values(jobs: list[dict[str, Any]], **values: list[Any] | None) -> list[dict[str, Any]]:
+    """Keep the jobs whose field ``name`` is one of ``values[name]`` (a ``None`` list keeps every value).
+
+    Args:
+        jobs: The grid's job specs.
+        **values: Field name -> wanted values, e.g. ``k_shot=[1], seed=[0]``.
+
+    Returns:
+        The matching jobs, in grid order.
+
+    Raises:
+        InvalidArgumentError: A wanted value that no job of the grid has (named with the values the grid has).
+
+    """
+    for name, wanted in values.items():
+        if wanted is None:
+            continue
+        have = sorted({job[name] for job in jobs}, key=str)
+        missing = [v for v in wanted if v not in have]
+        if missing:
+            option = {"k_shot": "--k-shot", "seed": "--seeds"}.get(name, name)
+            msg = f"{option} {' '.join(map(str, missing))}: the grid has no such {name}; its values: {have}"
+            raise InvalidArgumentError(msg)
+        jobs = [job for job in jobs if job[name] in wanted]
+    return jobs
+
+
 def head_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The grid's ``heads`` by dataset name, with that dataset's root and category; unknown names are errors."""
     datasets = {d["name"]: d for d in config["grid"]["datasets"]}

@@ -37,7 +37,8 @@ Rows of another grid's ``results.csv`` with the same job (model, variant, datase
 imported with ``--merge OTHER.csv``; ``--report-only`` rewrites ``results.md`` and the plots without running jobs.
 
 ``--only MODEL[:VARIANT] ...`` runs only the jobs of those models (and variants; the variant is everything after
-the first ``:``); the report still covers the whole grid. ``--only X --supersede`` re-runs X's jobs even when they
+the first ``:``); the report still covers the whole grid. ``--k-shot K ...`` and ``--seeds S ...`` narrow the
+run the same way (``--only Dfd --k-shot 1 --seeds 0``: one job per dataset). ``--only X --supersede`` re-runs X's jobs even when they
 have an ``ok`` row and replaces their rows in place; the replaced rows are appended to
 ``docs/measurements/superseded/<output folder name>_<YYYY-MM-DD>.csv`` (``archive_dir``) with a
 ``superseded_utc`` column. ``<output>/supersede.json`` lists the jobs still to re-run: rerunning the same command
@@ -72,6 +73,7 @@ from anomalib_fewshot.benchmark.grid import (
     jobs_dir_of,
     load_grid,
     select_jobs,
+    select_values,
     skipped_jobs,
 )
 from anomalib_fewshot.benchmark.report import METRICS, TIMINGS, summarise, write_report
@@ -197,6 +199,8 @@ def run_grid(
     only: list[str] | None = None,
     supersede: bool = False,
     archive_dir: Path | None = None,
+    k_shots: list[int] | None = None,
+    seeds: list[int] | None = None,
 ) -> Path:
     """Run (or resume) the grid of ``config_path``; return the results folder.
 
@@ -211,6 +215,9 @@ def run_grid(
             resumable through ``<output>/supersede.json`` (rules: :mod:`anomalib_fewshot.benchmark.supersede`).
         archive_dir: Folder of the superseded-rows archive (default: the YAML's ``archive_dir``, else
             ``docs/measurements/superseded``).
+        k_shots: Run only the jobs of these shot counts (with ``only``: both must match); the report still covers
+            the whole grid.
+        seeds: Run only the jobs of these seeds (as ``k_shots``).
 
     Raises:
         InvalidArgumentError: ``supersede`` without ``only`` or with ``run=False``; an unknown model or variant in
@@ -224,7 +231,7 @@ def run_grid(
         msg = "--supersede runs jobs; it cannot be combined with --report-only"
         raise InvalidArgumentError(msg)
     config, jobs = load_grid(config_path)
-    selected = {job_key(job) for job in select_jobs(jobs, only)}
+    selected = {job_key(job) for job in select_values(select_jobs(jobs, only), k_shot=k_shots, seed=seeds)}
     output = Path(output or config.get("output", "benchmark_results"))
     output.mkdir(parents=True, exist_ok=True)
     csv_path = output / "results.csv"
@@ -315,6 +322,14 @@ def main(argv: list[str] | None = None) -> int:
         help="run no job: re-time the exported OpenVINO graphs of finished rows (--only, and the Patchcore rows "
         "of the same dataset/k/seed) interleaved in one process; writes retime.csv and retime.md",
     )  # fmt: skip
+    parser.add_argument(
+        "--k-shot", type=int, nargs="+", default=None, metavar="K",
+        help="run (or --supersede) only the jobs of these shot counts of the grid",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, metavar="SEED",
+        help="run (or --supersede) only the jobs of these seeds of the grid",
+    )  # fmt: skip
     parser.add_argument("--retime-images", type=int, default=30, metavar="N", help="test images per graph (30)")
     args = parser.parse_args(argv)
     if args.retime:
@@ -328,7 +343,14 @@ def main(argv: list[str] | None = None) -> int:
         print(md.read_text())
         return 0
     output = run_grid(
-        args.config, args.output, merge=args.merge, run=not args.report_only, only=args.only, supersede=args.supersede
+        args.config,
+        args.output,
+        merge=args.merge,
+        run=not args.report_only,
+        only=args.only,
+        supersede=args.supersede,
+        k_shots=args.k_shot,
+        seeds=args.seeds,
     )
     print((output / "results.md").read_text())
     return 0

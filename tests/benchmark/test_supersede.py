@@ -74,6 +74,21 @@ def test_only_runs_the_selected_model_or_variant_and_the_report_covers_the_grid(
     assert _keys(fake.calls) == ["Dfd/v/d/1/0", "Dfd/v/d/1/1", "Dfd/v/d/1/2"]
 
 
+def test_k_shot_and_seeds_narrow_the_run_and_unknown_values_list_the_grid(tmp_path: Path, monkeypatch):
+    path = _grid(tmp_path)
+    fake = FakeRunJob("0.5")
+    monkeypatch.setattr(runner, "run_job", fake)
+    assert runner.main(["-c", str(path), "--only", "Dfd", "--seeds", "1", "2", "--k-shot", "1"]) == 0
+    assert _keys(fake.calls) == ["Dfd/v/d/1/1", "Dfd/v/d/1/2"]
+    fake.calls.clear()
+    runner.run_grid(path, seeds=[0])  # without --only: every model's seed-0 job
+    assert _keys(fake.calls) == ["Dfd/v/d/1/0", "Patchcore//d/1/0"]
+    with pytest.raises(InvalidArgumentError, match=r"--seeds 7: the grid has no such seed; its values: \[0, 1, 2\]"):
+        runner.run_grid(path, seeds=[7])
+    with pytest.raises(InvalidArgumentError, match=r"--k-shot 4: .*its values: \[1\]"):
+        runner.run_grid(path, k_shots=[4])
+
+
 def test_only_selectors_split_at_the_first_colon_and_unknown_names_list_the_grid():
     jobs = [
         {"model": "Dfd", "variant": 'dfd_lite+{"a":1}', "dataset": "d", "k_shot": 1, "seed": 0},
