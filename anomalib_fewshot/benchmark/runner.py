@@ -37,9 +37,9 @@ Rows of another grid's ``results.csv`` with the same job (model, variant, datase
 imported with ``--merge OTHER.csv``; ``--report-only`` rewrites ``results.md`` and the plots without running jobs.
 
 ``--only MODEL[:VARIANT] ...`` runs only the jobs of those models (and variants; the variant is everything after
-the first ``:``); the report still covers the whole grid. ``--k-shot K ...`` and ``--seeds S ...`` narrow the
-run the same way (``--only Dfd --k-shot 1 --seeds 0``: one job per dataset). ``--only X --supersede`` re-runs X's jobs even when they
-have an ``ok`` row and replaces their rows in place; the replaced rows are appended to
+the first ``:``); the report still covers the whole grid. ``--k-shot K ...`` and ``--seeds S ...`` narrow the run
+the same way (``--only Dfd --k-shot 1 --seeds 0``: one job per dataset). ``--only X --supersede`` re-runs X's jobs
+even when they have an ``ok`` row and replaces their rows in place; the replaced rows are appended to
 ``docs/measurements/superseded/<output folder name>_<YYYY-MM-DD>.csv`` (``archive_dir``) with a
 ``superseded_utc`` column. ``<output>/supersede.json`` lists the jobs still to re-run: rerunning the same command
 after a kill continues with those. A failed or timed-out re-run never replaces an ok row (it is archived, the job
