@@ -223,6 +223,25 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         """Load the frozen extractor's pretrained weights (when fitting starts, never at construction)."""
         self.model.backbone.load_weights()
 
+    def training_samples(self, images: list[torch.Tensor], count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` samples of what a fit on ``images`` trains on, for a gallery (``benchmark.gallery``).
+
+        The default: the shots themselves with empty masks (a model that trains on normal images only). Models
+        with pseudo-anomalies override it with their own generator, seeded like a fit, so the gallery shows the
+        anomalies the model really learns from. Does not touch the fit state.
+
+        Args:
+            images: shot images ``(3, S, S)`` in ``[0, 1]`` (as :meth:`prepare_fit` receives them).
+            count: how many samples.
+
+        Returns:
+            ``(count, 3, S, S)`` images in ``[0, 1]`` and ``(count, 1, S, S)`` masks (1 = pseudo-anomaly).
+
+        """
+        picks = [images[i % len(images)] for i in range(count)]
+        stacked = torch.stack(picks)
+        return stacked, torch.zeros_like(stacked[:, :1])
+
     @property
     def fit_epochs(self) -> int:
         """Epochs of the fit (``hparams.epochs``)."""

@@ -210,10 +210,32 @@ def build_dev_split(
     return category_dir
 
 
-def write_gallery(category_dir: Path, records: Sequence[dict[str, Any]], per_family: int = 3, tile: int = 160) -> Path:
-    """A PNG grid: ``per_family`` defective images of each family (rows), the mask outlined in red."""
+def outlined(image: torch.Tensor, mask: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """``image`` ``(3, H, W)`` in ``[0, 1]`` with the edge of ``mask`` (``(1, H, W)`` or ``(H, W)``) drawn in red.
+
+    ``size`` first resizes both to ``size x size`` (bilinear image, nearest mask).
+    """
     import kornia.morphology as KM
 
+    mask = mask.reshape(1, *mask.shape[-2:]).float()
+    image = image.float()
+    if size is not None:
+        image = torch.nn.functional.interpolate(image[None], size=(size, size), mode="bilinear")[0]
+        mask = torch.nn.functional.interpolate(mask[None], size=(size, size), mode="nearest")[0]
+    edge = KM.gradient((mask > 0.5)[None].float(), torch.ones(3, 3))[0, 0] > 0
+    image = image.clone()
+    image[:, edge] = torch.tensor([1.0, 0.0, 0.0])[:, None]
+    return image
+
+
+def write_png(path: Path, image: torch.Tensor) -> Path:
+    """Write a ``(3, H, W)`` image in ``[0, 1]`` as a PNG (atomically)."""
+    atomic_write_bytes(path, _png_bytes(_to_uint8(image)))
+    return path
+
+
+def write_gallery(category_dir: Path, records: Sequence[dict[str, Any]], per_family: int = 3, tile: int = 160) -> Path:
+    """A PNG grid: ``per_family`` defective images of each family (rows), the mask outlined in red."""
     rows = []
     for family in FAMILIES:
         chosen = [r for r in records if r["family"] == family][:per_family]
@@ -222,17 +244,10 @@ def write_gallery(category_dir: Path, records: Sequence[dict[str, Any]], per_fam
             image = read_image(category_dir / record["file"])
             stem = Path(record["file"]).stem
             mask = read_image(category_dir / "ground_truth" / family / f"{stem}_mask.png")[:1]
-            image = torch.nn.functional.interpolate(image[None], size=(tile, tile), mode="bilinear")[0]
-            mask = torch.nn.functional.interpolate(mask[None], size=(tile, tile), mode="nearest")[0] > 0.5
-            edge = KM.gradient(mask[None].float(), torch.ones(3, 3))[0, 0] > 0
-            image[:, edge] = torch.tensor([1.0, 0.0, 0.0])[:, None]
-            tiles.append(image)
+            tiles.append(outlined(image, mask, tile))
         tiles += [torch.zeros(3, tile, tile)] * (per_family - len(tiles))
         rows.append(torch.cat(tiles, dim=2))
-    grid = torch.cat(rows, dim=1)
-    path = category_dir.parent / f"gallery_{category_dir.name}.png"
-    atomic_write_bytes(path, _png_bytes(_to_uint8(grid)))
-    return path
+    return write_png(category_dir.parent / f"gallery_{category_dir.name}.png", torch.cat(rows, dim=1))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import pytest
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
 
-from anomalib_fewshot.benchmark import branches, store
+from anomalib_fewshot.benchmark import branches, gallery, store
 from anomalib_fewshot.models import REGISTRY
 from tests.helpers import TINY_CONFIGS
 
@@ -50,6 +50,39 @@ def test_branch_table(tmp_path: Path, tiny_data_root: Path, name: str, capsys: p
     assert {r["split"] for r in written} == {"test"}
     assert {r["k_shot"] for r in written} == {str(TINY_CONFIGS[name]["k_shot"])}
     assert all(set(r) >= {"image_auroc", "pixel_auroc", "aupro", "image_f1max", "pixel_f1max"} for r in written)
+
+    # the galleries of the same checkpoint: the training pool, and one overlay column per branch
+    from PIL import Image
+
+    arguments = [name, str(ckpt), str(tiny_data_root), "tiny", "--output", str(tmp_path / "g"), "--count", "4"]
+    paths = gallery.main(arguments)
+    assert Image.open(paths["pool"]).size == (8 * gallery.TILE, gallery.TILE)
+    picks = gallery.pick_images(tiny_data_root, "tiny")
+    assert [kind for kind, _, _ in picks][-1] == "good" and len(picks) >= 2
+    assert Image.open(paths["branches"]).size == ((1 + len(rows)) * gallery.TILE, len(picks) * gallery.TILE)
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_training_samples_show_the_models_own_pseudo_anomalies(name: str):
+    """Models that train on pseudo-anomalies mark them in the masks (changed pixels); ED shows normal images."""
+    import torch
+
+    model = REGISTRY[name].model_class(**TINY_CONFIGS[name])
+    size = int(model.hparams.image_size)
+    generator = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    base = torch.stack([0.3 + 0.4 * xx, 0.5 * yy + 0.2, 0.4 + 0.1 * torch.sin(20 * xx)])
+    shots = [(base + 0.05 * torch.rand(3, size, size, generator=generator)).clamp(0, 1) for _ in range(2)]
+    images, masks = model.training_samples(shots, 6)
+    assert images.shape == (6, 3, size, size) and masks.shape == (6, 1, size, size)
+    again, _ = model.training_samples(shots, 6)
+    torch.testing.assert_close(again, images)  # seeded like a fit, the fit state untouched
+    if name == "Ed":
+        assert float(masks.sum()) == 0.0
+        return
+    assert float(masks.sum()) > 0, "no pseudo-anomaly among 6 training samples"
+    changed = (images - torch.stack([shots[i % 2] for i in range(6)])).abs().amax(1, keepdim=True) > 1e-3
+    assert float((changed & (masks > 0.5)).sum()) > 0.5 * float((masks > 0.5).sum()) * 0.2
 
 
 def test_every_plugin_model_has_branches():

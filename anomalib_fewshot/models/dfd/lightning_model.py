@@ -235,14 +235,13 @@ class Dfd(ShotModelMixin, AnomalibModule):
         """Free the pool."""
         self._pool = None
 
-    @torch.no_grad()
-    def _build_pool(self, images: list[torch.Tensor]) -> _Pool:
+    def _pool_images(
+        self, images: list[torch.Tensor]
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor], list[torch.Tensor]]:
+        """The pool's ``(normal, anomalous)`` image pairs, masks and labels (seeded by ``few_shot_seed``)."""
         hp = self.hparams
         fg_mode = resolve_foreground(hp.foreground, self.fit_category)
         fill = "corner" if fg_mode != "none" else "zero"
-        device = self.device
-        was_training = self.model.training
-        self.model.eval()
         samples, masks, labels = [], [], []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.few_shot_seed)
@@ -257,6 +256,26 @@ class Dfd(ShotModelMixin, AnomalibModule):
                     samples.append((normal, anomalous))
                     masks.append(mask.round().to(torch.uint8))
                     labels.append(label)
+        return samples, masks, labels
+
+    def training_samples(self, images: list[torch.Tensor], count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` pool images (rotated shots, most with a Perlin pseudo-anomaly), every shot in turn, and masks.
+
+        The Gaussian discriminator's feature noise has no image form and is not shown.
+        """
+        samples, masks, _ = self._pool_images(images)
+        per_shot = int(self.hparams.samples_per_shot)  # the pool is laid out shot by shot: show every shot's
+        order = [shot * per_shot + j for j in range(per_shot) for shot in range(len(images))]
+        order = [order[i % len(order)] for i in range(count)]
+        return torch.stack([samples[i][1] for i in order]), torch.stack([masks[i] for i in order]).float()
+
+    @torch.no_grad()
+    def _build_pool(self, images: list[torch.Tensor]) -> _Pool:
+        hp = self.hparams
+        device = self.device
+        was_training = self.model.training
+        self.model.eval()
+        samples, masks, labels = self._pool_images(images)
         n = len(samples)
         labels_t = torch.stack(labels).float()
         anomalous_idx = torch.nonzero(labels_t > 0).flatten()

@@ -141,19 +141,32 @@ class Ed(ShotModelMixin, AnomalibModule):
         """Free the token cache."""
         self._pool = None
 
-    @torch.no_grad()
-    def _build_pool(self, images: list[torch.Tensor], chunk: int = 8) -> list[torch.Tensor]:
-        """Token cache per level ``(n·copies, L, C)``; the references are the mean over the un-augmented images."""
+    def _augmented_copies(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``augment_copies`` training samples per image: the image, then its augmented copies (seeded)."""
         hp = self.hparams
         generator = torch.Generator().manual_seed(self.few_shot_seed)
         flip = hp.augment in ("flip", "flip_rotate")
         rotation = hp.rotation if hp.augment == "flip_rotate" else None
-        copies = hp.augment_copies
-        samples = [
+        return [
             image if copy == 0 or hp.augment == "none" else random_flip_rotate(image, generator, flip, rotation)
             for image in images
-            for copy in range(copies)
+            for copy in range(hp.augment_copies)
         ]
+
+    def training_samples(self, images: list[torch.Tensor], count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """ED trains on normal images only: the shots' augmented copies (empty masks), every image in turn."""
+        samples = self._augmented_copies(images)
+        copies = int(self.hparams.augment_copies)
+        order = [shot * copies + j for j in range(copies) for shot in range(len(images))]
+        stacked = torch.stack([samples[order[i % len(order)]] for i in range(count)])
+        return stacked, torch.zeros_like(stacked[:, :1])
+
+    @torch.no_grad()
+    def _build_pool(self, images: list[torch.Tensor], chunk: int = 8) -> list[torch.Tensor]:
+        """Token cache per level ``(n·copies, L, C)``; the references are the mean over the un-augmented images."""
+        hp = self.hparams
+        copies = hp.augment_copies
+        samples = self._augmented_copies(images)
         statistics = self.model.token_statistics()
 
         def originals(start: int, level_tokens: Sequence[torch.Tensor]) -> None:

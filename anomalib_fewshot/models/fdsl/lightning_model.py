@@ -179,13 +179,35 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         )
         if not self.trains_head:
             return FitPlan(pool_size=1, batch_size=1)
-        self._generator = torch.Generator().manual_seed(self.few_shot_seed)
-        self._anomaly = PerlinImageAnomaly(probability=float(self.hparams.pseudo_probability))
+        self._generator, self._anomaly = self._pseudo_generators()
         return FitPlan(pool_size=int(self.hparams.pseudo_samples), batch_size=int(self.hparams.batch_size))
 
     def release_fit(self) -> None:
         """Free the shots."""
         self._shots = None
+
+    def _pseudo_generators(self) -> tuple[torch.Generator, PerlinImageAnomaly]:
+        """The seeded generator and the Perlin anomaly source of the pseudo-anomaly head."""
+        generator = torch.Generator().manual_seed(self.few_shot_seed)
+        return generator, PerlinImageAnomaly(probability=float(self.hparams.pseudo_probability))
+
+    def training_samples(self, images: list[torch.Tensor], count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` pseudo-anomaly head samples (shots with flips/rotation, then maybe a Perlin anomaly), seeded.
+
+        With a head file the fit trains nothing: the shots themselves, empty masks.
+        """
+        if not self.trains_head:
+            return super().training_samples(images, count)
+        saved = self._shots, self._generator, self._anomaly
+        try:
+            self._shots = torch.stack(images)
+            with torch.random.fork_rng(devices=[]):  # the Perlin draws use the global generator (seeded by the fit)
+                torch.manual_seed(self.few_shot_seed)
+                self._generator, self._anomaly = self._pseudo_generators()
+                samples, masks = self._pseudo_batch(count)
+        finally:
+            self._shots, self._generator, self._anomaly = saved
+        return samples.cpu(), masks[:, None].float().cpu()
 
     def _pseudo_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``size`` pseudo samples: a shot with a little normal variation, then (maybe) a Perlin anomaly."""

@@ -204,6 +204,13 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         PatchSwapAnomaly(params)  # validates
         return params
 
+    def training_samples(self, images: list[torch.Tensor], count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` NSA patch-swap pseudo-anomalies of the shots (the category's settings, seeded like a fit)."""
+        anomaly = PatchSwapAnomaly(self.patch_swap_params(self.fit_category))
+        rng = np.random.default_rng(self.few_shot_seed)
+        samples, masks = zip(*(anomaly(images[i % len(images)], rng) for i in range(count)), strict=True)
+        return torch.stack(samples), torch.stack(masks).float().reshape(count, 1, *samples[0].shape[-2:])
+
     # ------------------------------------------------------------------ fit lifecycle
     def prepare_fit(self, images: list[torch.Tensor]) -> FitPlan:
         """Freeze the prototypes on the shots and set up NSA; one pool index per step (pairs are drawn)."""
