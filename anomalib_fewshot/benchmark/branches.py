@@ -45,18 +45,15 @@ def branch_metrics(
     }
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    """Print the per-branch table (and write it with ``--csv``); return its rows."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=sorted(BRANCHES))
-    parser.add_argument("ckpt")
-    parser.add_argument("root")
-    parser.add_argument("category")
-    parser.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
-    args = parser.parse_args(argv)
-    spec = BRANCHES[args.model]
-    model = spec.model_class.load_from_checkpoint(args.ckpt, weights_only=True).eval()
-    datamodule = MVTecAD(root=args.root, category=args.category, num_workers=0, eval_batch_size=16)
+def branch_rows(
+    spec: ModelSpec, model: Any, root: str | Path, category: str, checkpoint: str = "", dataset: str | None = None
+) -> tuple[list[dict[str, Any]], str]:
+    """Per-branch metrics of a fitted ``model`` on the test folder of ``root``; returns ``(rows, notes)``.
+
+    The rows carry the model, branch, metrics, k, seed, ``split`` (``dev`` when ``root`` is a development split),
+    ``dataset`` (default: the category), root, category and checkpoint.
+    """
+    datamodule = MVTecAD(root=root, category=category, num_workers=0, eval_batch_size=16)
     datamodule.setup()
     transform = model.pre_processor.transform
     maps: dict[str, list[torch.Tensor]] = {}
@@ -72,23 +69,41 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if spec.branch_notes is not None:
             train = next(iter(datamodule.train_dataloader()))
             note = spec.branch_notes(model, transform(train.image[:8]))
-    split = "dev" if (Path(args.root) / args.category / MANIFEST).is_file() else "test"
+    split = "dev" if (Path(root) / category / MANIFEST).is_file() else "test"
     metrics = branch_metrics({k: torch.cat(v) for k, v in maps.items()}, torch.cat(labels), torch.cat(masks))
     few_shot = model.few_shot_record or {}
     rows = [
         {
-            "model": args.model,
+            "model": spec.name,
             "branch": name,
             **{k: round(v, 4) for k, v in values.items()},
             "k_shot": few_shot.get("k_shot"),
             "few_shot_seed": few_shot.get("few_shot_seed"),
             "split": split,
-            "root": args.root,
-            "category": args.category,
-            "checkpoint": args.ckpt,
+            "dataset": dataset or category,
+            "root": str(root),
+            "category": category,
+            "checkpoint": checkpoint,
         }
         for name, values in metrics.items()
     ]
+    return rows, note
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Print the per-branch table (and write it with ``--csv``); return its rows."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=sorted(BRANCHES))
+    parser.add_argument("ckpt")
+    parser.add_argument("root")
+    parser.add_argument("category")
+    parser.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
+    parser.add_argument("--dataset", default=None, help="dataset name written to the CSV (default: the category)")
+    args = parser.parse_args(argv)
+    spec = BRANCHES[args.model]
+    model = spec.model_class.load_from_checkpoint(args.ckpt, weights_only=True).eval()
+    rows, note = branch_rows(spec, model, args.root, args.category, args.ckpt, args.dataset)
+    split = rows[0]["split"] if rows else "?"
     print(f"checkpoint: {args.ckpt}\ndata: {args.root} / {args.category} ({split} split)\n")
     print("| branch | pixel AUROC | image AUROC | AUPRO |\n|---|---|---|---|")
     for row in rows:

@@ -1,13 +1,16 @@
 """Does the development split predict the test split? Rank correlation of development vs test metrics.
 
     python -m anomalib_fewshot.benchmark.correlate --dev docs/benchmarks/dev/results.csv
-        --test docs/benchmarks/real/results.csv --output docs/benchmarks/dev/correlation      (one line)
+        --test docs/benchmarks/real/results.csv --output docs/benchmarks/dev/correlation
+        [--branches docs/benchmarks/dev/branches/branches.csv]                               (one line)
 
 A *configuration* is a model, variant, dataset and k that has ok rows on both splits; its value on a split is the
 mean over the seeds present on both. Within each dataset and for each metric, the Spearman rank correlation of the
 configurations' development and test values is reported (with the number of configurations: a correlation over a
 handful of points is weak evidence, and the table says how many there were), and a scatter plot per dataset is
-written. Nothing here changes a default; it tells how much a development gain may be trusted.
+written. ``--branches`` adds each model's branches alone (its ablations, scored on both splits from the same
+development-grid checkpoints by :mod:`anomalib_fewshot.benchmark.branch_pairs`). Nothing here changes a default;
+it tells how much a development gain may be trusted.
 """
 
 from __future__ import annotations
@@ -60,6 +63,30 @@ def paired_configurations(dev_rows: list[dict[str, str]], test_rows: list[dict[s
     return out
 
 
+def branch_configurations(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Configurations from a ``branch_pairs`` CSV: each branch of a model alone (an ablation of it), per dataset and k.
+
+    A branch's value on a split is the mean over the jobs (seeds) scored on both splits; its ``model`` is
+    ``MODEL:branch``.
+    """
+    by_job: dict[tuple[str, ...], dict[str, dict[str, str]]] = defaultdict(dict)
+    for row in rows:
+        by_job[(row["model"], row["branch"], row["dataset"], str(row["k_shot"]), row["job"])][row["split"]] = row
+    grouped: dict[tuple[str, ...], list[dict[str, dict[str, str]]]] = defaultdict(list)
+    for (model, branch, dataset, k_shot, _), splits in by_job.items():
+        if {"dev", "test"} <= set(splits):
+            grouped[(model, branch, dataset, k_shot)].append(splits)
+    out = []
+    for (model, branch, dataset, k_shot), members in sorted(grouped.items()):
+        entry: dict[str, Any] = {"model": f"{model}:{branch}", "variant": members[0]["dev"].get("variant", ""),
+                                 "dataset": dataset, "k_shot": k_shot, "seeds": len(members)}  # fmt: skip
+        for split in ("dev", "test"):
+            for metric in METRICS:
+                entry[f"{split}_{metric}"] = round(statistics.mean(float(m[split][metric]) for m in members), 4)
+        out.append(entry)
+    return out
+
+
 def correlation_table(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Spearman correlation per dataset and metric over the paired configurations."""
     by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -100,24 +127,38 @@ def _plot(pairs: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-def correlate(dev_csv: Path, test_csv: Path, output: Path) -> str:
-    """Write ``pairs.csv``, ``correlation.csv``, ``correlation.md`` and ``scatter.png`` to ``output``; return the md."""
-    pairs = paired_configurations(read_rows(dev_csv), read_rows(test_csv))
+def correlate(dev_csv: Path, test_csv: Path, output: Path, branches_csv: Path | None = None) -> str:
+    """Write ``pairs.csv``, ``correlation.csv``, ``correlation.md`` and ``scatter.png`` to ``output``; return the md.
+
+    ``branches_csv`` (from :mod:`anomalib_fewshot.benchmark.branch_pairs`) adds every branch alone as a
+    configuration (the models' ablations); the table then reports the models, the branches and both together.
+    """
+    model_pairs = paired_configurations(read_rows(dev_csv), read_rows(test_csv))
+    branch_pairs = branch_configurations(read_rows(branches_csv)) if branches_csv is not None else []
+    pairs = model_pairs + branch_pairs
     table = correlation_table(pairs)
+    if branch_pairs:
+        table = (
+            [{**row, "configurations_of": "models"} for row in correlation_table(model_pairs)]
+            + [{**row, "configurations_of": "branches"} for row in correlation_table(branch_pairs)]
+            + [{**row, "configurations_of": "both"} for row in table]
+        )
     output.mkdir(parents=True, exist_ok=True)
     write_rows(output / "pairs.csv", pairs)
     write_rows(output / "correlation.csv", table)
     if pairs:
         _plot(pairs, output / "scatter.png")
+    sources = f"{dev_csv} vs {test_csv}" + (f", branches: {branches_csv}" if branches_csv is not None else "")
     lines = [
-        f"Development vs test: {len(pairs)} configurations with rows on both splits ({dev_csv} vs {test_csv}).",
+        f"Development vs test: {len(pairs)} configurations with rows on both splits ({sources}).",
         "",
-        "| dataset | metric | configurations | Spearman |",
-        "|---|---|---|---|",
+        "| dataset | metric | configurations of | configurations | Spearman |",
+        "|---|---|---|---|---|",
     ]
     for row in table:
         rho = "–" if row["spearman"] is None else f"{row['spearman']:.2f}"
-        lines.append(f"| {row['dataset']} | {row['metric']} | {row['configurations']} | {rho} |")
+        kind = row.get("configurations_of", "models")
+        lines.append(f"| {row['dataset']} | {row['metric']} | {kind} | {row['configurations']} | {rho} |")
     text = "\n".join(lines) + "\n"
     atomic_write_text(output / "correlation.md", text)
     return text
@@ -129,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev", type=Path, required=True, help="a development grid's results.csv")
     parser.add_argument("--test", type=Path, required=True, help="a test grid's results.csv")
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--branches", type=Path, default=None, help="a branch_pairs branches.csv (the ablations)")
     args = parser.parse_args(argv)
-    print(correlate(args.dev, args.test, args.output))
+    print(correlate(args.dev, args.test, args.output, args.branches))
     return 0
 
 
