@@ -175,7 +175,7 @@ def select_values(jobs: list[dict[str, Any]], **values: list[Any] | None) -> lis
         have = sorted({job[name] for job in jobs}, key=str)
         missing = [v for v in wanted if v not in have]
         if missing:
-            option = {"k_shot": "--k-shot", "seed": "--seeds"}.get(name, name)
+            option = {"k_shot": "--k-shot", "seed": "--seeds", "dataset": "--datasets"}.get(name, name)
             msg = f"{option} {' '.join(map(str, missing))}: the grid has no such {name}; its values: {have}"
             raise InvalidArgumentError(msg)
         jobs = [job for job in jobs if job[name] in wanted]

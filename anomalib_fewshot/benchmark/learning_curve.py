@@ -116,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--every", type=int, default=5, help="score every N epochs")
     parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True, help="folder of curve.csv and curve.png")
+    parser.add_argument(
+        "--work", type=Path, default=None,
+        help="the fit's folder (checkpoint; default benchmark_results/curves/<output folder name>)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     import yaml
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     curve = LearningCurve(args.root, args.category, args.output, every_n_epochs=args.every)
     engine = Engine(
-        default_root_dir=args.output / "run",
+        default_root_dir=args.work or Path("benchmark_results/curves") / args.output.name,
         logger=False,
         callbacks=[curve],
         enable_progress_bar=False,

@@ -36,11 +36,11 @@ Grid YAML::
 Rows of another grid's ``results.csv`` with the same job (model, variant, dataset, k, seed and profile) are
 imported with ``--merge OTHER.csv``; ``--report-only`` rewrites ``results.md`` and the plots without running jobs.
 
-``--only MODEL[:VARIANT] ...`` runs only the jobs of those models (and variants; the variant is everything after
-the first ``:``); the report still covers the whole grid. ``--k-shot K ...`` and ``--seeds S ...`` narrow the run
-the same way (``--only Dfd --k-shot 1 --seeds 0``: one job per dataset). ``--only X --supersede`` re-runs X's jobs
-even when they have an ``ok`` row and replaces their rows in place; the replaced rows are appended to
-``docs/measurements/superseded/<output folder name>_<YYYY-MM-DD>.csv`` (``archive_dir``) with a
+``--only MODEL[:VARIANT] ...`` runs only the jobs of those models (and variants; the variant is everything after the
+first ``:``); the report still covers the whole grid. ``--k-shot K ...``, ``--seeds S ...`` and ``--datasets NAME
+...`` narrow the run the same way (``--only Dfd --k-shot 1 --seeds 0``: one job per dataset). ``--only X
+--supersede`` re-runs X's jobs even when they have an ``ok`` row and replaces their rows in place; the replaced rows
+are appended to ``docs/measurements/superseded/<output folder name>_<YYYY-MM-DD>.csv`` (``archive_dir``) with a
 ``superseded_utc`` column. ``<output>/supersede.json`` lists the jobs still to re-run: rerunning the same command
 after a kill continues with those. A failed or timed-out re-run never replaces an ok row (it is archived, the job
 stays listed). Full rules: :mod:`anomalib_fewshot.benchmark.supersede`. ``--retime [--only X]`` re-times the
@@ -201,6 +201,7 @@ def run_grid(
     archive_dir: Path | None = None,
     k_shots: list[int] | None = None,
     seeds: list[int] | None = None,
+    datasets: list[str] | None = None,
 ) -> Path:
     """Run (or resume) the grid of ``config_path``; return the results folder.
 
@@ -218,6 +219,7 @@ def run_grid(
         k_shots: Run only the jobs of these shot counts (with ``only``: both must match); the report still covers
             the whole grid.
         seeds: Run only the jobs of these seeds (as ``k_shots``).
+        datasets: Run only the jobs of these dataset names (as ``k_shots``).
 
     Raises:
         InvalidArgumentError: ``supersede`` without ``only`` or with ``run=False``; an unknown model or variant in
@@ -231,7 +233,8 @@ def run_grid(
         msg = "--supersede runs jobs; it cannot be combined with --report-only"
         raise InvalidArgumentError(msg)
     config, jobs = load_grid(config_path)
-    selected = {job_key(job) for job in select_values(select_jobs(jobs, only), k_shot=k_shots, seed=seeds)}
+    narrowed = select_values(select_jobs(jobs, only), k_shot=k_shots, seed=seeds, dataset=datasets)
+    selected = {job_key(job) for job in narrowed}
     output = Path(output or config.get("output", "benchmark_results"))
     output.mkdir(parents=True, exist_ok=True)
     csv_path = output / "results.csv"
@@ -330,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         "--seeds", type=int, nargs="+", default=None, metavar="SEED",
         help="run (or --supersede) only the jobs of these seeds of the grid",
     )  # fmt: skip
+    parser.add_argument(
+        "--datasets", nargs="+", default=None, metavar="NAME",
+        help="run (or --supersede) only the jobs of these datasets of the grid",
+    )  # fmt: skip
     parser.add_argument("--retime-images", type=int, default=30, metavar="N", help="test images per graph (30)")
     args = parser.parse_args(argv)
     if args.retime:
@@ -351,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         supersede=args.supersede,
         k_shots=args.k_shot,
         seeds=args.seeds,
+        datasets=args.datasets,
     )
     print((output / "results.md").read_text())
     return 0

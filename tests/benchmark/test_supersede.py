@@ -87,6 +87,11 @@ def test_k_shot_and_seeds_narrow_the_run_and_unknown_values_list_the_grid(tmp_pa
         runner.run_grid(path, seeds=[7])
     with pytest.raises(InvalidArgumentError, match=r"--k-shot 4: .*its values: \[1\]"):
         runner.run_grid(path, k_shots=[4])
+    with pytest.raises(InvalidArgumentError, match=r"--datasets e: the grid has no such dataset; its values: \['d'\]"):
+        runner.run_grid(path, datasets=["e"])
+    fake.calls.clear()
+    runner.run_grid(path, only=["Dfd"], datasets=["d"], seeds=[0], supersede=True)
+    assert _keys(fake.calls) == ["Dfd/v/d/1/0"]
 
 
 def test_only_selectors_split_at_the_first_colon_and_unknown_names_list_the_grid():
