@@ -72,10 +72,13 @@ class ModelSpec:
     Attributes:
         name: the class name anomalib sees (``"Dfd"``: ``--model Dfd``, ``get_model("dfd")``).
         model_class: the :class:`~anomalib.models.components.AnomalibModule` subclass.
-        paper_profile: the paper-faithful config in ``configs/model`` (``"dfd"``).
-        lite_profile: the offline edge config in ``configs/model`` (``"dfd_lite"``).
-        tiny_config: tiny, offline constructor arguments (random backbone weights, small dims, short schedule) for
-            the tests; every registered model is tested with it.
+        diagnostics: the model's ``diagnostics`` module, where :attr:`branch_maps`, :attr:`branch_notes` and
+            :attr:`cost_profiles` are read from (its ``branch_maps``, ``branch_notes`` and ``COST_PROFILES``, each
+            optional) unless given explicitly.
+        paper_profile: the paper-faithful config in ``configs/model`` (default: the lower-case name, ``"dfd"``).
+        lite_profile: the offline edge config in ``configs/model`` (default ``"<name>_lite"``).
+        tiny_profile: the tiny, offline config in ``configs/model`` (default ``"<name>_tiny"``): random backbone
+            weights, small dims, short schedule; every registered model is tested with it (:attr:`tiny_config`).
         cost_profiles: candidate constructor arguments measured by ``python -m anomalib_fewshot.benchmark.cost``
             (random weights: ``pre_trained: False``); empty when the model has none.
         cost_shots: the number of random images the cost workload hands to ``prepare_fit`` (the k it measures).
@@ -91,9 +94,10 @@ class ModelSpec:
 
     name: str
     model_class: type
-    paper_profile: str
-    lite_profile: str
-    tiny_config: dict[str, Any]
+    diagnostics: Any = None
+    paper_profile: str = ""
+    lite_profile: str = ""
+    tiny_profile: str = ""
     cost_profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     cost_shots: int = 1
     branch_maps: BranchMaps | None = None
@@ -109,6 +113,25 @@ class ModelSpec:
         if self.cost_shots < 1:
             msg = f"ModelSpec {self.name}: cost_shots must be >= 1, got {self.cost_shots}"
             raise ValueError(msg)
+        stem = self.name.lower()
+        derived = {
+            "paper_profile": stem,
+            "lite_profile": f"{stem}_lite",
+            "tiny_profile": f"{stem}_tiny",
+            "branch_maps": getattr(self.diagnostics, "branch_maps", None),
+            "branch_notes": getattr(self.diagnostics, "branch_notes", None),
+            "cost_profiles": getattr(self.diagnostics, "COST_PROFILES", {}),
+        }
+        for attribute, value in derived.items():
+            if not getattr(self, attribute):
+                object.__setattr__(self, attribute, value)  # frozen: set once, here
+
+    @property
+    def tiny_config(self) -> dict[str, Any]:
+        """The constructor arguments of :attr:`tiny_profile` (a fresh dict on every call)."""
+        from anomalib_fewshot.config import model_init_args
+
+        return model_init_args(self.tiny_profile)
 
 
 def build_registry(specs: Sequence[ModelSpec]) -> dict[str, ModelSpec]:

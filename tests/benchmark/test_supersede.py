@@ -90,7 +90,7 @@ def test_k_shot_and_seeds_narrow_the_run_and_unknown_values_list_the_grid(tmp_pa
     with pytest.raises(InvalidArgumentError, match=r"--datasets e: the grid has no such dataset; its values: \['d'\]"):
         runner.run_grid(path, datasets=["e"])
     fake.calls.clear()
-    runner.run_grid(path, only=["Dfd"], datasets=["d"], seeds=[0], supersede=True)
+    runner.run_grid(path, only=["Dfd"], datasets=["d"], seeds=[0], supersede=True, archive_dir=tmp_path / "archive")
     assert _keys(fake.calls) == ["Dfd/v/d/1/0"]
 
 

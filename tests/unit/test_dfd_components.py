@@ -45,7 +45,7 @@ def test_similarity_loss_modes():
 
 
 def test_loss_arguments_validated():
-    with pytest.raises(ValueError, match="similarity_loss"):
+    with pytest.raises(ValueError, match=r"similarity must be one of \('cosine', 'one_minus_cosine'\), got 'bogus'"):
         DfdLoss(similarity="bogus")
 
 

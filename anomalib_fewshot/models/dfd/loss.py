@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalib_fewshot.errors import InvalidArgumentError
+from anomalib_fewshot.components.arguments import check_arguments
 
 SimilarityMode = Literal["cosine", "one_minus_cosine"]
 
@@ -93,9 +93,7 @@ class DfdLoss(nn.Module):
         similarity: SimilarityMode = "cosine",
     ) -> None:
         super().__init__()
-        if similarity not in ("cosine", "one_minus_cosine"):
-            msg = f"similarity_loss must be 'cosine' or 'one_minus_cosine', got {similarity!r}"
-            raise InvalidArgumentError(msg)
+        check_arguments(DfdLoss.__init__, locals())
         self.margin = margin
         self.gaussian_weight = gaussian_weight
         self.perlin_weight = perlin_weight

@@ -25,27 +25,8 @@ from anomalib_fewshot.models.ed.torch_model import EdModel
 ED_SPEC = ModelSpec(
     name="Ed",
     model_class=Ed,
-    paper_profile="ed",
-    lite_profile="ed_lite",
-    tiny_config={
-        "backbone": "tf_efficientnet_lite0",
-        "layers": ["blocks.2", "blocks.4"],
-        "pre_trained": False,
-        "image_size": 64,
-        "d_models": [16, 32],
-        "num_heads": 2,
-        "num_layers": 2,
-        "augment": "flip_rotate",
-        "augment_copies": 2,
-        "token_scale": "rms",
-        "epochs": 2,
-        "batch_size": 2,
-        "k_shot": 2,
-    },
-    cost_profiles=diagnostics.COST_PROFILES,
+    diagnostics=diagnostics,
     cost_shots=1,  # training runs on the cached tokens of one image, batch 1 (as the reference code)
-    branch_maps=diagnostics.branch_maps,
-    branch_notes=diagnostics.branch_notes,
     demo_accuracy=DemoAccuracy(0.85, 0.9, {"epochs": 10}),  # 10 of 80 epochs; measured 0.90 / 0.94
     short_schedule={"epochs": 1, "augment_copies": 1},
 )

@@ -27,26 +27,8 @@ from anomalib_fewshot.models.fdsl.torch_model import FdslModel
 FDSL_SPEC = ModelSpec(
     name="Fdsl",
     model_class=Fdsl,
-    paper_profile="fdsl",
-    lite_profile="fdsl_lite",
-    tiny_config={
-        "backbone": "ViT-tiny",
-        "vision_cfg": {"width": 32, "layers": 2, "head_width": 16, "patch_size": 8, "image_size": 64},
-        "layers": [1, 2],
-        "pre_trained": False,
-        "image_size": 64,
-        "head_dims": [16, 8],
-        "window_size": 4,
-        "window_stride": 2,
-        "epochs": 2,
-        "pseudo_samples": 8,
-        "batch_size": 4,
-        "k_shot": 2,
-    },
-    cost_profiles=diagnostics.COST_PROFILES,
+    diagnostics=diagnostics,
     cost_shots=1,  # banks from 1 shot; a step is the pseudo-anomaly head's (its default batch of 8)
-    branch_maps=diagnostics.branch_maps,
-    branch_notes=diagnostics.branch_notes,
     prerequisites=(HEAD_PRETRAINING,),
     # pseudo-anomaly head, 10 of 20 epochs; measured 0.91 / 0.99
     demo_accuracy=DemoAccuracy(0.85, 0.95, {"epochs": 10}),

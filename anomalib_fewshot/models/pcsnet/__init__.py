@@ -26,26 +26,8 @@ from anomalib_fewshot.models.pcsnet.torch_model import PcsnetModel
 PCSNET_SPEC = ModelSpec(
     name="Pcsnet",
     model_class=Pcsnet,
-    paper_profile="pcsnet",
-    lite_profile="pcsnet_lite",
-    tiny_config={
-        "backbone": "tf_efficientnet_lite0",
-        "layers": ["blocks.1", "blocks.2", "blocks.4"],
-        "pre_trained": False,
-        "image_size": 64,
-        "resize_size": None,
-        "grid_size": 16,
-        "num_nearest": 8,
-        "guide_channels": 32,
-        "cas_dim": 16,
-        "pyramid_bins": [15, 8, 4, 2],
-        "epochs": 3,
-        "k_shot": 2,
-    },
-    cost_profiles=diagnostics.COST_PROFILES,
+    diagnostics=diagnostics,
     cost_shots=2,  # prototypes from 2 shots; a step = 2 normal + 2 pseudo-anomalous images, all four terms
-    branch_maps=diagnostics.branch_maps,
-    branch_notes=diagnostics.branch_notes,
     demo_accuracy=DemoAccuracy(0.9, 0.9),  # the lite profile's own (short) schedule
 )
 
