@@ -89,10 +89,23 @@ def pick_images(root: Path, category: str) -> list[tuple[str, Path, Path | None]
     return picks
 
 
-def main(argv: list[str] | None = None) -> dict[str, Path]:
-    """Write ``pool.png`` and ``branches.png``; return their paths."""
+def model_inputs(transform: Any, picks: list[tuple[str, Path, Path | None]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The picked images in the model's geometry ``(N, 3, H, W)`` and their masks ``(N, 1, H, W)`` (nearest)."""
     from anomalib_fewshot.components.images import read_image
 
+    images, masks = [], []
+    for _, image_path, mask_path in picks:
+        image = read_image(image_path)
+        mask = read_image(mask_path)[:1] if mask_path is not None else torch.zeros_like(image[:1])
+        image = transform(image[None])[0]  # the model's geometry (a plain-tensor mask would pass through untouched)
+        mask = torch.nn.functional.interpolate(mask[None].float(), size=image.shape[-2:], mode="nearest")[0]
+        images.append(image.clamp(0, 1))
+        masks.append((mask > 0.5).float())
+    return torch.stack(images), torch.stack(masks)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    """Write ``pool.png`` and ``branches.png``; return their paths."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("model", choices=sorted(BRANCHES))
     parser.add_argument("ckpt", type=Path)
@@ -114,19 +127,11 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     model.fit_category = args.category  # category tables of the pseudo-anomaly generators, as during the fit
     out = {"pool": pool_gallery(model, model.read_shot_images(shot_paths), args.output / "pool.png", args.count)}
     picks = pick_images(args.root, args.category)
-    transform = model.pre_processor.transform
-    images, masks = [], []
-    for _, image_path, mask_path in picks:
-        image = read_image(image_path)
-        mask = read_image(mask_path)[:1] if mask_path is not None else torch.zeros_like(image[:1])
-        image, mask = transform(image[None], mask[None])
-        images.append(image[0].clamp(0, 1))
-        masks.append((mask[0] > 0.5).float())
-    batch = torch.stack(images)
+    batch, masks = model_inputs(model.pre_processor.transform, picks)
     with torch.no_grad():
         maps = {name: value.reshape(len(batch), *batch.shape[-2:]).float()
                 for name, value in spec.branch_maps(model, batch).items()}  # fmt: skip
-    out["branches"] = branch_gallery(batch, torch.stack(masks), maps, args.output / "branches.png")
+    out["branches"] = branch_gallery(batch, masks, maps, args.output / "branches.png")
     legend = " | ".join(["image (mask outlined)", *maps])
     rows = ", ".join(kind for kind, _, _ in picks)
     print(f"{out['pool']}: {args.count} training samples\n{out['branches']}: columns {legend}; rows {rows}")

@@ -100,3 +100,26 @@ def test_benchmark_reaches_models_only_through_the_registry():
         if internal.search(line)
     ]
     assert not offenders, offenders
+
+
+def test_gallery_inputs_follow_the_models_geometry_for_non_square_images(tmp_path: Path):
+    """Images and masks of any aspect ratio come out at the model's size; the mask keeps its region."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision.transforms.v2 import Compose, Resize
+
+    root = tmp_path / "c"
+    for kind, size in (("crack", (90, 40)), ("good", (40, 70))):
+        (root / "test" / kind).mkdir(parents=True)
+        Image.fromarray(np.full((size[1], size[0], 3), 128, np.uint8)).save(root / "test" / kind / "000.png")
+    (root / "ground_truth" / "crack").mkdir(parents=True)
+    mask = np.zeros((40, 90), np.uint8)
+    mask[:, 45:] = 255
+    Image.fromarray(mask).save(root / "ground_truth" / "crack" / "000_mask.png")
+    picks = gallery.pick_images(tmp_path, "c")
+    assert [kind for kind, _, _ in picks] == ["crack", "good"]
+    images, masks = gallery.model_inputs(Compose([Resize((32, 32), antialias=True)]), picks)
+    assert images.shape == (2, 3, 32, 32) and masks.shape == (2, 1, 32, 32)
+    assert masks[0, 0, :, 16:].all() and not masks[0, 0, :, :16].any() and not masks[1].any()
+    torch.testing.assert_close(images, torch.full_like(images, 128 / 255), atol=1e-2, rtol=0)
