@@ -43,22 +43,24 @@ def branch_pairs(config_path: Path, output: Path, only: list[str] | None = None)
     if config.get("evaluate_on") != "dev":
         msg = f"{config_path}: branch pairs come from a development grid (evaluate_on: dev)"
         raise InvalidArgumentError(msg)
-    results = read_rows(Path(config.get("output", "benchmark_results")) / "results.csv")
+    grid_output = Path(config.get("output", "benchmark_results"))
+    results = read_rows(grid_output / "results.csv")
     ok = {job_key(row) for row in results if row.get("status") == "ok"}
     csv_path = output / "branches.csv"
     rows = read_rows(csv_path)
     done = {(row["job"], row["split"]) for row in rows}
-    jobs_dir = jobs_dir_of(config, Path(config.get("output", "benchmark_results")))
+    jobs_dir = jobs_dir_of(config, grid_output)
     datasets = {d["name"]: d for d in config["grid"]["datasets"]}
     todo = [job for job in select_jobs(jobs, only) if job["model"] in BRANCHES and job_key(job) in ok]
     dev_roots = ensure_dev_splits(config, {job["dataset"] for job in todo})
     for job in todo:
-        name = job_work_dir(jobs_dir, job).name
+        work_dir = job_work_dir(jobs_dir, job)
+        name = work_dir.name
         if all((name, split) in done for split in SPLITS):
             continue
-        ckpt = checkpoint_of(job_work_dir(jobs_dir, job))
+        ckpt = checkpoint_of(work_dir)
         if ckpt is None:
-            print(f"{name}: no checkpoint in {job_work_dir(jobs_dir, job)} (re-run the job to score its branches)")
+            print(f"{name}: no checkpoint in {work_dir} (re-run the job to score its branches)")
             continue
         spec = BRANCHES[job["model"]]
         model = spec.model_class.load_from_checkpoint(ckpt, weights_only=True).eval()

@@ -55,13 +55,13 @@ def branch_gallery(
     images: torch.Tensor, masks: torch.Tensor, maps: dict[str, torch.Tensor], path: Path, alpha: float = 0.5
 ) -> Path:
     """Rows: images ``(N, 3, H, W)`` with masks outlined, then each branch's map ``(N, H, W)`` over the image."""
+    ranges = {name: (float(values.min()), float(values.max())) for name, values in maps.items()}
     rows = []
     for index, image in enumerate(images):
         tiles = [outlined(image, masks[index], TILE)]
-        base = outlined(image, torch.zeros_like(masks[index]), TILE)
-        for values in maps.values():
-            low, high = float(values.min()), float(values.max())
-            colour = heat(values[index], low, high)
+        base = torch.nn.functional.interpolate(image[None].float(), size=(TILE, TILE), mode="bilinear")[0]
+        for name, values in maps.items():
+            colour = heat(values[index], *ranges[name])
             colour = torch.nn.functional.interpolate(colour[None], size=(TILE, TILE), mode="bilinear")[0]
             tiles.append(outlined((1 - alpha) * base + alpha * colour, masks[index], TILE))
         rows.append(torch.cat(tiles, dim=2))
