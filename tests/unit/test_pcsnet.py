@@ -133,6 +133,44 @@ def test_ablation_switches():
     torch.testing.assert_close(out.anomaly_map, expected)
 
 
+def test_feature_activation_is_leaky_relu_of_each_level():
+    images = torch.rand(2, 3, 64, 64)
+    torch.manual_seed(0)
+    leaky = _tiny_model(feature_activation="leaky_relu")
+    torch.manual_seed(0)
+    plain = _tiny_model(feature_activation="none")
+    raw = plain.backbone_features(images)
+    assert any((level < 0).any() for level in raw)  # EfficientNet-Lite block outputs are signed
+    for got, level in zip(leaky.backbone_features(images), raw, strict=True):
+        torch.testing.assert_close(got, F.leaky_relu(level))
+
+
+def test_fused_map_standardises_both_branches_on_the_shots():
+    torch.manual_seed(0)
+    model = _tiny_model(anomaly_map="cas+prototype").eval()
+    shots, queries = torch.rand(2, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        model.set_prototypes(model.describe(shots))
+        model.fit_map_statistics(list(shots))
+        cas, prototype = model.branch_maps(shots)
+        stats = model.map_statistics.clone()
+        out = model(queries)
+        cas_q, prototype_q = model.branch_maps(queries)
+    torch.testing.assert_close(stats, torch.stack([cas.mean(), cas.std(), prototype.mean(), prototype.std()]))
+    expected = (cas_q - stats[0]) / stats[1] + (prototype_q - stats[2]) / stats[3]
+    torch.testing.assert_close(out.anomaly_map, expected)
+    torch.testing.assert_close(out.pred_score, expected.amax(dim=(1, 2, 3)))
+    assert not torch.allclose(out.anomaly_map, cas_q)  # not the CAS map alone
+    with pytest.raises(ValueError, match="use_cas"):
+        _tiny_model(anomaly_map="cas+prototype", use_cas=False)
+
+
+def test_fused_fit_sets_statistics_from_the_shots(tmp_path, tiny_data_root):
+    model, _, _ = _fit(tmp_path, tiny_data_root, anomaly_map="cas+prototype", epochs=1)
+    assert not torch.equal(model.model.map_statistics, torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    assert (model.model.map_statistics[[1, 3]] > 0).all()
+
+
 def test_pfa_only_fit(tmp_path, tiny_data_root):
     model, engine, _ = _fit(tmp_path, tiny_data_root, use_cas=False, epochs=2)
     assert model.model.cas is None

@@ -1,7 +1,7 @@
 """PCSNet diagnostics: per-branch maps (``benchmark.branches Pcsnet``) and cost profiles (``benchmark.cost``).
 
-Branches: the CAS output, and the PFA prototype distances alone: mean 3-NN distance per position and 1-NN distance,
-smoothed like the CAS map.
+Branches: the CAS output (and the fused map when the model uses one), and the PFA prototype distances alone: mean
+3-NN distance per position and 1-NN distance, smoothed like the CAS map.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ def branch_maps(model: Pcsnet, images: torch.Tensor) -> dict[str, torch.Tensor]:
     descriptors = net.describe(images)
     nearest = net.nearest(net.distances(descriptors), max(net.num_nearest, model.loss.neighbors))
     maps = {"cas": net.smoothing(net.segment(descriptors, nearest, size))[:, 0]} if net.cas is not None else {}
+    if net.anomaly_map != "cas":  # the product's fused map
+        maps[net.anomaly_map] = net(images).anomaly_map[:, 0]
     grid = (net.grid_size, net.grid_size)
     for name, values in (("pfa_3nn_mean", nearest[..., : model.loss.neighbors].mean(-1)), ("pfa_1nn", nearest[..., 0])):
         grid_map = values.reshape(-1, 1, *grid)

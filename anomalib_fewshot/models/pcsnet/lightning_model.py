@@ -26,7 +26,7 @@ from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
 from anomalib_fewshot.components.pool import PoolBatch
 from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.pcsnet.loss import PcsnetLoss
-from anomalib_fewshot.models.pcsnet.torch_model import PcsnetModel
+from anomalib_fewshot.models.pcsnet.torch_model import AnomalyMap, FeatureActivation, PcsnetModel
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,11 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         use_coordinates: CoordConv coordinate channels in the descriptor (ablation switch).
         use_cas: train and use the CAS; ``False`` (ablation: PFA only) scores with the nearest-prototype distance
             and drops ``L_SEG``.
+        feature_activation: ``"leaky_relu"`` on every backbone level, as the reference code (a no-op on
+            WRN-50's post-ReLU features; EfficientNet-Lite's block outputs are signed), or ``"none"``.
+        anomaly_map: ``"cas"``, the paper's map (the CAS output), or ``"cas+prototype"``: the CAS map plus the
+            nearest-prototype distance map, each standardised by its mean and standard deviation on the shots
+            (computed after training).
         num_nearest: nearest-prototype distances per position fed to the CAS (200).
         guide_channels: leading descriptor channels used as CAS guide features (896).
         cas_dim: CAS width (896).
@@ -118,6 +123,8 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         reduced_descriptor: bool = False,
         use_coordinates: bool = True,
         use_cas: bool = True,
+        feature_activation: FeatureActivation = "leaky_relu",
+        anomaly_map: AnomalyMap = "cas",
         num_nearest: int = 200,
         guide_channels: int = 896,
         cas_dim: int = 896,
@@ -223,6 +230,13 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         steps = max(1, len(images) // int(self.hparams.batch_size))
         logger.info("PCSNet: %d shots, %d step(s) per epoch, NSA %s", len(images), steps, params)
         return FitPlan(pool_size=steps, batch_size=1)
+
+    def finish_fit(self) -> None:
+        """With ``anomaly_map="cas+prototype"``: the branch maps' statistics on the shots (after training)."""
+        if self.model.anomaly_map == "cas" or self._shots is None:
+            return
+        self.model.fit_map_statistics(self._shots)
+        logger.info("PCSNet: map statistics on %d shot(s): %s", len(self._shots), self.model.map_statistics.tolist())
 
     def release_fit(self) -> None:
         """Free the shots."""

@@ -8,6 +8,7 @@ exports to ONNX/OpenVINO.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,13 @@ from anomalib_fewshot.errors import InvalidArgumentError
 
 #: MVTec AD / MPDD categories for which the reference code uses the reduced descriptor.
 ROTATION_OBJECTS = ("grid", "screw", "bracket_black", "bracket_brown", "tubes")
+
+#: ``feature_activation``: the reference code's ``leaky_relu`` on every backbone level (a no-op on post-ReLU
+#: features such as WRN-50's), or none.
+FeatureActivation = Literal["leaky_relu", "none"]
+#: ``anomaly_map``: the CAS output (the paper), or the CAS output plus the nearest-prototype distance, each
+#: standardised by its mean and standard deviation on the shots (see :meth:`PcsnetModel.fit_map_statistics`).
+AnomalyMap = Literal["cas", "cas+prototype"]
 
 
 class AdaptiveAvgPool2dExact(nn.Module):
@@ -215,7 +223,8 @@ class PcsnetModel(nn.Module):
     normalises with the backbone's statistics.
 
     Eval output: :class:`~anomalib.data.InferenceBatch` with the CAS map (Gaussian-smoothed) and its maximum as
-    the image score.
+    the image score; with ``anomaly_map="cas+prototype"`` the map is the standardised CAS map plus the
+    standardised nearest-prototype distance map (statistics of the shots, buffers set after training).
 
     Args:
         backbone: backbone name (see :class:`~anomalib_fewshot.components.backbones.Backbone`).
@@ -227,6 +236,8 @@ class PcsnetModel(nn.Module):
         reduced_descriptor: the reduced descriptor used for rotation objects (see :data:`ROTATION_OBJECTS`).
         use_coordinates: CoordConv coordinate channels in the descriptor (ablation switch).
         use_cas: build the CAS; without it (ablation: PFA only) the map is the nearest-prototype distance.
+        feature_activation: ``"leaky_relu"`` on every backbone level (reference code) or ``"none"``.
+        anomaly_map: ``"cas"`` (paper) or ``"cas+prototype"`` (needs the CAS).
         num_nearest: nearest prototypes kept per position as the CAS distance map (200 in the paper).
         guide_channels: leading descriptor channels passed to the CAS as guide features (896 in the paper).
         cas_dim: working width of the CAS (896).
@@ -248,6 +259,8 @@ class PcsnetModel(nn.Module):
         reduced_descriptor: bool = False,
         use_coordinates: bool = True,
         use_cas: bool = True,
+        feature_activation: FeatureActivation = "leaky_relu",
+        anomaly_map: AnomalyMap = "cas",
         num_nearest: int = 200,
         guide_channels: int = 896,
         cas_dim: int = 896,
@@ -260,6 +273,11 @@ class PcsnetModel(nn.Module):
         self.image_size = image_size
         self.grid_size = grid_size
         self.num_nearest = num_nearest
+        if anomaly_map != "cas" and not use_cas:
+            msg = f"anomaly_map={anomaly_map!r} fuses the CAS output: it needs use_cas=True"
+            raise InvalidArgumentError(msg)
+        self.feature_activation = feature_activation
+        self.anomaly_map = anomaly_map
         self.backbone = Backbone(backbone, layers, pre_trained=pre_trained, weights_path=weights_path)
         with torch.no_grad():
             probe = self.backbone(torch.zeros(1, 3, image_size, image_size))
@@ -279,6 +297,8 @@ class PcsnetModel(nn.Module):
         self.register_buffer("prototypes", torch.zeros(num_prototypes, dim))
         self.register_buffer("prototype_sq_norms", torch.zeros(num_prototypes))
         self.register_buffer("prototypes_ready", torch.tensor(False))
+        # mean and std of the CAS map and of the nearest-prototype map on the shots (anomaly_map="cas+prototype")
+        self.register_buffer("map_statistics", torch.tensor([0.0, 1.0, 0.0, 1.0]))
         self.cas = (
             ContextAwareSegmentation(guide_channels, num_nearest, cas_dim, pyramid_bins, grid_size, cas_dropout)
             if use_cas
@@ -290,7 +310,10 @@ class PcsnetModel(nn.Module):
     def backbone_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Frozen backbone features of ``[0, 1]`` images."""
         with torch.no_grad():
-            return self.backbone(self.backbone.normalize(images))
+            features = self.backbone(self.backbone.normalize(images))
+        if self.feature_activation == "leaky_relu":
+            features = [F.leaky_relu(feature) for feature in features]
+        return features
 
     def describe(self, images: torch.Tensor) -> torch.Tensor:
         """Descriptor ``(B, D, g, g)`` of ``[0, 1]`` images."""
@@ -348,16 +371,52 @@ class PcsnetModel(nn.Module):
         grid_map = nearest[..., :1].transpose(1, 2).reshape(-1, 1, self.grid_size, self.grid_size)
         return F.interpolate(grid_map, size=size, mode="bilinear", align_corners=False)
 
+    def branch_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The smoothed CAS map and the smoothed nearest-prototype distance map, each ``(B, 1, H, W)``."""
+        size = tuple(images.shape[-2:])
+        descriptors = self.describe(images)
+        nearest = self.nearest(self.distances(descriptors), self.num_nearest)
+        cas = self.smoothing(self.segment(descriptors, nearest, size))
+        return cas, self.smoothing(self.prototype_map(nearest, size))
+
+    @torch.no_grad()
+    def fit_map_statistics(self, images: Sequence[torch.Tensor], chunk: int = 8) -> None:
+        """Store the mean and standard deviation of both branch maps over ``images`` (the shots), in eval mode.
+
+        ``images`` are ``(3, S, S)`` floats in ``[0, 1]`` (a batch or a list), scored in chunks of ``chunk``.
+        """
+        was_training = self.training
+        self.eval()
+        device = self.map_statistics.device
+        maps: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for start in range(0, len(images), chunk):
+            batch = images[start : start + chunk]
+            batch = (batch if isinstance(batch, torch.Tensor) else torch.stack(list(batch))).to(device)
+            maps.append(self.branch_maps(batch))
+        self.train(was_training)
+        cas = torch.cat([pair[0] for pair in maps])
+        prototype = torch.cat([pair[1] for pair in maps])
+        stats = [cas.mean(), cas.std().clamp_min(1e-6), prototype.mean(), prototype.std().clamp_min(1e-6)]
+        self.map_statistics.copy_(torch.stack(stats))
+
+    def fuse(self, cas: torch.Tensor, prototype: torch.Tensor) -> torch.Tensor:
+        """Standardised CAS map plus standardised nearest-prototype map (statistics of the shots)."""
+        stats = self.map_statistics
+        return (cas - stats[0]) / stats[1] + (prototype - stats[2]) / stats[3]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor | InferenceBatch:
         """Training mode: descriptors ``(B, D, g, g)``. Eval mode: :class:`InferenceBatch`."""
-        descriptors = self.describe(images)
         if self.training:
-            return descriptors
-        size = tuple(images.shape[-2:])
+            return self.describe(images)
         if self.cas is None:
-            nearest = self.nearest(self.distances(descriptors), 1)
+            size = tuple(images.shape[-2:])
+            nearest = self.nearest(self.distances(self.describe(images)), 1)
             anomaly_map = self.smoothing(self.prototype_map(nearest, size))
-            return InferenceBatch(pred_score=anomaly_map.amax(dim=(1, 2, 3)), anomaly_map=anomaly_map)
-        nearest = self.nearest(self.distances(descriptors), self.num_nearest)
-        anomaly_map = self.smoothing(self.segment(descriptors, nearest, size))
+        elif self.anomaly_map == "cas":
+            size = tuple(images.shape[-2:])
+            descriptors = self.describe(images)
+            nearest = self.nearest(self.distances(descriptors), self.num_nearest)
+            anomaly_map = self.smoothing(self.segment(descriptors, nearest, size))
+        else:
+            anomaly_map = self.fuse(*self.branch_maps(images))
         return InferenceBatch(pred_score=anomaly_map.amax(dim=(1, 2, 3)), anomaly_map=anomaly_map)
