@@ -171,6 +171,21 @@ def test_fused_fit_sets_statistics_from_the_shots(tmp_path, tiny_data_root):
     assert (model.model.map_statistics[[1, 3]] > 0).all()
 
 
+def test_checkpoint_from_before_the_switches_loads_as_it_ran(tmp_path, tiny_data_root):
+    model, engine, _ = _fit(tmp_path, tiny_data_root, feature_activation="none", epochs=1)
+    path = tmp_path / "model.ckpt"
+    engine.trainer.save_checkpoint(path)
+    old = torch.load(path, map_location="cpu", weights_only=False)
+    del old["hyper_parameters"]["feature_activation"], old["hyper_parameters"]["anomaly_map"]
+    del old["state_dict"]["model.map_statistics"]
+    torch.save(old, path)
+    loaded = Pcsnet.load_from_checkpoint(path).eval()
+    assert loaded.model.feature_activation == "none"  # not the new default: the model ran without it
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(images).anomaly_map, model.model.eval()(images).anomaly_map)
+
+
 def test_pfa_only_fit(tmp_path, tiny_data_root):
     model, engine, _ = _fit(tmp_path, tiny_data_root, use_cas=False, epochs=2)
     assert model.model.cas is None

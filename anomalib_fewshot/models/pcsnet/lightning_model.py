@@ -182,6 +182,16 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
             groups.append({"params": self.model.cas.parameters(), "lr": hp.cas_lr})
         return torch.optim.Adam(groups, weight_decay=hp.weight_decay, amsgrad=True)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Also read checkpoints written before ``feature_activation``/``anomaly_map`` existed, as they ran.
+
+        Those models applied no activation to the backbone levels and mapped with the CAS alone.
+        """
+        super().on_load_checkpoint(checkpoint)
+        if "feature_activation" not in checkpoint.get("hyper_parameters", {"feature_activation": None}):
+            self.model.feature_activation = self.hparams.feature_activation = "none"
+        checkpoint["state_dict"].setdefault("model.map_statistics", self.model.map_statistics.clone())
+
     # ------------------------------------------------------------------ pseudo-anomalies
     def patch_swap_params(self, category: str | None) -> PatchSwapParams:
         """NSA settings: the category's table entry, overridden by every ``anomaly_*`` argument that is set."""
