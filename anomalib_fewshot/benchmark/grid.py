@@ -72,6 +72,7 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 "split": split,
                 "timeout_s": model.get("timeout_s", config.get("timeout_s", 3600)),
                 "threads": model.get("threads"),
+                "speed": bool(config.get("speed", True)),
             }
         )
     return config, jobs

@@ -171,10 +171,29 @@ def _time_ms(fn: Any, inputs: list[Any], warmup: int = 3) -> float:
     return statistics.median(times)
 
 
+def _inference_speed(model: Any, engine: Any, datamodule: Any, work: Path, count: int) -> dict[str, Any]:
+    """Median ms per image of the eager model and of its OpenVINO export (f32) on the first ``count`` test images."""
+    from anomalib.deploy import ExportType, OpenVINOInferencer
+
+    items = [datamodule.test_data[i] for i in range(min(count, len(datamodule.test_data)))]
+    images = [item.image[None].float() for item in items]
+    model.eval()
+    with torch.no_grad():
+        torch_ms = _time_ms(model, images)
+    xml = engine.export(model, ExportType.OPENVINO, export_root=work / "export", onnx_kwargs={"opset_version": 18})
+    inferencer = OpenVINOInferencer(xml, device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"})
+    batch_dim = inferencer.model.inputs[0].get_partial_shape()[0]
+    # anomalib's own Patchcore exports with the batch fixed to the tracing example's (2): time such models at
+    # that batch and report per image.
+    ov_batch = batch_dim.get_length() if batch_dim.is_static else 1
+    arrays = [np.repeat(image.numpy(), ov_batch, axis=0) for image in images]
+    openvino_ms = _time_ms(inferencer.predict, arrays) / ov_batch
+    return {"torch_ms": round(torch_ms, 1), "openvino_ms": round(openvino_ms, 1), "openvino_batch": ov_batch}
+
+
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one job; return its result row."""
     import anomalib.data as anomalib_data
-    from anomalib.deploy import ExportType, OpenVINOInferencer
     from anomalib.engine import Engine
     from lightning.pytorch import Callback
 
@@ -222,28 +241,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         families = datamodule.test_data.samples["label"].astype(str).tolist()
         row.update(family_metrics(scores, maps, labels, masks, families))
 
-    # Inference speed on the same test images (raw RGB tensors in [0, 1], full exported pipeline).
-    items = [datamodule.test_data[i] for i in range(min(spec.get("timing_images", 30), len(datamodule.test_data)))]
-    images = [item.image[None].float() for item in items]
-    model.eval()
-    with torch.no_grad():
-        torch_ms = _time_ms(model, images)
-    export_dir = work / "export"
-    xml = engine.export(model, ExportType.OPENVINO, export_root=export_dir, onnx_kwargs={"opset_version": 18})
-    inferencer = OpenVINOInferencer(xml, device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"})
-    batch_dim = inferencer.model.inputs[0].get_partial_shape()[0]
-    # anomalib's own Patchcore exports with the batch fixed to the tracing example's (2): time such models at
-    # that batch and report per image.
-    ov_batch = batch_dim.get_length() if batch_dim.is_static else 1
-    arrays = [np.repeat(image.numpy(), ov_batch, axis=0) for image in images]
-    openvino_ms = _time_ms(inferencer.predict, arrays) / ov_batch
+    if spec.get("speed", True):
+        row.update(_inference_speed(model, engine, datamodule, work, spec.get("timing_images", 30)))
     row.update(
         {
             "fit_s": round((timer.end or time.perf_counter()) - (timer.start or start), 1),
             "fit_total_s": round(fit_total, 1),  # engine.fit, including its one validation batch
-            "torch_ms": round(torch_ms, 1),
-            "openvino_ms": round(openvino_ms, 1),
-            "openvino_batch": ov_batch,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
             "n_test": len(labels),
             # 1-minute load average when the job ends: above the core count, other work shared the CPU and the

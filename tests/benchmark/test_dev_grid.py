@@ -122,7 +122,10 @@ def test_family_metrics_score_each_family_against_the_good_images():
 
 @pytest.mark.slow
 def test_real_dev_jobs_run_without_opening_a_test_image(tmp_path: Path, monkeypatch):
-    """Patchcore and PCSNet (quick) end to end on datasets whose test images are garbage: the jobs succeed."""
+    """Patchcore and PCSNet (quick) end to end on datasets whose test images are garbage: the jobs succeed.
+
+    The grid is accuracy-only (``speed: false``): no export and no timing (the smoke grid covers both).
+    """
     monkeypatch.chdir(tmp_path)
     pcsnet = {"epochs": 1, "image_size": 64, "resize_size": None, "grid_size": 16, "num_nearest": 8,
               "pyramid_bins": [15, 8, 4, 2]}  # fmt: skip
@@ -132,6 +135,7 @@ def test_real_dev_jobs_run_without_opening_a_test_image(tmp_path: Path, monkeypa
     )
     config = yaml.safe_load(path.read_text())
     config["grid"]["datasets"] = config["grid"]["datasets"][:1]
+    config["speed"] = False
     path.write_text(yaml.safe_dump(config))
     output = runner.run_grid(path)
     rows = store.read_rows(output / "results.csv")
@@ -142,5 +146,7 @@ def test_real_dev_jobs_run_without_opening_a_test_image(tmp_path: Path, monkeypa
         assert row["split"] == "dev"
         assert int(row["n_test"]) == sum(manifest["counts"].values())
         assert 0 <= float(row["aupro"]) <= 1
+        assert float(row["fit_s"]) >= 0 and not row.get("openvino_ms") and not row.get("torch_ms")
+        assert not list((tmp_path / "jobs").glob("*/export"))
         for family in (f for f in manifest["counts"] if f != "good"):
             assert 0 <= float(row[f"image_auroc@{family}"]) <= 1, family

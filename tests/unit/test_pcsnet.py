@@ -105,6 +105,25 @@ def test_prototypes_and_nearest_map():
     assert own < 1e-2 * typical
 
 
+def test_per_shot_prototypes_keep_every_shot_position():
+    model = _tiny_model(prototype_sets=3).eval()
+    images = torch.rand(3, 3, 64, 64)
+    model.prepare(images)
+    with torch.no_grad():
+        descriptors = model.train().describe(images)
+        model.eval()
+    assert model.prototypes.shape == (3 * 16 * 16, descriptors.shape[1])
+    torch.testing.assert_close(model.prototypes[16 * 16 + 5], descriptors[1, :, 0, 5])  # shot 1, row 0, column 5
+    with torch.no_grad():  # each shot is at (near) zero distance from its own prototypes, not from the mean
+        own = model.nearest(model.distances(descriptors), 1).max()
+    assert own < 1e-2 * model.distances(descriptors[:1]).median()
+    with pytest.raises(ValueError, match="prototype_sets=3 needs exactly"):
+        model.prepare(images[:2])
+    with pytest.raises(ValueError, match="integer k_shot"):
+        Pcsnet(**{**TINY_CONFIGS["Pcsnet"], "k_shot": None}, prototypes="per_shot")
+    assert Pcsnet(**{**TINY_CONFIGS["Pcsnet"], "k_shot": 2}, prototypes="per_shot").model.prototype_sets == 2
+
+
 def test_eval_forward_is_per_image():
     model = _tiny_model().eval()
     images = torch.rand(4, 3, 64, 64)

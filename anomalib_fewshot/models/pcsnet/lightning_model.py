@@ -63,6 +63,9 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         anomaly_map: ``"cas"``, the paper's map (the CAS output), or ``"cas+prototype"``: the CAS map plus the
             nearest-prototype distance map, each standardised by its mean and standard deviation on the shots
             (computed after training).
+        prototypes: ``"mean"``, the paper's one prototype per grid position (the shots' mean descriptor), or
+            ``"per_shot"``: every shot's descriptor at every position is a prototype (``k_shot·g²``; needs an
+            integer ``k_shot``).
         num_nearest: nearest-prototype distances per position fed to the CAS (200).
         guide_channels: leading descriptor channels used as CAS guide features (896).
         cas_dim: CAS width (896).
@@ -125,6 +128,7 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         use_cas: bool = True,
         feature_activation: FeatureActivation = "leaky_relu",
         anomaly_map: AnomalyMap = "cas",
+        prototypes: Literal["mean", "per_shot"] = "mean",
         num_nearest: int = 200,
         guide_channels: int = 896,
         cas_dim: int = 896,
@@ -165,7 +169,11 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         if not 0.0 <= pair_jitter < 1.0:
             msg = f"pair_jitter must be in [0, 1), got {pair_jitter}"
             raise InvalidArgumentError(msg)
-        self.model = PcsnetModel(**select_arguments(PcsnetModel.__init__, self.hparams))
+        if prototypes == "per_shot" and k_shot is None:
+            msg = "prototypes='per_shot' keeps every shot's descriptors: it needs an integer k_shot, got None"
+            raise InvalidArgumentError(msg)
+        sets = int(k_shot) if prototypes == "per_shot" else 1
+        self.model = PcsnetModel(**select_arguments(PcsnetModel.__init__, self.hparams), prototype_sets=sets)
         self.loss = PcsnetLoss(**select_arguments(PcsnetLoss.__init__, self.hparams))
         self.patch_swap_params(None)  # validates the anomaly arguments now rather than when fitting starts
         self._shots: list[torch.Tensor] | None = None

@@ -238,6 +238,8 @@ class PcsnetModel(nn.Module):
         use_cas: build the CAS; without it (ablation: PFA only) the map is the nearest-prototype distance.
         feature_activation: ``"leaky_relu"`` on every backbone level (reference code) or ``"none"``.
         anomaly_map: ``"cas"`` (paper) or ``"cas+prototype"`` (needs the CAS).
+        prototype_sets: 1 (paper): the prototypes are the shots' mean descriptor; ``n`` > 1: every one of ``n``
+            shots' descriptors is a prototype (``n·g²`` prototypes; a fit must then use exactly ``n`` shots).
         num_nearest: nearest prototypes kept per position as the CAS distance map (200 in the paper).
         guide_channels: leading descriptor channels passed to the CAS as guide features (896 in the paper).
         cas_dim: working width of the CAS (896).
@@ -261,6 +263,7 @@ class PcsnetModel(nn.Module):
         use_cas: bool = True,
         feature_activation: FeatureActivation = "leaky_relu",
         anomaly_map: AnomalyMap = "cas",
+        prototype_sets: int = 1,
         num_nearest: int = 200,
         guide_channels: int = 896,
         cas_dim: int = 896,
@@ -285,9 +288,13 @@ class PcsnetModel(nn.Module):
         sizes = [tuple(f.shape[-2:]) for f in probe]
         self.descriptor = PrototypeDescriptor(channels, sizes, grid_size, reduced_descriptor, use_coordinates)
         dim = self.descriptor.out_channels
-        num_prototypes = grid_size * grid_size
+        if prototype_sets < 1:
+            msg = f"prototype_sets must be >= 1, got {prototype_sets}"
+            raise InvalidArgumentError(msg)
+        self.prototype_sets = prototype_sets
+        num_prototypes = prototype_sets * grid_size * grid_size
         if not 1 <= num_nearest <= num_prototypes:
-            msg = f"num_nearest must be in [1, grid_size**2={num_prototypes}], got {num_nearest}"
+            msg = f"num_nearest must be in [1, prototypes={num_prototypes}], got {num_nearest}"
             raise InvalidArgumentError(msg)
         if not 1 <= guide_channels <= dim:
             msg = f"guide_channels must be in [1, descriptor channels={dim}], got {guide_channels}"
@@ -321,17 +328,30 @@ class PcsnetModel(nn.Module):
 
     @torch.no_grad()
     def set_prototypes(self, descriptors: torch.Tensor) -> None:
-        """Freeze the prototypes as the mean descriptor ``(D, g, g)`` (or the mean of ``(N, D, g, g)``)."""
-        if descriptors.dim() == 4:
-            descriptors = descriptors.mean(0)
-        prototypes = descriptors.flatten(1).t().contiguous()
+        """Freeze the prototypes: the mean descriptor ``(D, g, g)`` (or the mean of ``(N, D, g, g)``).
+
+        With ``prototype_sets`` = n > 1, ``descriptors`` is ``(n, D, g, g)`` and every position of every one is a
+        prototype.
+        """
+        if self.prototype_sets > 1:
+            if descriptors.dim() != 4 or len(descriptors) != self.prototype_sets:
+                msg = (
+                    f"prototype_sets={self.prototype_sets} needs exactly that many shots, got "
+                    f"{len(descriptors) if descriptors.dim() == 4 else 1}"
+                )
+                raise InvalidArgumentError(msg)
+            prototypes = descriptors.flatten(2).transpose(1, 2).reshape(-1, descriptors.shape[1]).contiguous()
+        else:
+            if descriptors.dim() == 4:
+                descriptors = descriptors.mean(0)
+            prototypes = descriptors.flatten(1).t().contiguous()
         self.prototypes.copy_(prototypes)
         self.prototype_sq_norms.copy_(prototypes.pow(2).sum(-1))
         self.prototypes_ready.fill_(True)
 
     @torch.no_grad()
     def prepare(self, images: torch.Tensor | Sequence[torch.Tensor], chunk: int = 8) -> None:
-        """The state a fit computes before training: prototypes = mean descriptor of ``images``.
+        """The state a fit computes before training: prototypes = mean descriptor of ``images`` (or all of them).
 
         As the reference code, under the *untrained* descriptor in training mode (the freshly built modules);
         ``images`` are ``(3, S, S)`` floats in ``[0, 1]`` (a batch or a list), summed in chunks of ``chunk``.
@@ -339,13 +359,17 @@ class PcsnetModel(nn.Module):
         was_training = self.training
         self.train()
         device = self.prototypes.device
-        total = None
+        total, kept = None, []
         for start in range(0, len(images), chunk):
             batch = images[start : start + chunk]
             batch = (batch if isinstance(batch, torch.Tensor) else torch.stack(list(batch))).to(device)
-            summed = self.describe(batch).sum(0)
+            descriptors = self.describe(batch)
+            if self.prototype_sets > 1:
+                kept.append(descriptors)
+                continue
+            summed = descriptors.sum(0)
             total = summed if total is None else total + summed
-        self.set_prototypes(total / len(images))
+        self.set_prototypes(torch.cat(kept) if kept else total / len(images))
         self.train(was_training)
 
     def distances(self, descriptors: torch.Tensor) -> torch.Tensor:
