@@ -44,6 +44,7 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ),
     ("Pcsnet", "Pcsnet", {}),
     ("Pcsnet-k1", "Pcsnet", {"k_shot": 1}),
+    ("Pcsnet-cas", "Pcsnet", {"anomaly_map": "cas"}),
 ]
 
 

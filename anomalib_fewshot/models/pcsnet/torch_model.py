@@ -395,13 +395,17 @@ class PcsnetModel(nn.Module):
         grid_map = nearest[..., :1].transpose(1, 2).reshape(-1, 1, self.grid_size, self.grid_size)
         return F.interpolate(grid_map, size=size, mode="bilinear", align_corners=False)
 
-    def branch_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The smoothed CAS map and the smoothed nearest-prototype distance map, each ``(B, 1, H, W)``."""
+    def raw_branch_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The CAS map and the nearest-prototype distance map before smoothing, each ``(B, 1, H, W)``."""
         size = tuple(images.shape[-2:])
         descriptors = self.describe(images)
         nearest = self.nearest(self.distances(descriptors), self.num_nearest)
-        cas = self.smoothing(self.segment(descriptors, nearest, size))
-        return cas, self.smoothing(self.prototype_map(nearest, size))
+        return self.segment(descriptors, nearest, size), self.prototype_map(nearest, size)
+
+    def branch_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The smoothed CAS map and the smoothed nearest-prototype distance map, each ``(B, 1, H, W)``."""
+        cas, prototype = self.raw_branch_maps(images)
+        return self.smoothing(cas), self.smoothing(prototype)
 
     @torch.no_grad()
     def fit_map_statistics(self, images: Sequence[torch.Tensor], chunk: int = 8) -> None:
@@ -424,9 +428,15 @@ class PcsnetModel(nn.Module):
         self.map_statistics.copy_(torch.stack(stats))
 
     def fuse(self, cas: torch.Tensor, prototype: torch.Tensor) -> torch.Tensor:
-        """Standardised CAS map plus standardised nearest-prototype map (statistics of the shots)."""
+        """Standardised smoothed CAS map plus standardised smoothed prototype map, from the *unsmoothed* maps.
+
+        ``(smooth(c) − μ_c)/σ_c + (smooth(p) − μ_p)/σ_p`` (statistics of the shots' smoothed maps) is computed as
+        ``smooth(c/σ_c + p/σ_p) − (μ_c/σ_c + μ_p/σ_p)``: the smoothing is linear and keeps constants, so the two are
+        equal, and one smoothing is cheaper. (Smoothing both maps and adding them exported to an OpenVINO graph
+        that dropped the CAS term: OpenVINO 2026.4, CPU plugin; the single-smoothing graph exports exactly.)
+        """
         stats = self.map_statistics
-        return (cas - stats[0]) / stats[1] + (prototype - stats[2]) / stats[3]
+        return self.smoothing(cas / stats[1] + prototype / stats[3]) - (stats[0] / stats[1] + stats[2] / stats[3])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | InferenceBatch:
         """Training mode: descriptors ``(B, D, g, g)``. Eval mode: :class:`InferenceBatch`."""
@@ -442,5 +452,5 @@ class PcsnetModel(nn.Module):
             nearest = self.nearest(self.distances(descriptors), self.num_nearest)
             anomaly_map = self.smoothing(self.segment(descriptors, nearest, size))
         else:
-            anomaly_map = self.fuse(*self.branch_maps(images))
+            anomaly_map = self.fuse(*self.raw_branch_maps(images))
         return InferenceBatch(pred_score=anomaly_map.amax(dim=(1, 2, 3)), anomaly_map=anomaly_map)
