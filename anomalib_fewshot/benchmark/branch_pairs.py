@@ -1,13 +1,14 @@
 """Per-branch metrics of a development grid's fitted checkpoints, on the development split and on the test split.
 
     python -m anomalib_fewshot.benchmark.branch_pairs -c configs/benchmark/dev.yaml
-        --output docs/benchmarks/dev/branches [--only MODEL ...]           (one line)
+        --output docs/benchmarks/dev/branches [--only MODEL ...] [--splits dev]   (one line)
 
 For every finished (``ok``) development job of the grid whose model has a branch hook (``ModelSpec.branch_maps``)
 and whose checkpoint is still in the grid's ``jobs_dir``, the checkpoint is loaded once and
 :func:`~anomalib_fewshot.benchmark.branches.branch_rows` scores each branch on its own (image AUROC, pixel AUROC,
 AUPRO, F1-max) on the dataset's development split and on its test split. Rows go to ``<output>/branches.csv`` (one
-row per job, branch and split); a job with rows for both splits is not re-scored, so the command resumes.
+row per job, branch and split); a job with rows for every requested split is not re-scored, so the command
+resumes. ``--splits dev`` scores the development split only (a per-branch diagnosis that reads no test image).
 
 Why the test split is read here: each branch alone is an *ablation* of its model (DFD without its Gaussian
 discriminator is its Perlin branch, PCSNet without CAS its prototype distances, ED's ``rec`` map, FDSL's raw
@@ -37,8 +38,14 @@ def checkpoint_of(work_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def branch_pairs(config_path: Path, output: Path, only: list[str] | None = None) -> Path:
-    """Score the branches of the grid's finished development jobs on both splits; return ``branches.csv``."""
+def branch_pairs(
+    config_path: Path, output: Path, only: list[str] | None = None, splits: tuple[str, ...] = SPLITS
+) -> Path:
+    """Score the branches of the grid's finished development jobs on ``splits``; return ``branches.csv``."""
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown or not splits:
+        msg = f"--splits {' '.join(splits)}: choose from {', '.join(SPLITS)}"
+        raise InvalidArgumentError(msg)
     config, jobs = load_grid(config_path)
     if config.get("evaluate_on") != "dev":
         msg = f"{config_path}: branch pairs come from a development grid (evaluate_on: dev)"
@@ -56,7 +63,7 @@ def branch_pairs(config_path: Path, output: Path, only: list[str] | None = None)
     for job in todo:
         work_dir = job_work_dir(jobs_dir, job)
         name = work_dir.name
-        if all((name, split) in done for split in SPLITS):
+        if all((name, split) in done for split in splits):
             continue
         ckpt = checkpoint_of(work_dir)
         if ckpt is None:
@@ -66,7 +73,7 @@ def branch_pairs(config_path: Path, output: Path, only: list[str] | None = None)
         model = spec.model_class.load_from_checkpoint(ckpt, weights_only=True).eval()
         dataset = datasets[job["dataset"]]
         roots = {"dev": dev_roots[job["dataset"]], "test": Path(dataset["root"])}
-        for split in SPLITS:
+        for split in splits:
             if (name, split) in done:
                 continue
             new, _ = branch_rows(spec, model, roots[split], dataset["category"], str(ckpt), job["dataset"])
@@ -83,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--config", type=Path, required=True, help="a development grid YAML")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--only", nargs="+", default=None, metavar="MODEL[:VARIANT]")
+    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="default: dev test")
     args = parser.parse_args(argv)
-    print(branch_pairs(args.config, args.output, args.only))
+    print(branch_pairs(args.config, args.output, args.only, tuple(args.splits)))
     return 0
 
 

@@ -105,3 +105,26 @@ def test_branch_pairs_scores_each_finished_dev_job_on_both_splits_and_resumes(tm
     (tmp_path / "t").mkdir()
     with pytest.raises(InvalidArgumentError, match="evaluate_on: dev"):
         branch_pairs.branch_pairs(write_fake_grid(tmp_path / "t"), tmp_path / "b")
+    with pytest.raises(InvalidArgumentError, match="--splits"):
+        branch_pairs.branch_pairs(path, tmp_path / "b", splits=("valid",))
+
+
+def test_branch_pairs_dev_only_reads_no_test_image(tmp_path: Path, monkeypatch):
+    path = write_fake_grid(tmp_path, evaluate_on="dev", jobs_dir=str(tmp_path / "jobs"))
+    store.write_rows(tmp_path / "out" / "results.csv",
+                     [{"model": "Dfd", "variant": "v", "dataset": "d", "k_shot": 1, "seed": 0, "split": "dev",
+                       "status": "ok"}])  # fmt: skip
+    (tmp_path / "jobs" / "Dfd_v_d_1_0_dev").mkdir(parents=True)
+    (tmp_path / "jobs" / "Dfd_v_d_1_0_dev" / "model.ckpt").write_bytes(b"")
+    roots = []
+
+    def fake_rows(spec, model, root, category, checkpoint, dataset):
+        roots.append(str(root))
+        return [{"model": "Dfd", "branch": "g", "split": "dev", "dataset": dataset, "k_shot": 1}], ""
+
+    monkeypatch.setattr(branch_pairs, "BRANCHES", {"Dfd": type("Spec", (), {"model_class": _FakeModel})})
+    monkeypatch.setattr(branch_pairs, "branch_rows", fake_rows)
+    monkeypatch.setattr(branch_pairs, "ensure_dev_splits", lambda config, names: {"d": tmp_path / "dev_root"})
+    branch_pairs.branch_pairs(path, tmp_path / "b", splits=("dev",))
+    branch_pairs.branch_pairs(path, tmp_path / "b", splits=("dev",))  # resumes
+    assert roots == [str(tmp_path / "dev_root")]

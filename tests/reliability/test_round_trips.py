@@ -52,8 +52,10 @@ def test_eager_batch_1_vs_8(fitted: FittedModel, post_processing: bool):
     if not post_processing:
         model.post_processor = None
     single, batched = _per_image(_eager(model), IMAGES)
-    np.testing.assert_allclose(single[0], batched[0], atol=1e-5)
-    np.testing.assert_allclose(single[1], batched[1], atol=1e-5)
+    # raw maps reach ~40 and PCSNet's fused map subtracts a constant of that size: batch-dependent reduction order
+    # moves them by a few float32 ulps (measured: <= 3.5e-5); any batch coupling moves them by far more
+    np.testing.assert_allclose(single[0], batched[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(single[1], batched[1], rtol=1e-5, atol=1e-5)
 
 
 # ONNX: the contract suite checks the raw ONNX graph against eager (batches 1 and 3) for every model, and the

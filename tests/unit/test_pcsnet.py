@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from anomalib_fewshot.components.anomalies import NSA_CATEGORY_PARAMS, PatchSwapAnomaly, PatchSwapParams
 from anomalib_fewshot.components.pool import ZeroStepsError
+from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.pcsnet import Pcsnet, PcsnetModel
 from anomalib_fewshot.models.pcsnet.loss import PcsnetLoss
 from anomalib_fewshot.models.pcsnet.torch_model import (
@@ -141,7 +142,7 @@ def test_ablation_switches():
     plain = _tiny_model(use_coordinates=False).eval()
     assert not hasattr(plain.descriptor.coord[0], "coords")
     assert plain.descriptor.coord[0].conv.in_channels == plain.descriptor.coord[0].conv.out_channels
-    pfa_only = _tiny_model(use_cas=False).eval()
+    pfa_only = _tiny_model(use_cas=False, anomaly_map="cas").eval()  # the paper map falls back to PFA alone
     assert pfa_only.cas is None
     with torch.no_grad():
         pfa_only.set_prototypes(pfa_only.describe(images))
@@ -191,7 +192,8 @@ def test_fused_fit_sets_statistics_from_the_shots(tmp_path, tiny_data_root):
 
 
 def test_checkpoint_from_before_the_switches_loads_as_it_ran(tmp_path, tiny_data_root):
-    model, engine, _ = _fit(tmp_path, tiny_data_root, feature_activation="none", epochs=1)
+    # the model such a checkpoint held: no activation, the paper map (the loader restores exactly that)
+    model, engine, _ = _fit(tmp_path, tiny_data_root, feature_activation="none", anomaly_map="cas", epochs=1)
     path = tmp_path / "model.ckpt"
     engine.trainer.save_checkpoint(path)
     old = torch.load(path, map_location="cpu", weights_only=False)
@@ -206,7 +208,7 @@ def test_checkpoint_from_before_the_switches_loads_as_it_ran(tmp_path, tiny_data
 
 
 def test_pfa_only_fit(tmp_path, tiny_data_root):
-    model, engine, _ = _fit(tmp_path, tiny_data_root, use_cas=False, epochs=2)
+    model, engine, _ = _fit(tmp_path, tiny_data_root, use_cas=False, anomaly_map="cas", epochs=2)
     assert model.model.cas is None
     assert engine.trainer.global_step == 2
     assert len(engine.trainer.optimizers[0].param_groups) == 1
@@ -219,6 +221,8 @@ def test_model_arguments_validated():
         _tiny_model(guide_channels=10_000)
     with pytest.raises(ValueError, match="pyramid_bins"):
         _tiny_model(pyramid_bins=[32])
+    with pytest.raises(InvalidArgumentError, match="use_cas=True"):
+        _tiny_model(use_cas=False, anomaly_map="cas+prototype")
 
 
 # ---------------------------------------------------------------------------------------------------- losses

@@ -277,7 +277,10 @@ class PcsnetModel(nn.Module):
         self.grid_size = grid_size
         self.num_nearest = num_nearest
         if anomaly_map != "cas" and not use_cas:
-            msg = f"anomaly_map={anomaly_map!r} fuses the CAS output: it needs use_cas=True"
+            msg = (
+                f"anomaly_map={anomaly_map!r} fuses the CAS output: it needs use_cas=True "
+                "(for PFA alone set anomaly_map='cas')"
+            )
             raise InvalidArgumentError(msg)
         self.feature_activation = feature_activation
         self.anomaly_map = anomaly_map
