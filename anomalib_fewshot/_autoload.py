@@ -25,7 +25,10 @@ def _load_plugin() -> None:
     try:
         importlib.import_module(_PLUGIN)
     except Exception as exc:
-        warnings.warn(f"{_PLUGIN} could not be registered with anomalib: {exc!r}", stacklevel=2)
+        from anomalib_fewshot.errors import AnomalibFewshotWarning
+
+        message = f"{_PLUGIN} could not be registered with anomalib: {exc!r}"
+        warnings.warn(message, AnomalibFewshotWarning, stacklevel=2)
 
 
 class _AnomalibModelsFinder:

@@ -1,13 +1,17 @@
 """``anomalib-fewshot``: anomalib's CLI with our models registered, plus the ``demo`` verb.
 
-* ``anomalib-fewshot demo [--output DIR]``: generate the offline demo dataset, train DFD (lite profile,
-  1-shot), test (prints metrics, writes heat-maps), export to OpenVINO and run the exported model.
+* ``anomalib-fewshot demo [--output DIR] [--model M]``: generate the offline demo dataset, train a model (lite
+  profile, 1-shot; PCSNet by default), test (prints metrics), export to OpenVINO, and draw the exported model's
+  heat-maps of good and defective test images in ``gallery.png``.
 * ``anomalib-fewshot benchmark -c CONFIG``: run (or resume) a benchmark grid, see ``configs/benchmark``.
 * ``anomalib-fewshot recommend --images DIR --output OUT``: rank the models and shot counts for a folder of good
   images of one part on its development split (synthetic defects), within a time budget estimated first.
 * ``anomalib-fewshot <verb> ...``: a model's prerequisite step, from the registry (``ModelSpec.prerequisites``), e.g.
   ``anomalib-fewshot fdsl-pretrain``: FDSL stage 1, train the head on an annotated test split (see its ``--help``).
 * ``anomalib-fewshot <anything else>``: exactly ``anomalib <anything else>`` (train, test, export, ...).
+
+Our verbs hide third-party warnings (deprecations of anomalib's dependencies that the user cannot act on) unless
+``--verbose`` is given (:mod:`anomalib_fewshot.quiet`); the verbs passed to ``anomalib`` print as anomalib does.
 
 Errors of ours (:class:`~anomalib_fewshot.errors.AnomalibFewshotError`: a bad argument, image, shot request,
 weights file, head or checkpoint) are printed as one ``anomalib-fewshot: error: ...`` line that names the file or
@@ -25,27 +29,62 @@ from pathlib import Path
 
 
 def _demo(argv: list[str]) -> int:
+    from anomalib_fewshot.quiet import add_verbose_flag
+    from anomalib_fewshot.workflows import DEMO_MODEL
+
     parser = argparse.ArgumentParser(prog="anomalib-fewshot demo", description=(__doc__ or "").splitlines()[2])
     parser.add_argument("--output", type=Path, default=Path("anomalib_fewshot_demo"), help="output folder")
-    parser.add_argument("--profile", default="dfd_lite", help="model config in configs/model (default dfd_lite)")
+    parser.add_argument("--model", default=DEMO_MODEL, help=f"Dfd, Pcsnet, Ed or Fdsl (default {DEMO_MODEL})")
+    parser.add_argument("--profile", default=None, help="model config in configs/model (default: the lite profile)")
     parser.add_argument("--k-shot", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="few-shot seed")
     parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-    parser.add_argument("--samples-per-shot", type=int, default=None, help="override the profile's pool size")
+    parser.add_argument("--samples-per-shot", type=int, default=None, help="override DFD's pool size")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE",
+        help="override any constructor argument of the profile (YAML values, e.g. --set anomaly_map=cas)",
+    )  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
 
     from anomalib_fewshot.workflows import run_demo
 
     summary = run_demo(
         output=args.output,
+        model=args.model,
         profile=args.profile,
         k_shot=args.k_shot,
         seed=args.seed,
-        epochs=args.epochs,
-        samples_per_shot=args.samples_per_shot,
+        overrides=_overrides(args),
+        progress=not args.no_progress,
     )
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """``--epochs``, ``--samples-per-shot`` and ``--set KEY=VALUE`` (values parsed as YAML) as constructor arguments."""
+    import yaml
+
+    from anomalib_fewshot.errors import InvalidArgumentError
+
+    overrides: dict[str, object] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            msg = f"--set {item!r}: expected KEY=VALUE"
+            raise InvalidArgumentError(msg)
+        overrides[key] = yaml.safe_load(value)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.samples_per_shot is not None:
+        overrides["samples_per_shot"] = args.samples_per_shot
+    return overrides
+
+
+#: The verbs of ours (the registry's prerequisite steps are ours too); anything else is passed to ``anomalib``.
+OWN_VERBS = ("demo", "benchmark", "recommend")
 
 
 def _prerequisite_main(verb: str) -> Callable[[Sequence[str] | None], int] | None:
@@ -60,6 +99,10 @@ def _prerequisite_main(verb: str) -> Callable[[Sequence[str] | None], int] | Non
 
 
 def _dispatch(argv: list[str]) -> int:
+    if argv and (argv[0] in OWN_VERBS or _prerequisite_main(argv[0]) is not None):
+        from anomalib_fewshot.quiet import quiet_unless_verbose
+
+        quiet_unless_verbose(argv[1:])  # before anomalib is imported: its imports warn
     if argv and argv[0] == "demo":
         return _demo(argv[1:])
     if argv and argv[0] == "benchmark":

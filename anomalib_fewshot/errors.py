@@ -9,7 +9,13 @@ This module imports nothing, so importing it never pulls in torch or anomalib.
 
 from __future__ import annotations
 
-__all__ = ["AnomalibFewshotError", "InvalidArgumentError", "MissingDependencyError", "MissingFileError"]
+__all__ = [
+    "AnomalibFewshotError",
+    "AnomalibFewshotWarning",
+    "InvalidArgumentError",
+    "MissingDependencyError",
+    "MissingFileError",
+]
 
 
 _last_message: str | None = None
@@ -43,3 +49,7 @@ class MissingFileError(AnomalibFewshotError, FileNotFoundError):
 
 class MissingDependencyError(AnomalibFewshotError, ImportError):
     """An optional package a chosen component needs is not installed (the message says what to install)."""
+
+
+class AnomalibFewshotWarning(UserWarning):
+    """A warning of ours: shown even when the ``anomalib-fewshot`` verbs hide third-party warnings."""

@@ -32,6 +32,7 @@ import torch
 from anomalib_fewshot.components.fewshot import list_images
 from anomalib_fewshot.data.dev_split import DEFAULT_CAP, link_or_copy
 from anomalib_fewshot.errors import InvalidArgumentError
+from anomalib_fewshot.quiet import add_verbose_flag
 
 #: The development split holds at least this many images beyond the largest k.
 MIN_DEV_IMAGES = 20
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the few-shot and development-split seed")
     parser.add_argument("--budget-min", type=float, default=60.0, help="stop before running if the estimate exceeds")
     parser.add_argument("--cap", type=int, default=DEFAULT_CAP, help="most development images")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     recommend(args.images, args.output, args.models, args.k, args.seed, args.budget_min, args.cap)
     return 0

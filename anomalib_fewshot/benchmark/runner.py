@@ -96,6 +96,7 @@ from anomalib_fewshot.benchmark.supersede import (
 )
 from anomalib_fewshot.components.spec import Prerequisite
 from anomalib_fewshot.errors import InvalidArgumentError
+from anomalib_fewshot.quiet import add_verbose_flag
 
 __all__ = [
     "FULL",
@@ -339,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run (or --supersede) only the jobs of these datasets of the grid",
     )  # fmt: skip
     parser.add_argument("--retime-images", type=int, default=30, metavar="N", help="test images per graph (30)")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.retime:
         if args.supersede or args.merge or args.report_only:

@@ -178,8 +178,11 @@ def test_shipped_configs_parse(tmp_path: Path):
         (["benchmark", "-c", "{tmp}/bad.yaml"], "not a benchmark config"),
         (["train", "--model", "Dfd", "--model.epochs", "0"], "epochs must be >= 1, got 0"),  # wrapped by jsonargparse
         (["train", "--model", "Dfd", "--model.k_shot", "50"], "k_shot=50 is larger than"),  # raised inside fit
+        (["demo", "--model", "Nope", "--output", "{tmp}/d"], "--model 'Nope': choose one of Dfd"),
+        (["demo", "--set", "epochs", "--output", "{tmp}/d"], "--set 'epochs': expected KEY=VALUE"),
+        (["demo", "--set", "no_such=1", "--output", "{tmp}/d"], "does not take these arguments"),
     ],
-    ids=["missing-config", "bad-config", "constructor-argument", "fit-time"],
+    ids=["missing-config", "bad-config", "constructor-argument", "fit-time", "demo-model", "demo-set", "demo-arg"],
 )
 def test_our_cli_prints_our_errors_without_traceback(
     argv: list[str], expected: str, tmp_path: Path, tiny_data_root: Path, capsys: pytest.CaptureFixture[str]

@@ -15,6 +15,7 @@ from typing import Any
 
 from anomalib_fewshot.components.spec import Prerequisite
 from anomalib_fewshot.errors import MissingFileError
+from anomalib_fewshot.quiet import add_verbose_flag
 
 VERB = "fdsl-pretrain"
 
@@ -103,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--augment", default="mosaic", choices=["none", "mosaic", "crop", "mosaic_crop"])
     parser.add_argument("--seed", type=int, default=111)
     parser.add_argument("--max-steps", type=int, default=-1)
+    add_verbose_flag(parser)
     return parser
 
 
