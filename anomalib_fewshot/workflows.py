@@ -77,9 +77,11 @@ def demo_gallery(
     blank = Image.new("RGB", (tile, tile))
     rows = [*tiles[: len(good)], *[blank] * (columns - len(good)), *tiles[len(good) :]]
     rows += [blank] * (2 * columns - len(rows))
-    grid = create_image_grid(rows, nrow=columns)
+    tiles_grid = create_image_grid(rows, nrow=columns)
+    grid = Image.new("RGB", (tiles_grid.width, tiles_grid.height + tile // 8))  # a caption strip below the tiles
+    grid.paste(tiles_grid, (0, 0))
     caption = "top: good test images, bottom: defective; label = normalised score >= 0.5 (the image threshold)"
-    grid = add_text_to_image(grid, caption, size=max(10, tile // 20), position=(10, grid.height - tile // 8))
+    grid = add_text_to_image(grid, caption, size=max(10, tile // 20), position=(10, tiles_grid.height + tile // 40))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     grid.save(output)
