@@ -99,10 +99,17 @@ def _prerequisite_main(verb: str) -> Callable[[Sequence[str] | None], int] | Non
 
 
 def _dispatch(argv: list[str]) -> int:
-    if argv and (argv[0] in OWN_VERBS or _prerequisite_main(argv[0]) is not None):
-        from anomalib_fewshot.quiet import quiet_unless_verbose
+    import warnings
 
-        quiet_unless_verbose(argv[1:])  # before anomalib is imported: its imports warn
+    from anomalib_fewshot.quiet import quiet_unless_verbose
+
+    # Looking a verb up among the registry's prerequisite steps imports anomalib, whose imports warn: hold those
+    # warnings until we know whose verb it is, then drop them (ours, quiet) or show them as they would have been.
+    with warnings.catch_warnings(record=True) as held:
+        ours = bool(argv) and (argv[0] in OWN_VERBS or _prerequisite_main(argv[0]) is not None)
+    if not (ours and quiet_unless_verbose(argv[1:])):
+        for item in held:
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
     if argv and argv[0] == "demo":
         return _demo(argv[1:])
     if argv and argv[0] == "benchmark":

@@ -31,6 +31,10 @@ def test_verbs_hide_third_party_warnings_unless_verbose(tmp_path: Path):
     assert quiet.returncode == verbose.returncode == 2  # argparse: --images and --output are required
     assert "FutureWarning" in "\n".join(_warning_lines(verbose))  # there is something to hide ...
     assert _warning_lines(quiet) == []  # ... and it is hidden
+    # a registry verb is found by importing the models (so anomalib) first: its import warnings are hidden too
+    quiet, verbose = _run(["fdsl-pretrain"], tmp_path), _run(["fdsl-pretrain", "--verbose"], tmp_path)
+    assert "FutureWarning" in "\n".join(_warning_lines(verbose))
+    assert _warning_lines(quiet) == []
 
 
 def test_our_warnings_stay_when_quiet():
