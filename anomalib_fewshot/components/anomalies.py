@@ -10,6 +10,7 @@ object, a configurable anomaly probability and blend range, and labels that foll
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -91,6 +92,34 @@ def random_flip_rotate(
     if rotation is not None:
         image = random_rotation(image, (-rotation, rotation), fill="corner", generator=generator)
     return image
+
+
+def normal_views(
+    images: Sequence[torch.Tensor], count: int, max_shift: float, jitter: float, seed: int = 0
+) -> torch.Tensor:
+    """``count`` views of every ``(3, H, W)`` image in ``[0, 1]`` that should still look normal: ``(N·count, 3, H, W)``.
+
+    Each view is the image translated by ``U(±max_shift)`` pixels on each axis (sub-pixel, bilinear, reflected at
+    the borders, so no black strip appears) with its brightness and contrast scaled by ``1 + U(±jitter)``. A model
+    scores such views to estimate how its maps vary on *new* good images, which its shots alone cannot tell (a shot
+    is its own nearest neighbour). Seeded: the same arguments give the same views.
+    """
+    from kornia.geometry.transform import translate
+
+    if count < 1 or max_shift < 0 or not 0 <= jitter < 1:
+        msg = f"normal_views needs count >= 1, max_shift >= 0 and jitter in [0, 1), got {count}, {max_shift}, {jitter}"
+        raise InvalidArgumentError(msg)
+    rng = np.random.default_rng(seed)
+    views = []
+    for image in images:
+        batch = image.unsqueeze(0).expand(count, -1, -1, -1)
+        shifts = torch.as_tensor(rng.uniform(-max_shift, max_shift, size=(count, 2)), dtype=image.dtype)
+        moved = translate(batch, shifts.to(image.device), padding_mode="reflection", align_corners=False)
+        brightness, contrast = (torch.as_tensor(1.0 + rng.uniform(-jitter, jitter, size=(2, count, 1, 1, 1)),
+                                                dtype=image.dtype, device=image.device))  # fmt: skip
+        mean = moved.mean(dim=(1, 2, 3), keepdim=True)
+        views.append(((moved - mean) * contrast + mean * brightness).clamp(0, 1))
+    return torch.cat(views)
 
 
 class PerlinImageAnomaly:
