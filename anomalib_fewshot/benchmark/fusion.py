@@ -1,4 +1,4 @@
-"""PCSNet's fused map: how its two branches are weighted, screened on saved *development* checkpoints.
+r"""PCSNet's fused map: how its two branches are weighted, screened on saved *development* checkpoints.
 
     python -m anomalib_fewshot.benchmark.fusion --jobs benchmark_results/dev_jobs --variant pcsnet_lite \\
         --output docs/benchmarks/dev/pcsnet/fusion
@@ -59,7 +59,7 @@ def branch_statistics(model: Any, images: torch.Tensor, chunk: int = 8) -> tuple
 
 
 def development_maps(model: Any, root: str, category: str) -> dict[str, torch.Tensor]:
-    """The smoothed CAS and prototype maps ``(N, H, W)`` of the development split, the model's own map, labels, masks."""
+    """Smoothed CAS and prototype maps ``(N, H, W)`` of the development split, the model's own map, labels, masks."""
     from anomalib.data import MVTecAD
 
     if not (Path(root) / category / MANIFEST).is_file():
@@ -157,11 +157,10 @@ def screen_checkpoint(
                 **{k: round(v, 4) for k, v in metrics.items()},
             }
         )
-    sweep_rows = [
-        {**base, "weight": w, **{k: round(v, 4) for k, v in _image_pixel_auroc(mix(maps, w, reference), maps["label"],
-                                                                              maps["mask"]).items()}}  # fmt: skip
-        for w in weights
-    ]
+    sweep_rows = []
+    for weight in weights:
+        metrics = _image_pixel_auroc(mix(maps, weight, reference), maps["label"], maps["mask"])
+        sweep_rows.append({**base, "weight": weight, **{k: round(v, 4) for k, v in metrics.items()}})
     return source_rows, sweep_rows
 
 

@@ -9,8 +9,8 @@ object, a configurable anomaly probability and blend range, and labels that foll
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
