@@ -32,14 +32,11 @@ import numpy as np
 import torch
 
 from anomalib_fewshot.benchmark.branch_pairs import checkpoint_of
-from anomalib_fewshot.benchmark.job import compute_metrics
+from anomalib_fewshot.benchmark.job import EVAL_BATCH_SIZE, compute_metrics
 from anomalib_fewshot.benchmark.store import write_rows
 from anomalib_fewshot.components.anomalies import normal_views
 from anomalib_fewshot.data.dev_split import MANIFEST
 from anomalib_fewshot.errors import InvalidArgumentError
-
-#: The runner's evaluation batch (anomalib's collate resizes a batch to its largest image: keep it equal).
-EVAL_BATCH_SIZE = 8
 
 
 def _standardise(values: torch.Tensor) -> tuple[float, float]:

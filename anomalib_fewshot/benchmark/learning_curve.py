@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from anomalib_fewshot.benchmark.job import compute_metrics, raw_predictions
+from anomalib_fewshot.benchmark.job import EVAL_BATCH_SIZE, compute_metrics, raw_predictions
 from anomalib_fewshot.benchmark.store import write_rows
 
 CURVE_METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -44,7 +44,12 @@ class LearningCurve(Callback):
     """
 
     def __init__(
-        self, root: str | Path, category: str, output: str | Path, every_n_epochs: int = 5, batch_size: int = 8
+        self,
+        root: str | Path,
+        category: str,
+        output: str | Path,
+        every_n_epochs: int = 5,
+        batch_size: int = EVAL_BATCH_SIZE,
     ):
         super().__init__()
         if every_n_epochs < 1:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anomalib_fewshot.benchmark.grid import job_work_dir, jobs_dir_of, load_grid, select_jobs
+from anomalib_fewshot.benchmark.job import EVAL_BATCH_SIZE
 from anomalib_fewshot.benchmark.machine import cpu_name
 from anomalib_fewshot.benchmark.store import KEY_FIELDS, job_key, job_label, read_rows, upsert_rows
 from anomalib_fewshot.components.io import atomic_write_text
@@ -87,7 +88,7 @@ def load_test_images(job: dict[str, Any], n_images: int) -> list[np.ndarray]:
         msg = f"--retime: category '{job['category']}' of dataset {job['dataset']} not found under '{root}'"
         raise MissingFileError(msg)
     datamodule = getattr(anomalib_data, job.get("datamodule", "MVTecAD"))(
-        root=job["root"], category=job["category"], num_workers=0, eval_batch_size=8, train_batch_size=8
+        root=job["root"], category=job["category"], num_workers=0, eval_batch_size=EVAL_BATCH_SIZE, train_batch_size=8
     )
     datamodule.prepare_data()
     datamodule.setup()

@@ -170,6 +170,7 @@ def run_job(job: dict[str, Any], jobs_dir: Path, timeout_s: float) -> dict[str, 
     if job.get("dev_generator"):
         row["dev_generator"] = job["dev_generator"]  # the frozen defect generator the row was measured with
     log_path = work / "log.txt"
+    returncode = None
     with log_path.open("w") as log:
         try:
             proc = subprocess.run(
@@ -180,7 +181,8 @@ def run_job(job: dict[str, Any], jobs_dir: Path, timeout_s: float) -> dict[str, 
                 timeout=timeout_s,
                 check=False,
             )
-            status = "ok" if proc.returncode == 0 and result_path.is_file() else "failed"
+            returncode = proc.returncode
+            status = "ok" if returncode == 0 and result_path.is_file() else "failed"
         except subprocess.TimeoutExpired:
             status = "timeout"
     row["status"] = status
@@ -189,7 +191,11 @@ def run_job(job: dict[str, Any], jobs_dir: Path, timeout_s: float) -> dict[str, 
         row.update(json.loads(result_path.read_text()))
     else:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.is_file() else []
-        row["error"] = f"{status}: {tail[0][:300] if tail else ''}"
+        detail = tail[0][:300] if tail else ""
+        if status == "failed" and not detail:  # nothing logged: a signal (e.g. killed for memory) or a silent exit
+            reason = "no result.json written" if returncode == 0 else f"exit code {returncode}"
+            detail = f"{reason}, nothing logged (log: {log_path})"
+        row["error"] = f"{status}: {detail}"
     return row
 
 

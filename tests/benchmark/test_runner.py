@@ -207,3 +207,16 @@ def test_expected_failures_count_as_finished_and_report_only_runs_nothing(tmp_pa
     assert [c["seed"] for c in calls] == [2]
     report = (tmp_path / "out" / "results.md").read_text()
     assert "progress: 3 of 3 jobs finished, 2 of them failed as expected (complete)" in report
+
+
+def test_a_job_that_dies_without_a_word_names_its_exit_code(tmp_path: Path, monkeypatch):
+    """A job process killed by a signal (or exiting silently) logs nothing: the row still says what happened."""
+    import subprocess
+
+    job = {"model": "Pcsnet", "variant": "v", "dataset": "d", "k_shot": 1, "seed": 0, "split": "dev", "profile": "p"}
+    monkeypatch.setattr(runner.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, -9))
+    row = runner.run_job(job, tmp_path, timeout_s=10)
+    assert row["status"] == "failed"
+    assert row["error"].startswith("failed: exit code -9, nothing logged (log: ")
+    monkeypatch.setattr(runner.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0))
+    assert runner.run_job(job, tmp_path, timeout_s=10)["error"].startswith("failed: no result.json written")
