@@ -22,7 +22,8 @@ import anomalib_fewshot.models as plugin_models
 from anomalib_fewshot.components.backbones import WeightsError
 from anomalib_fewshot.components.fewshot import SHOT_FILE_NAME, FewShotError
 from anomalib_fewshot.components.images import ImageReadError
-from anomalib_fewshot.components.lightning import CheckpointMismatchError, InputImageError
+from anomalib_fewshot.components.inputs import InputImageError
+from anomalib_fewshot.components.lightning import CheckpointMismatchError
 from anomalib_fewshot.deploy import FewShotInferencer
 from tests.helpers import TINY_CONFIGS, fit_tiny, make_tiny_dataset
 from tests.reliability.conftest import F32, MODEL_NAMES, FittedModel, plate

@@ -13,13 +13,13 @@ from anomalib_fewshot.components.anomalies import NSA_CATEGORY_PARAMS, PatchSwap
 from anomalib_fewshot.components.pool import ZeroStepsError
 from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.pcsnet import Pcsnet, PcsnetModel
-from anomalib_fewshot.models.pcsnet.loss import PcsnetLoss
-from anomalib_fewshot.models.pcsnet.torch_model import (
+from anomalib_fewshot.models.pcsnet.layers import (
     AdaptiveAvgPool2dExact,
     CoordConv1x1,
     PrototypeDescriptor,
     prototype_distances,
 )
+from anomalib_fewshot.models.pcsnet.loss import PcsnetLoss
 from tests.helpers import TINY_CONFIGS
 
 

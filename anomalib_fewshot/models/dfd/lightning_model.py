@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -29,10 +28,10 @@ from anomalib_fewshot.components.anomalies import (
     resolve_foreground,
 )
 from anomalib_fewshot.components.arguments import select_arguments
-from anomalib_fewshot.components.feature_cache import CACHE_FP16_ABOVE_BYTES, cache_outputs, resolve_cache_dtype
 from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
 from anomalib_fewshot.components.pool import PoolBatch
 from anomalib_fewshot.models.dfd.loss import DfdLoss
+from anomalib_fewshot.models.dfd.pool import FeaturePool, cache_features, cache_plan
 from anomalib_fewshot.models.dfd.torch_model import DfdModel
 
 logger = logging.getLogger(__name__)
@@ -44,25 +43,6 @@ _LOSS_ARGUMENTS = {
     "similarity_weight": "similarity_loss_weight",
     "similarity": "similarity_loss",
 }
-
-
-@dataclass
-class _Pool:
-    """The augmented shot pool: cached backbone features of normal and pseudo-anomalous images."""
-
-    normal: list[torch.Tensor]  # per level (n, P, C, h, w); or one (n, P, N, D) tensor when aggregated
-    anomalous: list[torch.Tensor]  # the same for the m samples that carry a pseudo-anomaly only
-    anomalous_row: torch.Tensor  # (n,) row in ``anomalous`` or -1 (no anomaly: the image equals the normal one)
-    masks: torch.Tensor  # (n, 1, H, W) uint8
-    labels: torch.Tensor  # (n,)
-    aggregated: bool  # cache holds locally aggregated tokens (else raw backbone features)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def nbytes(self) -> int:
-        tensors = [*self.normal, *self.anomalous, self.anomalous_row, self.masks, self.labels]
-        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class Dfd(ShotModelMixin, AnomalibModule):
@@ -195,7 +175,7 @@ class Dfd(ShotModelMixin, AnomalibModule):
         self.loss = DfdLoss(**select_arguments(DfdLoss.__init__, self.hparams, _LOSS_ARGUMENTS))
         # Validates the anomaly arguments now rather than when fitting starts.
         self._anomaly = PerlinImageAnomaly(anomaly_source_path, probability=anomaly_prob)
-        self._pool: _Pool | None = None
+        self._pool: FeaturePool | None = None
 
     # ------------------------------------------------------------------ anomalib contract
 
@@ -270,7 +250,7 @@ class Dfd(ShotModelMixin, AnomalibModule):
         return torch.stack([samples[i][1] for i in order]), torch.stack([masks[i] for i in order]).float()
 
     @torch.no_grad()
-    def _build_pool(self, images: list[torch.Tensor]) -> _Pool:
+    def _build_pool(self, images: list[torch.Tensor]) -> FeaturePool:
         hp = self.hparams
         device = self.device
         was_training = self.model.training
@@ -281,10 +261,15 @@ class Dfd(ShotModelMixin, AnomalibModule):
         anomalous_idx = torch.nonzero(labels_t > 0).flatten()
         anomalous_row = torch.full((n,), -1, dtype=torch.long)
         anomalous_row[anomalous_idx] = torch.arange(len(anomalous_idx))
-        normal_feats, anomalous_feats, aggregated = self._cache_features(
-            [s[0] for s in samples], [samples[i][1] for i in anomalous_idx.tolist()], device
+        normal_feats, anomalous_feats, aggregated = cache_features(
+            self.model,
+            [s[0] for s in samples],
+            [samples[i][1] for i in anomalous_idx.tolist()],
+            device,
+            hp.cache_stage,
+            hp.cache_dtype,
         )
-        pool = _Pool(normal_feats, anomalous_feats, anomalous_row, torch.stack(masks), labels_t, aggregated)
+        pool = FeaturePool(normal_feats, anomalous_feats, anomalous_row, torch.stack(masks), labels_t, aggregated)
         self.model.train(was_training)
         logger.info(
             "DFD pool: %d samples (%d shots x %d), %d with pseudo-anomalies, feature cache %.1f MB (%s, %s)",
@@ -298,20 +283,6 @@ class Dfd(ShotModelMixin, AnomalibModule):
         )
         return pool
 
-    def _cache_plan(self, probe: list[torch.Tensor], n_images: int) -> tuple[bool, torch.dtype, int]:
-        """Decide what to cache for ``n_images`` images: (aggregated tokens?, dtype, bytes)."""
-        num_paths = self.model.num_paths
-        raw_floats = sum(f[0].numel() for f in probe) * num_paths * n_images
-        with torch.no_grad():
-            token_floats = self.model.aggregate(probe)[0].numel() * num_paths * n_images
-        stage = self.hparams.cache_stage
-        if stage == "auto":
-            stage = "aggregated" if token_floats * 4 <= CACHE_FP16_ABOVE_BYTES else "backbone"
-        aggregated = stage == "aggregated"
-        floats = token_floats if aggregated else raw_floats
-        dtype = resolve_cache_dtype(self.hparams.cache_dtype, floats)
-        return aggregated, dtype, floats * torch.empty(0, dtype=dtype).element_size()
-
     def estimate_cache_bytes(self, k_shot: int) -> int:
         """Expected size of the training-pool cache for ``k_shot`` shots (features, masks and labels).
 
@@ -322,55 +293,14 @@ class Dfd(ShotModelMixin, AnomalibModule):
         n = k_shot * hp.samples_per_shot
         n_anomalous = round(n * hp.anomaly_prob) if hp.image_anomalies else 0
         probe = self.model.backbone_features(torch.zeros(1, 3, hp.image_size, hp.image_size, device=self.device))
-        _, _, feature_bytes = self._cache_plan(probe, n + n_anomalous)
+        _, _, feature_bytes = cache_plan(self.model, probe, n + n_anomalous, hp.cache_stage, hp.cache_dtype)
         return feature_bytes + n * hp.image_size**2 + n * 12
 
-    def _cache_features(
-        self,
-        normal: list[torch.Tensor],
-        anomalous: list[torch.Tensor],
-        device: torch.device,
-        chunk: int = 16,
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor], bool]:
-        """Run the frozen part once per pool image; return the caches and whether they hold aggregated tokens."""
-        num_paths = self.model.num_paths
-        probe = self.model.backbone_features(normal[0][None].to(device))
-        aggregated, dtype, _ = self._cache_plan(probe, len(normal) + len(anomalous))
-
-        def extract(batch: torch.Tensor) -> list[torch.Tensor]:
-            feats = self.model.backbone_features(batch)
-            if aggregated:
-                feats = [self.model.aggregate(feats)]
-            return [f.reshape(num_paths, len(batch), *f.shape[1:]).transpose(0, 1) for f in feats]
-
-        caches = [cache_outputs(images, extract, dtype, chunk, device) for images in (normal, anomalous)]
-        return caches[0], caches[1], aggregated
-
     # ------------------------------------------------------------------ training
-    def _cached(self, kind: str, indices: torch.Tensor) -> list[torch.Tensor]:
-        """Cached entries ``(b, P, ...)`` per level of the ``"normal"`` or ``"anomalous"`` images of ``indices``.
-
-        Samples without a pseudo-anomaly have no anomalous entry: their anomalous image is the normal one.
-        """
-        pool = self._pool
-        normal = [level[indices] for level in pool.normal]
-        if kind == "normal":
-            return normal
-        rows = pool.anomalous_row[indices]
-        has = rows >= 0
-        if not bool(has.any()):
-            return normal
-        mixed = []
-        for normal_level, anomalous_level in zip(normal, pool.anomalous, strict=True):
-            level = normal_level.clone()
-            level[has] = anomalous_level[rows[has]]
-            mixed.append(level)
-        return mixed
-
     def _pool_tokens(self, kind: str, indices: torch.Tensor) -> torch.Tensor:
         """Adapted tokens ``(P·b, N, D)`` (path-major) of the ``kind`` images of pool ``indices``."""
         feats = []
-        for level in self._cached(kind, indices):
+        for level in self._pool.cached(kind, indices):
             f = level.to(self.device, torch.float32)  # (b, P, ...)
             feats.append(f.transpose(0, 1).reshape(-1, *f.shape[2:]))
         if self._pool.aggregated:

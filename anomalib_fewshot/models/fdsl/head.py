@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from anomalib_fewshot.components.arguments import check_arguments
 from anomalib_fewshot.components.fewshot import select_shots
+from anomalib_fewshot.components.images import read_image
 from anomalib_fewshot.components.io import atomic_write_bytes
 from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError
 from anomalib_fewshot.models.fdsl.loss import FdslLoss
@@ -232,13 +233,11 @@ def collect_annotated_split(datamodule: Any, image_size: int) -> tuple[torch.Ten
 
 def reference_images(datamodule: Any, k: int, seed: int, image_size: int) -> torch.Tensor:
     """``k`` seeded, distinct normal images of the datamodule's train split, ``(k, 3, S, S)`` in ``[0, 1]``."""
-    from anomalib.data.utils import read_image
-
     samples = datamodule.train_data.samples
     normal = samples[samples["label_index"] == 0] if "label_index" in samples.columns else samples
     paths = normal["image_path"].astype(str).tolist()
     chosen = select_shots(paths, min(k, len(paths)), seed)
-    images = [_resize(read_image(p, as_tensor=True), image_size).clamp(0, 1) for p in chosen]
+    images = [_resize(read_image(p), image_size).clamp(0, 1) for p in chosen]  # 16-bit safe, names a bad file
     return torch.stack(images)
 
 
