@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from anomalib.data import MVTecAD
 
-from anomalib_fewshot.benchmark.job import EVAL_BATCH_SIZE, compute_metrics
+from anomalib_fewshot.benchmark.job import compute_metrics, evaluation_datamodule
 from anomalib_fewshot.benchmark.store import write_rows
 from anomalib_fewshot.components.spec import ModelSpec
 from anomalib_fewshot.data.dev_split import MANIFEST
@@ -53,8 +52,7 @@ def branch_rows(
     The rows carry the model, branch, metrics, k, seed, ``split`` (``dev`` when ``root`` is a development split),
     ``dataset`` (default: the category), root, category and checkpoint.
     """
-    datamodule = MVTecAD(root=root, category=category, num_workers=0, eval_batch_size=EVAL_BATCH_SIZE)
-    datamodule.setup()
+    datamodule = evaluation_datamodule(model, root, category)
     transform = model.pre_processor.transform
     maps: dict[str, list[torch.Tensor]] = {}
     masks, labels = [], []

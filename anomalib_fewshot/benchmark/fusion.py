@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from anomalib_fewshot.benchmark.branch_pairs import checkpoint_of
-from anomalib_fewshot.benchmark.job import EVAL_BATCH_SIZE, compute_metrics
+from anomalib_fewshot.benchmark.job import compute_metrics, evaluation_datamodule
 from anomalib_fewshot.benchmark.store import write_rows
 from anomalib_fewshot.components.anomalies import normal_views
 from anomalib_fewshot.data.dev_split import MANIFEST
@@ -57,13 +57,10 @@ def branch_statistics(model: Any, images: torch.Tensor, chunk: int = 8) -> tuple
 
 def development_maps(model: Any, root: str, category: str) -> dict[str, torch.Tensor]:
     """Smoothed CAS and prototype maps ``(N, H, W)`` of the development split, the model's own map, labels, masks."""
-    from anomalib.data import MVTecAD
-
     if not (Path(root) / category / MANIFEST).is_file():
         msg = f"{root}/{category} is not a development split (no {MANIFEST}): this tool never reads a test split"
         raise InvalidArgumentError(msg)
-    datamodule = MVTecAD(root=root, category=category, num_workers=0, eval_batch_size=EVAL_BATCH_SIZE)
-    datamodule.setup()
+    datamodule = evaluation_datamodule(model, root, category)
     transform = model.pre_processor.transform
     out: dict[str, list[torch.Tensor]] = {"cas": [], "prototype": [], "model": [], "label": [], "mask": []}
     with torch.no_grad():

@@ -28,9 +28,6 @@ LITE_BACKBONE = {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.2", "bl
 
 
 #: The evaluation batch of every benchmark tool (runner, re-timing, branch diagnosis, learning curves, fusion screen).
-#: It must be one value: anomalib 2.7's ``ImageBatch.collate`` resizes a batch of differently sized images (magnetic
-#: tile) to its largest image before the model's own resize, so scores of such datasets depend on the batch (about
-#: 0.008 image AUROC between batches of 8 and 16 on magnetic tile).
 EVAL_BATCH_SIZE = 8
 
 #: anomalib's own models used as baselines, with the arguments that put them on the lite backbone.
@@ -38,6 +35,33 @@ BASELINES: dict[str, dict[str, Any]] = {
     "Patchcore": {"coreset_sampling_ratio": 1.0},
     "Padim": {"n_features": 100},  # PaDiM's ResNet-18 setting (100 random channels)
 }
+
+
+def evaluation_datamodule(
+    model: Any, root: str | Path, category: str, datamodule: str = "MVTecAD", batch_size: int = EVAL_BATCH_SIZE
+) -> Any:
+    """A set-up datamodule that reads images for ``model`` as anomalib's Engine does: its resize applied per image.
+
+    Inside ``Engine.fit``/``test`` anomalib appends the model's ``Resize`` to every subset's augmentations, so each
+    image is resized before the batch is collated. A datamodule built outside the Engine (the offline diagnosis
+    tools) would instead collate differently sized images (magnetic tile) by resizing them to the batch's largest
+    image first, and its scores would depend on the batch (0.862-0.870 image AUROC for one checkpoint at batches of
+    8-32, against 0.865 read this way, which is what the runner's rows measure).
+    """
+    import anomalib.data as anomalib_data
+    from anomalib.data.transforms.utils import extract_transforms_by_type
+    from torchvision.transforms.v2 import Resize
+
+    resizes = extract_transforms_by_type(model.pre_processor.transform, Resize)
+    module = getattr(anomalib_data, datamodule)(
+        root=root,
+        category=category,
+        num_workers=0,
+        eval_batch_size=batch_size,
+        augmentations=resizes[0] if resizes else None,
+    )
+    module.setup()
+    return module
 
 
 def build_baseline(name: str, image_size: int = 256, **overrides: Any) -> Any:

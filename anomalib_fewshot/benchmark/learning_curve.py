@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from anomalib_fewshot.benchmark.job import EVAL_BATCH_SIZE, compute_metrics, raw_predictions
+from anomalib_fewshot.benchmark.job import EVAL_BATCH_SIZE, compute_metrics, evaluation_datamodule, raw_predictions
 from anomalib_fewshot.benchmark.store import write_rows
 
 CURVE_METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -60,13 +60,10 @@ class LearningCurve(Callback):
         self.rows: list[dict[str, Any]] = []
         self._loader: Any = None
 
-    def _dataloader(self) -> Any:
+    def _dataloader(self, model: LightningModule) -> Any:
         if self._loader is None:
-            from anomalib.data import MVTecAD
-
-            datamodule = MVTecAD(root=self.root, category=self.category, num_workers=0, eval_batch_size=self.batch_size)
-            datamodule.setup()
-            self._loader = datamodule.test_dataloader()
+            module = evaluation_datamodule(model, self.root, self.category, batch_size=self.batch_size)
+            self._loader = module.test_dataloader()
         return self._loader
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -80,7 +77,7 @@ class LearningCurve(Callback):
             finish()
         pl_module.eval()
         try:
-            metrics = compute_metrics(*raw_predictions(pl_module, self._dataloader()))
+            metrics = compute_metrics(*raw_predictions(pl_module, self._dataloader(pl_module)))
         finally:
             for module, training in modes:
                 module.training = training

@@ -220,3 +220,40 @@ def test_a_job_that_dies_without_a_word_names_its_exit_code(tmp_path: Path, monk
     assert row["error"].startswith("failed: exit code -9, nothing logged (log: ")
     monkeypatch.setattr(runner.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0))
     assert runner.run_job(job, tmp_path, timeout_s=10)["error"].startswith("failed: no result.json written")
+
+
+def test_offline_evaluation_reads_mixed_size_images_as_the_engine_does(tmp_path: Path):
+    """The diagnosis tools' datamodule resizes each image before collation: scores do not depend on the batch.
+
+    A plain datamodule collates differently sized images by resizing them to the batch's largest one first (what
+    made offline magnetic-tile scores depend on the batch); the evaluation datamodule must not.
+    """
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+    from anomalib.data import InferenceBatch, MVTecAD
+    from anomalib.pre_processing import PreProcessor
+    from PIL import Image
+    from torchvision.transforms.v2 import Resize
+
+    from anomalib_fewshot.benchmark.job import evaluation_datamodule, raw_predictions
+
+    make_demo_dataset(tmp_path, "plate", n_train=2, n_test_good=3, n_test_defect=3, size=48, seed=0)
+    for index, path in enumerate(sorted((tmp_path / "plate").rglob("*.png"))):
+        size = (48 + 16 * (index % 3), 48 + 8 * (index % 2))  # (width, height): mixed sizes and aspect ratios
+        image = Image.open(path)
+        image.resize(size, Image.Resampling.NEAREST if "mask" in path.name else Image.Resampling.BILINEAR).save(path)
+
+    def score(x: torch.Tensor) -> InferenceBatch:
+        return InferenceBatch(pred_score=x.std(dim=(1, 2, 3)), anomaly_map=x[:, :1])
+
+    model = SimpleNamespace(pre_processor=PreProcessor(Resize((32, 32), antialias=True)), model=score)
+    one = raw_predictions(model, evaluation_datamodule(model, tmp_path, "plate", batch_size=1).test_dataloader())
+    six = raw_predictions(model, evaluation_datamodule(model, tmp_path, "plate", batch_size=6).test_dataloader())
+    for a, b in zip(one, six, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    plain = MVTecAD(root=tmp_path, category="plate", num_workers=0, eval_batch_size=6)
+    plain.setup()
+    collated = raw_predictions(model, plain.test_dataloader())
+    assert not np.allclose(collated[0], one[0], rtol=1e-4), "the scenario must depend on the batch without the fix"
