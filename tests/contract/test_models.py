@@ -141,7 +141,10 @@ def test_train_runs_fit_and_test(fitted: Fitted, tmp_path: Path, tiny_data_root:
     engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
     datamodule = MVTecAD(root=tiny_data_root, category="tiny", num_workers=0, eval_batch_size=4)
     engine.train(model, datamodule=datamodule)
-    assert engine.trainer.callback_metrics
+    assert engine.trainer.global_step > 0  # the shots trained the model (LearningType.FEW_SHOT would skip it)
+    metrics = engine.trainer.callback_metrics
+    assert {"image_AUROC", "pixel_AUROC"} <= set(metrics), sorted(metrics)
+    assert all(bool(torch.isfinite(torch.as_tensor(v)).all()) for v in metrics.values())
 
 
 def test_reload_from_checkpoint_weights_only(fitted: Fitted):
@@ -151,6 +154,11 @@ def test_reload_from_checkpoint_weights_only(fitted: Fitted):
     images = _images(2)
     with torch.no_grad():
         a, b = original(images), reloaded(images)
+        # the raw outputs (the post-processed ones are clamped and could agree while these differ)
+        raw_a, raw_b = (m.model(m.pre_processor.transform(images)) for m in (original, reloaded))
+    torch.testing.assert_close(raw_a.pred_score, raw_b.pred_score, rtol=1e-6, atol=0)
+    torch.testing.assert_close(raw_a.anomaly_map, raw_b.anomaly_map, rtol=1e-6, atol=0)
+    assert float(raw_a.anomaly_map.std()) > 0
     torch.testing.assert_close(a.pred_score, b.pred_score)
     torch.testing.assert_close(a.anomaly_map, b.anomaly_map)
     assert reloaded.few_shot_record == original.few_shot_record
