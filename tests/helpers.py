@@ -80,3 +80,17 @@ def write_fake_grid(
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+#: Tolerance of a raw-output parity check, relative to the expected output's range (raw maps have any scale).
+RAW_PARITY_RTOL = 1e-3
+
+
+def assert_close_to_range(got: Any, expected: Any, rtol: float = RAW_PARITY_RTOL) -> None:
+    """``got`` equals ``expected`` within ``rtol`` times the range of ``expected`` (raw scores and maps)."""
+    import numpy as np
+
+    got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    span = float(expected.max() - expected.min())
+    assert span > 0, "a constant expected output cannot show a parity error"
+    np.testing.assert_allclose(got, expected, rtol=0, atol=rtol * span)
