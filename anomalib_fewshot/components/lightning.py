@@ -26,6 +26,7 @@ from anomalib_fewshot.components.fewshot import FewShotMixin, validate_k_shot
 from anomalib_fewshot.components.images import read_image
 from anomalib_fewshot.components.inputs import InputImageError, check_input_images
 from anomalib_fewshot.components.pool import TrainingPoolMixin
+from anomalib_fewshot.components.quantization import CALIBRATION_KEY, pack_shots, quantize_on_shots
 from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError
 
 
@@ -122,6 +123,10 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
 
     #: Input size of the default pre-processor (the model's paper protocol); subclasses override.
     default_image_size: tuple[int, int] = (256, 256)
+    #: NNCF model type for INT8 quantisation (``"transformer"`` for the attention models).
+    quantization_model_type: str | None = None
+    #: The shots as stored for INT8 calibration (set by a fit or a checkpoint).
+    calibration_shots: torch.Tensor | None = None
     _fit_prepared: bool = False
     _finished_at_step: int = -1
     #: The datamodule's category during a fit (category tables of pseudo-anomaly generators), else ``None``.
@@ -198,7 +203,9 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         shots = self.apply_few_shot(self.trainer)
         self.fit_category = getattr(self.trainer.datamodule, "category", None)
         self.load_pretrained_weights()
-        plan = self.prepare_fit(self.read_shot_images(shots))
+        images = self.read_shot_images(shots)
+        self.calibration_shots = pack_shots(images)  # INT8 calibration from the checkpoint alone
+        plan = self.prepare_fit(images)
         self.install_pool_loader(
             self.trainer, plan.pool_size, plan.batch_size, seed=self.few_shot_seed, replacement=plan.replacement
         )
@@ -304,6 +311,8 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         super().on_save_checkpoint(checkpoint)
         self.save_few_shot_record(checkpoint)
         checkpoint[MODEL_CLASS_KEY] = type(self).__name__
+        if self.calibration_shots is not None:
+            checkpoint[CALIBRATION_KEY] = self.calibration_shots
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -327,6 +336,25 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         """Also restore the shot list."""
         super().on_load_checkpoint(checkpoint)
         self.load_few_shot_record(checkpoint)
+        self.calibration_shots = checkpoint.get(CALIBRATION_KEY, self.calibration_shots)
+
+    def _post_training_quantization_ov(self, model: Any, datamodule: Any = None) -> Any:
+        """Anomalib's ``INT8_PTQ`` step, calibrated on the stored shots (never on the datamodule's images).
+
+        Anomalib's own step calibrates on the validation loader, the test split by default; ``datamodule`` is
+        ignored here. See :mod:`anomalib_fewshot.components.quantization`.
+        """
+        del datamodule
+        return quantize_on_shots(model, self.calibration_shots, self.quantization_model_type)
+
+    def _accuracy_control_quantization_ov(self, *args: Any, **kwargs: Any) -> Any:
+        """Refused: anomalib's ``INT8_ACQ`` calibrates and validates on the datamodule's test images."""
+        del args, kwargs
+        msg = (
+            "compression_type INT8_ACQ calibrates and validates on the datamodule's validation and test images, "
+            "which a few-shot model must not use: export with INT8_PTQ (calibrated on the stored shots)"
+        )
+        raise InvalidArgumentError(msg)
 
     @property
     def fit_requires_steps(self) -> bool:

@@ -206,3 +206,41 @@ def test_export_torch(fitted: Fitted, tmp_path: Path):
     images = _images(2)
     with torch.no_grad():
         torch.testing.assert_close(loaded(images).pred_score, fitted.model.eval()(images).pred_score)
+
+
+def test_int8_export_from_the_checkpoint_alone_calibrates_on_the_stored_shots(
+    fitted: Fitted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Anomalib's ``INT8_PTQ`` export of a checkpoint, with no datamodule and no image file opened, quantises the graph.
+
+    Anomalib's own step would calibrate on the validation loader (the test split by default); ours uses the shots
+    the fit stored in the checkpoint.
+    """
+    import openvino as ov
+    import PIL.Image
+    from anomalib.deploy import CompressionType
+
+    from anomalib_fewshot.components.quantization import CALIBRATION_KEY
+    from anomalib_fewshot.errors import InvalidArgumentError
+
+    stored = torch.load(fitted.ckpt, map_location="cpu", weights_only=True)[CALIBRATION_KEY]
+    assert stored.dtype == torch.uint8 and len(stored) == TINY_CONFIGS[fitted.name]["k_shot"]
+    model = type(fitted.model).load_from_checkpoint(fitted.ckpt, weights_only=True).eval()
+    assert torch.equal(model.calibration_shots, stored)
+
+    def no_image(*args, **kwargs):
+        raise AssertionError("an INT8 export from a checkpoint must not open any image file")
+
+    monkeypatch.setattr(PIL.Image, "open", no_image)
+    engine = Engine(default_root_dir=tmp_path, logger=False)
+    kwargs = {"onnx_kwargs": {"opset_version": 18}, "export_root": tmp_path / "int8"}
+    path = engine.export(model, ExportType.OPENVINO, compression_type=CompressionType.INT8_PTQ, **kwargs)
+    ops = [op.get_type_name() for op in ov.Core().read_model(path).get_ops()]
+    assert ops.count("FakeQuantize") > 0, "the exported graph is not quantised"
+    result = OpenVINOInferencer(path, device="CPU", config=F32).predict(_images(1))
+    assert np.isfinite(np.asarray(result.anomaly_map)).all()
+    with pytest.raises(InvalidArgumentError, match="INT8_ACQ"):
+        engine.export(model, ExportType.OPENVINO, compression_type=CompressionType.INT8_ACQ, **kwargs)
+    model.calibration_shots = None  # a checkpoint written before the shots were stored
+    with pytest.raises(InvalidArgumentError, match="fit it again"):
+        engine.export(model, ExportType.OPENVINO, compression_type=CompressionType.INT8_PTQ, **kwargs)

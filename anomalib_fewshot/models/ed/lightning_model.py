@@ -83,6 +83,8 @@ class Ed(ShotModelMixin, AnomalibModule):
 
     """
 
+    quantization_model_type = "transformer"  # NNCF keeps the attention's sensitive operations in floating point
+
     def __init__(
         self,
         backbone: str = "wide_resnet50_2.racm_in1k",

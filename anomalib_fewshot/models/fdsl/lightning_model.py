@@ -86,6 +86,7 @@ class Fdsl(ShotModelMixin, AnomalibModule):
     """
 
     default_image_size = (518, 518)
+    quantization_model_type = "transformer"  # NNCF keeps the attention's sensitive operations in floating point
 
     def __init__(
         self,
