@@ -108,6 +108,33 @@ def test_stock_cli_train_export_predict(tmp_path: Path, tiny_data_root: Path):
         "assert np.isfinite(r.pred_score).all() and r.anomaly_map.std() > 0"
     )
     _run([sys.executable, "-c", code], tmp_path)
+    # the stock INT8 export of the same checkpoint: calibrated on the stored shots, no --data needed
+    int8_root = tmp_path / "int8"
+    _run(
+        [
+            str(BIN / "anomalib"),
+            "export",
+            "--model",
+            "Dfd",
+            "--export_type",
+            "openvino",
+            "--ckpt_path",
+            str(ckpt),
+            "--compression_type",
+            "INT8_PTQ",
+            "--export_root",
+            str(int8_root),
+            "--onnx_kwargs",
+            '{"opset_version": 18}',
+        ],
+        tmp_path,
+    )
+    code = (
+        "import openvino as ov; "
+        f"ops = [o.get_type_name() for o in ov.Core().read_model(r'{next(int8_root.rglob('model.xml'))}').get_ops()]; "
+        "assert 'FakeQuantize' in ops"
+    )
+    _run([sys.executable, "-c", code], tmp_path)
 
 
 def test_stock_cli_dotted_path_and_yaml_config(tmp_path: Path, tiny_data_root: Path):
