@@ -60,6 +60,12 @@ def test_hook_does_not_import_torch(tmp_path: Path):
     _run([sys.executable, "-c", "import sys; assert 'anomalib_fewshot._autoload' in sys.modules"], tmp_path)
 
 
+def _stock_export(ckpt: Path, export_root: Path, cwd: Path, *extra: str) -> None:
+    """``anomalib export`` of a Dfd checkpoint to OpenVINO (opset 18), with ``extra`` arguments."""
+    command = [str(BIN / "anomalib"), "export", "--model", "Dfd", "--export_type", "openvino", "--ckpt_path", str(ckpt)]
+    _run([*command, *extra, "--export_root", str(export_root), "--onnx_kwargs", '{"opset_version": 18}'], cwd)
+
+
 def test_stock_cli_train_export_predict(tmp_path: Path, tiny_data_root: Path):
     """anomalib train --model Dfd (short name) → export openvino from the ckpt → OpenVINOInferencer."""
     results = tmp_path / "results"
@@ -83,23 +89,7 @@ def test_stock_cli_train_export_predict(tmp_path: Path, tiny_data_root: Path):
     ckpt = ckpts[-1]
     assert (ckpt.parents[2] / "few_shot_selection.json").is_file()
     export_root = tmp_path / "export"
-    _run(
-        [
-            str(BIN / "anomalib"),
-            "export",
-            "--model",
-            "Dfd",
-            "--export_type",
-            "openvino",
-            "--ckpt_path",
-            str(ckpt),
-            "--export_root",
-            str(export_root),
-            "--onnx_kwargs",
-            '{"opset_version": 18}',
-        ],
-        tmp_path,
-    )
+    _stock_export(ckpt, export_root, tmp_path)
     xml = next(export_root.rglob("model.xml"))
     code = (
         "from anomalib.deploy import OpenVINOInferencer; import numpy as np, sys; "
@@ -110,25 +100,7 @@ def test_stock_cli_train_export_predict(tmp_path: Path, tiny_data_root: Path):
     _run([sys.executable, "-c", code], tmp_path)
     # the stock INT8 export of the same checkpoint: calibrated on the stored shots, no --data needed
     int8_root = tmp_path / "int8"
-    _run(
-        [
-            str(BIN / "anomalib"),
-            "export",
-            "--model",
-            "Dfd",
-            "--export_type",
-            "openvino",
-            "--ckpt_path",
-            str(ckpt),
-            "--compression_type",
-            "INT8_PTQ",
-            "--export_root",
-            str(int8_root),
-            "--onnx_kwargs",
-            '{"opset_version": 18}',
-        ],
-        tmp_path,
-    )
+    _stock_export(ckpt, int8_root, tmp_path, "--compression_type", "INT8_PTQ")
     code = (
         "import openvino as ov; "
         f"ops = [o.get_type_name() for o in ov.Core().read_model(r'{next(int8_root.rglob('model.xml'))}').get_ops()]; "
