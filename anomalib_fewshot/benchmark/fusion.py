@@ -39,22 +39,6 @@ from anomalib_fewshot.data.dev_split import MANIFEST
 from anomalib_fewshot.errors import InvalidArgumentError
 
 
-def _standardise(values: torch.Tensor) -> tuple[float, float]:
-    return float(values.mean()), float(values.std().clamp_min(1e-6))
-
-
-def branch_statistics(model: Any, images: torch.Tensor, chunk: int = 8) -> tuple[float, float, float, float]:
-    """``(μ_c, σ_c, μ_p, σ_p)`` of the smoothed CAS and prototype maps of ``images`` (eval mode)."""
-    net = model.model
-    cas, prototype = [], []
-    with torch.no_grad():
-        for start in range(0, len(images), chunk):
-            c, p = net.branch_maps(images[start : start + chunk])
-            cas.append(c)
-            prototype.append(p)
-    return (*_standardise(torch.cat(cas)), *_standardise(torch.cat(prototype)))
-
-
 def development_maps(model: Any, root: str, category: str) -> dict[str, torch.Tensor]:
     """Smoothed CAS and prototype maps ``(N, H, W)`` of the development split, the model's own map, labels, masks."""
     if not (Path(root) / category / MANIFEST).is_file():
@@ -126,7 +110,7 @@ def screen_checkpoint(
     sources: dict[str, tuple[float, float, float, float]] = {"shots": stored}
     for shift in shifts:
         images = normal_views(shots, views, shift * grid_cell, float(model.hparams.pair_jitter), seed=0)
-        sources[f"views-{shift:g}"] = branch_statistics(model, images)
+        sources[f"views-{shift:g}"] = tuple(model.model.branch_statistics(images).tolist())
     reference = sources[f"views-{shifts[0]:g}"] if shifts else stored
     base = {"k_shot": record.get("k_shot"), "few_shot_seed": record.get("few_shot_seed"), "category": category}
     source_rows = []

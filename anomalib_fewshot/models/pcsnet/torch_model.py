@@ -227,9 +227,15 @@ class PcsnetModel(nn.Module):
 
     @torch.no_grad()
     def fit_map_statistics(self, images: Sequence[torch.Tensor], chunk: int = 8) -> None:
-        """Store the mean and standard deviation of both branch maps over ``images`` (the shots), in eval mode.
+        """Store :meth:`branch_statistics` of ``images`` (the shots) in the ``map_statistics`` buffer."""
+        self.map_statistics.copy_(self.branch_statistics(images, chunk))
 
-        ``images`` are ``(3, S, S)`` floats in ``[0, 1]`` (a batch or a list), scored in chunks of ``chunk``.
+    @torch.no_grad()
+    def branch_statistics(self, images: Sequence[torch.Tensor], chunk: int = 8) -> torch.Tensor:
+        """``(μ_c, σ_c, μ_p, σ_p)``: mean and standard deviation of both smoothed branch maps over ``images``.
+
+        In eval mode (the previous mode is restored); ``images`` are ``(3, S, S)`` floats in ``[0, 1]`` (a batch or
+        a list), scored in chunks of ``chunk``; the deviations are floored at 1e-6.
         """
         was_training = self.training
         self.eval()
@@ -243,7 +249,7 @@ class PcsnetModel(nn.Module):
         cas = torch.cat([pair[0] for pair in maps])
         prototype = torch.cat([pair[1] for pair in maps])
         stats = [cas.mean(), cas.std().clamp_min(1e-6), prototype.mean(), prototype.std().clamp_min(1e-6)]
-        self.map_statistics.copy_(torch.stack(stats))
+        return torch.stack(stats)
 
     def fuse(self, cas: torch.Tensor, prototype: torch.Tensor) -> torch.Tensor:
         """Standardised smoothed CAS map plus standardised smoothed prototype map, from the *unsmoothed* maps.
