@@ -12,6 +12,12 @@ import pytest
 from tests.helpers import make_tiny_dataset
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _openvino_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Compiled OpenVINO models of the tests are cached in a temporary folder, not the user's cache."""
+    os.environ["ANOMALIB_FEWSHOT_CACHE"] = str(tmp_path_factory.mktemp("openvino_cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_data_root(tmp_path_factory: pytest.TempPathFactory):
     """Root of a tiny MVTec-layout dataset with category ``tiny``."""

@@ -73,9 +73,22 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 "timeout_s": model.get("timeout_s", config.get("timeout_s", 3600)),
                 "threads": model.get("threads"),
                 "speed": bool(config.get("speed", True)),
+                "int8": _int8_setting(config_path, config.get("int8", False)),
             }
         )
     return config, jobs
+
+
+def _int8_setting(config_path: Path, value: Any) -> bool | list[str]:
+    """The grid's ``int8``: false, true (each model's own INT8 step) or a list of quantisation scopes to screen."""
+    from anomalib_fewshot.components.quantization import SCOPES
+
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, list) and value and all(v in SCOPES for v in value):
+        return [str(v) for v in value]
+    msg = f"{config_path}: int8 must be true, false or a list of quantization scopes from {list(SCOPES)}, got {value!r}"
+    raise InvalidArgumentError(msg)
 
 
 def skipped_jobs(config: dict[str, Any], jobs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:

@@ -108,19 +108,25 @@ def _subsample_for_baseline(datamodule: Any, k_shot: int | None, seed: int) -> l
     return shots
 
 
-def raw_predictions(model: Any, dataloader: Any) -> tuple[np.ndarray, ...]:
+def raw_predictions(model: Any, dataloader: Any, graph: Any = None) -> tuple[np.ndarray, ...]:
     """Raw (un-post-processed) scores and maps on ``dataloader``, with labels and masks at model resolution.
 
-    The caller puts the model in eval mode.
+    The caller puts the model in eval mode. ``graph``, when given, replaces the eager model: a callable taking the
+    batch's images (before the pre-processor, which an exported graph contains) and returning raw ``(scores, maps)``
+    (e.g. :class:`~anomalib_fewshot.benchmark.int8.CompiledGraph`).
     """
     scores, maps, labels, masks = [], [], [], []
     transform = model.pre_processor.transform
     with torch.no_grad():
         for batch in dataloader:
             image, mask = transform(batch.image, batch.gt_mask)
-            out = model.model(image)
-            scores.append(out.pred_score.reshape(-1).float())
-            amap = out.anomaly_map.float()
+            if graph is None:
+                out = model.model(image)
+                score, amap = out.pred_score, out.anomaly_map
+            else:
+                score, amap = graph(batch.image)
+            scores.append(score.reshape(-1).float())
+            amap = amap.float()
             amap = amap.reshape(amap.shape[0], *amap.shape[-2:])
             maps.append(amap)
             labels.append(batch.gt_label.reshape(-1).int())
@@ -201,8 +207,13 @@ def _time_ms(fn: Any, inputs: list[Any], warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def _inference_speed(model: Any, engine: Any, datamodule: Any, work: Path, count: int) -> dict[str, Any]:
-    """Median ms per image of the eager model and of its OpenVINO export (f32) on the first ``count`` test images."""
+def _inference_speed(
+    model: Any, engine: Any, datamodule: Any, work: Path, count: int, openvino: bool = True
+) -> dict[str, Any]:
+    """Median ms per image of the eager model and of its OpenVINO export (f32) on the first ``count`` test images.
+
+    ``openvino=False`` times the eager model only (an INT8 grid times its OpenVINO graphs itself, interleaved).
+    """
     from anomalib.deploy import ExportType, OpenVINOInferencer
 
     items = [datamodule.test_data[i] for i in range(min(count, len(datamodule.test_data)))]
@@ -210,6 +221,8 @@ def _inference_speed(model: Any, engine: Any, datamodule: Any, work: Path, count
     model.eval()
     with torch.no_grad():
         torch_ms = _time_ms(model, images)
+    if not openvino:
+        return {"torch_ms": round(torch_ms, 1)}
     xml = engine.export(model, ExportType.OPENVINO, export_root=work / "export", onnx_kwargs={"opset_version": 18})
     inferencer = OpenVINOInferencer(xml, device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"})
     batch_dim = inferencer.model.inputs[0].get_partial_shape()[0]
@@ -219,6 +232,27 @@ def _inference_speed(model: Any, engine: Any, datamodule: Any, work: Path, count
     arrays = [np.repeat(image.numpy(), ov_batch, axis=0) for image in images]
     openvino_ms = _time_ms(inferencer.predict, arrays) / ov_batch
     return {"torch_ms": round(torch_ms, 1), "openvino_ms": round(openvino_ms, 1), "openvino_batch": ov_batch}
+
+
+def _int8_columns(
+    model: Any, engine: Any, datamodule: Any, work: Path, timing_images: int, scopes: list[str] | None
+) -> dict[str, Any]:
+    """The INT8 grid's columns (:mod:`anomalib_fewshot.benchmark.int8`) on this job's test split."""
+    from anomalib.data.transforms.utils import extract_transforms_by_type
+    from torchvision.transforms.v2 import Resize
+
+    from anomalib_fewshot.benchmark.int8 import int8_columns
+
+    def evaluate(graph: Any) -> dict[str, float]:
+        scores, maps, labels, masks = raw_predictions(model, datamodule.test_dataloader(), graph)
+        check_finite(scores, maps)
+        return compute_metrics(scores, maps, labels, masks)
+
+    shots = None
+    if not hasattr(model, "calibration_shots"):  # anomalib's baselines: the job's shots, in the model's geometry
+        resize = extract_transforms_by_type(model.pre_processor.transform, Resize)[0]
+        shots = [resize(datamodule.train_data[i].image) for i in range(len(datamodule.train_data))]
+    return int8_columns(model, engine, datamodule, work, evaluate, shots, timing_images, scopes)
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -271,8 +305,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         families = datamodule.test_data.samples["label"].astype(str).tolist()
         row.update(family_metrics(scores, maps, labels, masks, families))
 
+    timing_images = spec.get("timing_images", 30)
     if spec.get("speed", True):
-        row.update(_inference_speed(model, engine, datamodule, work, spec.get("timing_images", 30)))
+        row.update(_inference_speed(model, engine, datamodule, work, timing_images, openvino=not spec.get("int8")))
+    if spec.get("int8"):
+        scopes = spec["int8"] if isinstance(spec["int8"], list) else None
+        row.update(_int8_columns(model, engine, datamodule, work, timing_images, scopes))
     row.update(
         {
             "fit_s": round((timer.end or time.perf_counter()) - (timer.start or start), 1),

@@ -94,9 +94,69 @@ def write_report(
         "torch_ms / openvino_ms = median per image at batch 1 of the full exported pipeline "
         "(OpenVINO f32); peak_rss_mb = peak resident memory of the job process. results.csv also records "
         "load_avg_1m per job: above the core count, other work shared the CPU and that row's timings are "
-        "pessimistic.\n\n" + summarise(rows, jobs, expected) + _skipped_section(skipped) + _plots_section(rows, output)
+        "pessimistic.\n\n"
+        + summarise(rows, jobs, expected)
+        + precision_section(rows, jobs)
+        + _skipped_section(skipped)
+        + _plots_section(rows, output)
     )
     return atomic_write_text(output / "results.md", report)
+
+
+#: The per-precision columns of an INT8 grid (:mod:`anomalib_fewshot.benchmark.int8`).
+PRECISION_METRICS = ("image_auroc", "pixel_auroc", "aupro")
+PRECISION_TIMINGS = ("openvino_ms", "bf16_openvino_ms", "int8_openvino_ms", "int8_speedup")
+
+
+def precision_section(rows: list[dict[str, str]], jobs: list[dict[str, Any]] | None = None) -> str:
+    """Markdown table of an INT8 grid (empty when no row has INT8 columns).
+
+    Per model × variant × dataset × k, the mean over seeds of each metric in FP32 (eager) and its change in INT8
+    and bf16 OpenVINO; the three OpenVINO timings (measured interleaved) and the FP32/INT8 speed-up.
+    """
+    if jobs is not None:
+        wanted = {job_key(job) for job in jobs}
+        rows = [r for r in rows if job_key(r) in wanted]
+    rows = [r for r in rows if r.get("status") == "ok" and r.get("int8_image_auroc")]
+    if not rows:
+        return ""
+    groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
+    for row in rows:
+        groups.setdefault(job_key(row)[:4], []).append(row)
+
+    def mean(group: list[dict[str, str]], field: str) -> float:
+        return statistics.mean(float(r[field]) for r in group)
+
+    header = ["model", "variant", "dataset", "k", "seeds"]
+    header += [f"{m} FP32 / Δ INT8 / Δ bf16" for m in PRECISION_METRICS] + [*PRECISION_TIMINGS, "worst Δ INT8"]
+    lines = [
+        "",
+        "## FP32, bf16 and INT8 OpenVINO",
+        "",
+        "Δ = OpenVINO graph minus the eager FP32 model on the same test images (mean over seeds); the three "
+        "timings are medians per image, interleaved in one process (FP32 with the f32 hint, bf16, INT8 with the "
+        "f32 hint for its floating-point layers); int8_speedup = FP32 / INT8 ms. Targets: |Δ INT8| ≤ 0.01 for "
+        "every metric, int8_speedup ≥ 1.5.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for key in sorted(groups, key=_sort_key):
+        group = groups[key]
+        cells = [*key, str(len(group))]
+        worst = 0.0
+        for metric in PRECISION_METRICS:
+            base = mean(group, metric)
+            d_int8, d_bf16 = mean(group, f"int8_{metric}") - base, mean(group, f"bf16_{metric}") - base
+            worst = max(worst, max(abs(float(r[f"int8_{metric}"]) - float(r[metric])) for r in group))
+            cells.append(f"{base:.3f} / {d_int8:+.3f} / {d_bf16:+.3f}")
+        cells += [
+            f"{mean(group, field):.2f}" if field == "int8_speedup" else f"{mean(group, field):.1f}"
+            for field in PRECISION_TIMINGS
+        ]
+        cells.append(f"{worst:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _machines_line(rows: list[dict[str, str]]) -> str:

@@ -14,6 +14,7 @@ Grid YAML::
     timeout_s: 3600                         # per job (a model entry may set its own timeout_s)
     evaluate_on: test                       # or dev: every job tests on the dataset's development split
     speed: true                             # false: no export and no torch/OpenVINO timing (accuracy-only grids)
+    int8: false                             # true: FP32/bf16/INT8 OpenVINO columns; [scopes]: a screen (.int8)
     dev_cache: benchmark_results/dev_splits # dev only: where the splits are built once (see benchmark.dev)
     dev_split: {cap: 200, seed: 0}          # dev only: the split's size and seed
     grid:

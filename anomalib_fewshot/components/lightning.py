@@ -26,7 +26,7 @@ from anomalib_fewshot.components.fewshot import FewShotMixin, validate_k_shot
 from anomalib_fewshot.components.images import read_image
 from anomalib_fewshot.components.inputs import InputImageError, check_input_images
 from anomalib_fewshot.components.pool import TrainingPoolMixin
-from anomalib_fewshot.components.quantization import CALIBRATION_KEY, pack_shots, quantize_on_shots
+from anomalib_fewshot.components.quantization import CALIBRATION_KEY, DEFAULT_SCOPE, pack_shots, quantize_on_shots
 from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError
 
 
@@ -125,6 +125,9 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
     default_image_size: tuple[int, int] = (256, 256)
     #: NNCF model type for INT8 quantisation (``"transformer"`` for the attention models).
     quantization_model_type: str | None = None
+    #: What INT8 export quantises (:data:`~anomalib_fewshot.components.quantization.SCOPES`), chosen on the
+    #: development split (the model README's Export section lists the measurement).
+    quantization_scope: str = DEFAULT_SCOPE
     #: The shots as stored for INT8 calibration (set by a fit or a checkpoint).
     calibration_shots: torch.Tensor | None = None
     _fit_prepared: bool = False
@@ -345,7 +348,9 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         ignored here. See :mod:`anomalib_fewshot.components.quantization`.
         """
         del datamodule
-        return quantize_on_shots(model, self.calibration_shots, self.quantization_model_type)
+        return quantize_on_shots(
+            model, self.calibration_shots, self.quantization_model_type, scope=self.quantization_scope
+        )
 
     def _accuracy_control_quantization_ov(self, *args: Any, **kwargs: Any) -> Any:
         """Refused: anomalib's ``INT8_ACQ`` calibrates and validates on the datamodule's test images."""

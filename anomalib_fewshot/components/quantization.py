@@ -26,6 +26,35 @@ CALIBRATION_KEY = "anomalib_fewshot_calibration"
 MAX_CALIBRATION_SHOTS = 8
 #: Calibration samples drawn by default (the shots and normal views of them).
 DEFAULT_CALIBRATION_SIZE = 32
+#: What is quantised (everything else stays in floating point):
+#: ``all``: NNCF's default for the model type; ``no_matmul``: the same but every MatMul (feature distances,
+#: attention, MLP heads) in floating point; ``convolutions``: only the feature convolutions. In every scope a
+#: convolution with one output channel (the smoothing of an anomaly map) stays in floating point.
+SCOPES = ("all", "no_matmul", "convolutions")
+#: The scope of a model that names none (anomalib's baselines).
+DEFAULT_SCOPE = "all"
+_FEATURE_CONVOLUTIONS = ("Convolution", "GroupConvolution")
+
+
+def ignored_scope(model: Any, scope: str) -> Any:
+    """NNCF's ``IgnoredScope`` of ``scope`` (one of :data:`SCOPES`) for an OpenVINO ``model``."""
+    import nncf
+
+    if scope not in SCOPES:
+        msg = f"quantization scope {scope!r}: expected one of {', '.join(SCOPES)}"
+        raise InvalidArgumentError(msg)
+    ops = list(model.get_ops())
+    smoothing = [
+        op.get_friendly_name()
+        for op in ops
+        if op.get_type_name() == "Convolution" and op.get_output_partial_shape(0)[1].get_length() == 1
+    ]
+    types: list[str] = []
+    if scope == "no_matmul":
+        types = ["MatMul"]
+    elif scope == "convolutions":
+        types = sorted({op.get_type_name() for op in ops} - set(_FEATURE_CONVOLUTIONS))
+    return nncf.IgnoredScope(names=smoothing, types=types, validate=False)
 
 
 def pack_shots(images: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -46,7 +75,11 @@ def calibration_images(packed: torch.Tensor, count: int = DEFAULT_CALIBRATION_SI
 
 
 def quantize_on_shots(
-    model: Any, packed: torch.Tensor | None, model_type: str | None = None, count: int = DEFAULT_CALIBRATION_SIZE
+    model: Any,
+    packed: torch.Tensor | None,
+    model_type: str | None = None,
+    count: int = DEFAULT_CALIBRATION_SIZE,
+    scope: str = DEFAULT_SCOPE,
 ) -> Any:
     """NNCF INT8 post-training quantisation of an OpenVINO ``model`` on the stored shots (see the module docstring).
 
@@ -55,6 +88,7 @@ def quantize_on_shots(
         packed: the checkpoint's stored shots (:func:`pack_shots`); ``None`` is a clear error.
         model_type: ``"transformer"`` for attention models (NNCF keeps their sensitive operations in floating point).
         count: calibration samples.
+        scope: what is quantised (:data:`SCOPES`).
 
     Raises:
         InvalidArgumentError: the model has no stored shots (a checkpoint written before they were stored, or a
@@ -76,7 +110,7 @@ def quantize_on_shots(
         images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
     batch = shape[0].get_length() if shape[0].is_static else 1
     samples = [np.repeat(image[None].numpy(), batch, axis=0) for image in images]
-    kwargs: dict[str, Any] = {"subset_size": len(samples)}
+    kwargs: dict[str, Any] = {"subset_size": len(samples), "ignored_scope": ignored_scope(model, scope)}
     if model_type == "transformer":
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     return nncf.quantize(model, nncf.Dataset(samples), **kwargs)

@@ -3,10 +3,21 @@
     pip install openvino numpy pillow
     python run_openvino.py weights/openvino/model.xml part.png --heatmap heatmaps/
     python run_openvino.py weights/openvino/model.xml incoming/ --heatmap heatmaps/   # every image in a folder
+    python run_openvino.py weights/openvino/model.xml incoming/ --mode throughput      # folders, streams
+    python run_openvino.py weights/int8/model.xml incoming/ --mode throughput          # the INT8 export
 
-Prints one JSON line per image: the anomaly score (0..1, > 0.5 means anomalous), the label and where the
-heat-map was saved. The exported graph contains resizing, the model and anomalib's normalisation, so the RGB
-image goes in at its own size. What cameras and file shares deliver is handled here: grayscale, RGBA and 16-bit
+Prints one JSON line per image (in input order): the anomaly score (0..1, > 0.5 means anomalous), the label and
+where the heat-map was saved; then one summary line on stderr (images, seconds, images/s). ``--mode latency`` (the
+default) runs one image at a time; ``--mode throughput`` keeps several inference requests in flight (OpenVINO's
+THROUGHPUT hint and AsyncInferQueue) and reads the next images meanwhile: the images/s of a folder or stream.
+``--precision`` sets the floating-point layers (f32 or bf16; an INT8 model is its own export, ``anomalib export
+... --compression_type INT8_PTQ``). Compiled models are cached in ``--cache-dir`` (default: the user's cache
+folder, ``$XDG_CACHE_HOME`` or ``~/.cache``, ``anomalib_fewshot/openvino``; ``--cache-dir none``: no cache), never
+in the working directory. Per-image latency of the bare graph: ``benchmark_app -m model.xml -hint latency -api
+sync -data_shape [1,3,256,256]`` (OpenVINO's tool).
+
+The exported graph contains resizing, the model and anomalib's normalisation, so the RGB image goes in at its own
+size. What cameras and file shares deliver is handled here: grayscale, RGBA and 16-bit
 images are converted (16-bit keeps its full range; ``Image.convert("RGB")`` would clip it to white), very large
 frames are shrunk first (``--max-side``), and an unreadable file (empty, truncated, not an image) gets a JSON
 line with an ``error`` naming it; the other images are still scored. Exit status: 0 all scored, 1 some images
@@ -20,7 +31,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,10 +94,77 @@ def read_rgb(path: Path, max_side: int | None) -> tuple[np.ndarray, Image.Image]
     return rgb, Image.fromarray((rgb * 255).round().astype(np.uint8))
 
 
+def model_input(rgb: np.ndarray) -> np.ndarray:
+    """``(1, 3, H, W)`` float32 from an ``(H, W, 3)`` image."""
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])
+
+
+def outputs_by_name(result: object) -> dict[str, np.ndarray]:
+    """An inference result (OpenVINO's port -> array mapping) by output name, copied."""
+    return {port.get_any_name(): np.array(value) for port, value in result.items()}  # type: ignore[attr-defined]
+
+
 def score(compiled: ov.CompiledModel, rgb: np.ndarray) -> dict[str, np.ndarray]:
     """Run the exported model on one ``(H, W, 3)`` image; returns its outputs by name."""
-    result = compiled(np.ascontiguousarray(rgb.transpose(2, 0, 1)[None]))
-    return {port.get_any_name(): np.asarray(value) for port, value in result.items()}
+    return outputs_by_name(compiled(model_input(rgb)))
+
+
+def default_cache_dir() -> Path:
+    """The user's cache folder for compiled models (``anomalib_fewshot.deploy.default_cache_dir``)."""
+    if os.environ.get("ANOMALIB_FEWSHOT_CACHE"):
+        return Path(os.environ["ANOMALIB_FEWSHOT_CACHE"])
+    base = os.environ.get("LOCALAPPDATA") if os.name == "nt" else os.environ.get("XDG_CACHE_HOME")
+    return Path(base or Path.home() / ".cache") / "anomalib_fewshot" / "openvino"
+
+
+def load(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ov.CompiledModel:
+    """Compile the model with the requested precision, performance hint and cache folder."""
+    if args.model.suffix != ".xml" or not args.model.is_file() or not args.model.with_suffix(".bin").is_file():
+        parser.error(f"model not found: {args.model} (needs the .xml and its .bin, from anomalib export)")
+    core = ov.Core()
+    if str(args.cache_dir).lower() != "none":
+        cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--cache-dir {cache}: cannot create it ({exc}); pass another folder or 'none'")
+        core.set_property({"CACHE_DIR": str(cache)})
+    config = {"INFERENCE_PRECISION_HINT": args.precision, "PERFORMANCE_HINT": args.mode.upper()}
+    try:
+        return core.compile_model(str(args.model), args.device, config)
+    except RuntimeError as exc:
+        parser.error(f"cannot load the model {args.model} on {args.device}: {str(exc).splitlines()[0]}")
+    raise AssertionError  # parser.error exits
+
+
+def scored(compiled: ov.CompiledModel, files: list[Path], max_side: int | None, mode: str) -> object:
+    """Yield ``(path, preview, outputs)`` in input order, or ``(path, None, error)`` for an unreadable file.
+
+    Latency mode infers each image before reading the next; throughput mode reads images while earlier ones are
+    inferred, with OpenVINO's optimal number of requests in flight.
+    """
+    queue = ov.AsyncInferQueue(compiled, 0) if mode == "throughput" else None
+    done: dict[int, dict[str, np.ndarray]] = {}
+    if queue is not None:
+        queue.set_callback(lambda request, index: done.__setitem__(index, outputs_by_name(request.results)))
+    pending: list[tuple[int, Path, Image.Image | None, object]] = []
+    for index, path in enumerate([*files, None]):  # None: the end (wait for the requests in flight)
+        if path is not None:
+            try:
+                rgb, preview = read_rgb(path, max_side)
+            except UnreadableImageError as exc:
+                pending.append((index, path, None, exc))
+            else:
+                if queue is None:
+                    pending.append((index, path, preview, score(compiled, rgb)))
+                else:
+                    queue.start_async(model_input(rgb), userdata=index)
+                    pending.append((index, path, preview, None))
+        elif queue is not None:
+            queue.wait_all()
+        while pending and (pending[0][2] is None or pending[0][3] is not None or pending[0][0] in done):
+            index, item, preview, outputs = pending.pop(0)
+            yield item, preview, outputs if outputs is not None else done.pop(index)
 
 
 def save_heatmap(preview: Image.Image, anomaly_map: np.ndarray, path: Path) -> None:
@@ -117,28 +198,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heatmap", type=Path, default=None, help="folder (or .png file for one image) for heat-maps")
     parser.add_argument("--max-side", type=int, default=1024, help="shrink larger images first (0: never)")
     parser.add_argument("--device", default="CPU")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--mode",
+        choices=("latency", "throughput"),
+        default="latency",
+        help="latency: one image at a time; throughput: several in flight (folders, streams)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("f32", "bf16"),
+        default="f32",
+        help="floating-point layers (this CPU family defaults to bf16 when not told)",
+    )
+    parser.add_argument(
+        "--cache-dir", default=None, help="compiled-model cache (default: the user's cache folder; 'none': no cache)"
+    )
+    args = parser.parse_args(argv)  # fmt: skip
 
-    if args.model.suffix != ".xml" or not args.model.is_file() or not args.model.with_suffix(".bin").is_file():
-        parser.error(f"model not found: {args.model} (needs the .xml and its .bin, from anomalib export)")
-    try:
-        compiled = ov.Core().compile_model(str(args.model), args.device, {"INFERENCE_PRECISION_HINT": "f32"})
-    except RuntimeError as exc:
-        parser.error(f"cannot load the model {args.model} on {args.device}: {str(exc).splitlines()[0]}")
+    compiled = load(args, parser)
     files = expand(args.images)
     if not files:
         parser.error(f"no images found in {[str(p) for p in args.images]}")
 
     failed = 0
     used_names: set[str] = set()
-    for path in files:
-        try:
-            rgb, preview = read_rgb(path, args.max_side or None)
-        except UnreadableImageError as exc:
+    start, times, last = time.perf_counter(), [], time.perf_counter()
+    for path, preview, outputs in scored(compiled, files, args.max_side or None, args.mode):
+        times.append((time.perf_counter() - last) * 1000)
+        if preview is None:
             failed += 1
-            print(json.dumps({"image": str(path), "error": str(exc)}), flush=True)
+            print(json.dumps({"image": str(path), "error": str(outputs)}), flush=True)
+            last = time.perf_counter()
             continue
-        outputs = score(compiled, rgb)
         value = float(outputs["pred_score"].reshape(-1)[0])
         label = bool(outputs["pred_label"].reshape(-1)[0]) if "pred_label" in outputs else value > 0.5
         report = {"image": str(path), "pred_score": round(value, 4), "anomalous": label}
@@ -152,6 +243,18 @@ def main(argv: list[str] | None = None) -> int:
             save_heatmap(preview, outputs["anomaly_map"], target)
             report["heatmap"] = str(target)
         print(json.dumps(report), flush=True)
+        last = time.perf_counter()
+    seconds = time.perf_counter() - start
+    summary = {
+        "images": len(files) - failed,
+        "failed": failed,
+        "seconds": round(seconds, 3),
+        "mode": args.mode,
+        "images_per_s": round((len(files) - failed) / seconds, 2) if seconds > 0 else None,
+    }
+    if args.mode == "latency" and times:
+        summary["median_ms_per_image"] = round(statistics.median(times), 1)  # read + infer + write, per image
+    print(json.dumps({"summary": summary}), file=sys.stderr, flush=True)  # fmt: skip
     return 1 if failed else 0
 
 

@@ -25,6 +25,7 @@ from anomalib_fewshot.components.images import ImageReadError
 from anomalib_fewshot.components.inputs import InputImageError
 from anomalib_fewshot.components.lightning import CheckpointMismatchError
 from anomalib_fewshot.deploy import FewShotInferencer
+from anomalib_fewshot.errors import InvalidArgumentError
 from tests.helpers import TINY_CONFIGS, fit_tiny, make_tiny_dataset
 from tests.reliability.conftest import F32, MODEL_NAMES, FittedModel, plate
 
@@ -237,6 +238,41 @@ def test_inferencer_arrays(inferencer: FewShotInferencer):
         inferencer.predict(nan)
 
 
+@pytest.mark.parametrize("fitted", ["Dfd"], indirect=True)  # the stream is model-agnostic: one export suffices
+def test_inferencer_stream_matches_predict_in_order_and_caches_outside_the_working_directory(
+    fitted: FittedModel, bad_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Throughput mode: several requests in flight, results in input order, broken files named, no ./openvino_cache."""
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.delenv("ANOMALIB_FEWSHOT_CACHE", raising=False)
+    model = fitted.export("openvino")
+    latency = FewShotInferencer(model, input_size=64)
+    stream = FewShotInferencer(model, input_size=64, mode="throughput")
+    cases = ["rgb", "truncated", "grayscale", "16bit", "zero_byte", "large", "rgba", "tiny"] * 2
+    results = list(stream.predict_stream([bad_files[c] for c in cases], requests=3))
+    assert [item for item, _ in results] == [bad_files[c] for c in cases]
+    for case, (_, result) in zip(cases, results, strict=True):
+        if case in ("truncated", "zero_byte"):
+            assert isinstance(result, ImageReadError) and bad_files[case].name in str(result)
+            continue
+        want = latency.predict(bad_files[case])
+        np.testing.assert_allclose(result.anomaly_map, want.anomaly_map, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result.pred_score, want.pred_score, rtol=1e-5, atol=1e-6)
+    assert not (work / "openvino_cache").exists() and list(work.iterdir()) == []
+    assert list((cache / "anomalib_fewshot" / "openvino").iterdir()), "the compiled model is cached in the user cache"
+    assert str(stream.model.get_property("PERFORMANCE_HINT")) == "THROUGHPUT"
+    assert str(latency.model.get_property("PERFORMANCE_HINT")) == "LATENCY"
+    bf16 = FewShotInferencer(model, precision="bf16", cache_dir=False)
+    assert "bfloat16" in str(bf16.model.get_property("INFERENCE_PRECISION_HINT"))
+    with pytest.raises(InvalidArgumentError, match="precision 'int8'"):
+        FewShotInferencer(model, precision="int8")
+    with pytest.raises(InvalidArgumentError, match="mode 'batch'"):
+        FewShotInferencer(model, mode="batch")
+
+
 def test_inferencer_missing_model(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match=r"model\.xml"):
         FewShotInferencer(tmp_path / "model.xml")
@@ -314,3 +350,41 @@ def test_edge_script_scores_readable_files_and_names_broken_ones(
     assert len(list((tmp_path / "maps2").glob("*.png"))) == 3  # no heat-map overwritten
     with pytest.raises(SystemExit):
         edge.main([str(tmp_path / "missing.xml"), str(folder)])
+
+
+@pytest.mark.parametrize("fitted", ["Dfd"], indirect=True)
+def test_edge_script_throughput_mode_scores_like_latency_mode_in_input_order(
+    fitted: FittedModel,
+    bad_files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """``--mode throughput``: scores as ``--mode latency``, in input order, images/s on stderr, no cwd cache."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("run_openvino", Path("examples/edge/run_openvino.py").resolve())
+    edge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(edge)
+    model = fitted.export("openvino")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    cases = ["rgb", "truncated", "grayscale", "16bit", "large", "rgba", "tiny"] * 2
+    files = [str(bad_files[c]) for c in cases]
+    capsys.readouterr()
+    runs = {}
+    for mode in ("latency", "throughput"):
+        status = edge.main([str(model), *files, "--mode", mode, "--cache-dir", str(tmp_path / "cache")])
+        out, err = capsys.readouterr()
+        assert status == 1  # the truncated file
+        runs[mode] = [json.loads(line) for line in out.splitlines()]
+        summary = json.loads(err.strip().splitlines()[-1])["summary"]
+        assert summary["images"] == 12 and summary["failed"] == 2 and summary["images_per_s"] > 0, summary
+        assert summary["mode"] == mode
+    assert [line["image"] for line in runs["throughput"]] == files  # input order
+    for fast, slow in zip(runs["throughput"], runs["latency"], strict=True):
+        assert fast.get("pred_score") == slow.get("pred_score") and ("error" in fast) == ("error" in slow), fast
+    assert list(work.iterdir()) == []  # nothing written to the working directory
+    assert list((tmp_path / "cache").iterdir())

@@ -1,0 +1,252 @@
+"""The INT8 columns of a benchmark job: one fitted model as FP32, bf16 and shot-calibrated INT8 OpenVINO graphs.
+
+A grid with ``int8: true`` (``configs/benchmark/int8.yaml``) makes every job, after the usual fit and eager
+evaluation, export the model's raw graph (pre-processor and model, no post-processor: metrics need unclamped
+outputs) to OpenVINO once, quantise it to INT8 on the shots only (our models through their own ``INT8_PTQ`` step,
+:meth:`~anomalib_fewshot.components.lightning.ShotModelMixin._post_training_quantization_ov`, which is what the stock
+``anomalib export --compression_type INT8_PTQ`` runs; anomalib's baselines through the same
+:func:`~anomalib_fewshot.components.quantization.quantize_on_shots` on the job's shots), then:
+
+- evaluates the INT8 graph and the bf16 execution of the FP32 graph on the whole test split (same metrics as the
+  eager columns, on raw outputs);
+- times the three (FP32 with ``INFERENCE_PRECISION_HINT: f32``, bf16, INT8) interleaved in one process on the same
+  images, so their ratios are not distorted by load that changes during the job. The INT8 graph runs with the f32
+  hint for its remaining floating-point operations: its difference from the FP32 column is quantisation alone.
+
+Columns: ``openvino_ms`` (FP32), ``bf16_openvino_ms``, ``int8_openvino_ms``, ``int8_speedup`` (FP32 / INT8),
+``{int8,bf16}_{image_auroc,pixel_auroc,aupro}``, ``int8_calibration`` (what calibrated it).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+#: OpenVINO compile settings of each timed execution.
+PRECISIONS: dict[str, dict[str, str]] = {
+    "f32": {"INFERENCE_PRECISION_HINT": "f32"},
+    "bf16": {"INFERENCE_PRECISION_HINT": "bf16"},
+    "int8": {"INFERENCE_PRECISION_HINT": "f32"},
+}
+#: Metrics repeated for the bf16 and INT8 executions.
+COMPARED = ("image_auroc", "pixel_auroc", "aupro")
+#: The accuracy target of an INT8 graph: every metric within this of FP32.
+TARGET_DELTA = 0.01
+
+
+def export_raw_graphs(
+    model: Any,
+    engine: Any,
+    work: Path,
+    shots: list[torch.Tensor] | None = None,
+    scopes: list[str] | None = None,
+) -> dict[str, Path]:
+    """The model's raw FP32 OpenVINO graph and its shot-calibrated INT8 graph(s).
+
+    Args:
+        model: a fitted module (ours, or an anomalib baseline).
+        engine: the Engine that fitted it.
+        work: the job folder; graphs go to ``work/export_raw`` and ``work/export_int8``.
+        shots: for a model without stored shots (anomalib's baselines), the shot images ``(3, S, S)`` in ``[0, 1]``.
+        scopes: quantisation scopes to compare (a development screen); by default the model's own INT8 step
+            (ours: the stock ``INT8_PTQ`` override with the model's scope; baselines: the default scope).
+
+    Returns:
+        ``{"fp32": xml, "int8": xml}``, or ``{"fp32": xml, "int8@<scope>": xml, ...}`` for ``scopes``.
+
+    """
+    import openvino as ov
+    from anomalib.deploy import ExportType
+
+    from anomalib_fewshot.components.quantization import pack_shots, quantize_on_shots
+
+    post = model.post_processor
+    model.post_processor = None  # raw outputs: rank metrics on clamped maps would see ties
+    try:
+        fp32 = engine.export(
+            model, ExportType.OPENVINO, export_root=work / "export_raw", onnx_kwargs={"opset_version": 18}
+        )
+    finally:
+        model.post_processor = post
+    ours = hasattr(model, "calibration_shots")
+    packed = model.calibration_shots if ours else pack_shots(shots or [])
+    model_type = getattr(model, "quantization_model_type", None)
+    paths = {"fp32": Path(fp32)}
+    for scope in scopes or [None]:
+        graph = ov.Core().read_model(fp32)
+        if scope is None and ours:  # the stock INT8_PTQ step, on the shots stored by the fit
+            quantized = model._post_training_quantization_ov(graph)
+        elif scope is None:
+            quantized = quantize_on_shots(graph, packed)
+        else:
+            quantized = quantize_on_shots(graph, packed, model_type, scope=scope)
+        name = "int8" if scope is None else f"int8@{scope}"
+        path = work / "export_int8" / f"{name.replace('@', '_')}.xml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ov.save_model(quantized, path, compress_to_fp16=False)
+        paths[name] = path
+    return paths
+
+
+class CompiledGraph:
+    """A compiled OpenVINO graph called on ``(B, 3, H, W)`` tensors; returns raw ``(scores, maps)``.
+
+    A graph exported with a static batch (anomalib's Patchcore traces at 2) is fed whole batches: the last one is
+    padded by repeating its final image, and the padding is dropped from the outputs.
+    """
+
+    def __init__(self, xml: Path, config: dict[str, str]) -> None:
+        import openvino as ov
+
+        self.compiled = ov.Core().compile_model(str(xml), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        dim = self.compiled.inputs[0].get_partial_shape()[0]
+        self.batch = dim.get_length() if dim.is_static else None
+        names = {port.get_any_name(): port for port in self.compiled.outputs}
+        self.score_port, self.map_port = names["pred_score"], names["anomaly_map"]
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw image scores ``(B,)`` and maps ``(B, H, W)``."""
+        step = self.batch or len(images)
+        scores, maps = [], []
+        for start in range(0, len(images), step):
+            chunk = images[start : start + step]
+            n = len(chunk)
+            if n < step:
+                chunk = torch.cat([chunk, chunk[-1:].expand(step - n, *chunk.shape[1:])])
+            result = self.request.infer(chunk.numpy())
+            scores.append(torch.from_numpy(np.array(result[self.score_port])).reshape(step)[:n])
+            amap = torch.from_numpy(np.array(result[self.map_port]))
+            maps.append(amap.reshape(step, *amap.shape[-2:])[:n])
+        return torch.cat(scores), torch.cat(maps)
+
+
+def interleaved_ms(graphs: dict[str, Callable[[torch.Tensor], Any]], images: list[torch.Tensor]) -> dict[str, float]:
+    """Median ms per image of each graph, timed in turn on each image (rotating order, 3 warm-up calls each)."""
+    names = list(graphs)
+    for name in names:
+        for image in images[:3]:
+            graphs[name](image)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i, image in enumerate(images):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            start = time.perf_counter()
+            graphs[name](image)
+            times[name].append((time.perf_counter() - start) * 1000 / len(image))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def int8_columns(
+    model: Any,
+    engine: Any,
+    datamodule: Any,
+    work: Path,
+    evaluate: Callable[[Callable[[torch.Tensor], Any]], dict[str, float]],
+    shots: list[torch.Tensor] | None = None,
+    timing_images: int = 30,
+    scopes: list[str] | None = None,
+) -> dict[str, Any]:
+    """Export, quantise, evaluate and time one fitted model (see the module docstring for the columns).
+
+    Args:
+        model: the fitted module.
+        engine: its Engine.
+        datamodule: the job's datamodule (its first ``timing_images`` test images are timed).
+        work: the job folder.
+        evaluate: metrics of a graph callable over the job's test split (the runner's raw-output metrics).
+        shots: shot images for a model that stores none (anomalib's baselines).
+        timing_images: images timed per graph.
+        scopes: a development screen of quantisation scopes (columns ``int8@<scope>_*``, no bf16) instead of the
+            model's own INT8 step (columns ``int8_*`` and ``bf16_*``).
+
+    """
+    paths = export_raw_graphs(model, engine, work, shots, scopes)
+    graphs = {"f32": CompiledGraph(paths["fp32"], PRECISIONS["f32"])}
+    if not scopes:  # the measured default: bf16 is what this CPU runs an FP32 graph in unless told otherwise
+        graphs["bf16"] = CompiledGraph(paths["fp32"], PRECISIONS["bf16"])
+    graphs.update({name: CompiledGraph(path, PRECISIONS["int8"]) for name, path in paths.items() if name != "fp32"})
+    row: dict[str, Any] = {"int8_calibration": "stored shots" if hasattr(model, "calibration_shots") else "job shots"}
+    for name, graph in graphs.items():
+        if name != "f32":
+            metrics = evaluate(graph)
+            row.update({f"{name}_{metric}": metrics[metric] for metric in COMPARED})
+    count = min(timing_images, len(datamodule.test_data))
+    batch = graphs["f32"].batch or 1  # a static-batch graph is timed on full batches, reported per image
+    images = [datamodule.test_data[i].image[None].float().repeat(batch, 1, 1, 1) for i in range(count)]
+    ms = interleaved_ms(graphs, images)
+    row["openvino_ms"] = round(ms.pop("f32"), 1)
+    row["openvino_batch"] = batch
+    for name, value in ms.items():
+        row[f"{name}_openvino_ms"] = round(value, 1)
+        if name.startswith("int8"):
+            row[f"{name}_speedup"] = round(row["openvino_ms"] / value, 2)
+    return row
+
+
+def screen_table(rows: list[dict[str, str]]) -> tuple[str, dict[str, str]]:
+    """The scope screen of a development grid: a Markdown table and the scope chosen per model.
+
+    Per model, the chosen scope is the fastest (mean ``int8@<scope>_speedup``) among those whose every metric
+    stays within :data:`TARGET_DELTA` of FP32 on every dataset; when none does, the one with the smallest worst
+    |Δ| (accuracy before speed).
+    """
+    rows = [r for r in rows if r.get("status") == "ok"]
+    from anomalib_fewshot.components.quantization import SCOPES
+
+    scopes = [s for s in SCOPES if any(r.get(f"int8@{s}_image_auroc") for r in rows)]
+    lines = [
+        "| model | dataset | scope | " + " | ".join(f"Δ {m}" for m in COMPARED) + " | FP32 ms | INT8 ms | speed-up |"
+    ]
+    lines.append("|" + "---|" * (len(COMPARED) + 6))
+    worst: dict[tuple[str, str], float] = {}
+    speed: dict[tuple[str, str], list[float]] = {}
+    for row in sorted(rows, key=lambda r: (r["model"], r["dataset"])):
+        for scope in scopes:
+            prefix = f"int8@{scope}_"
+            if not row.get(prefix + "image_auroc"):
+                continue
+            deltas = [float(row[prefix + m]) - float(row[m]) for m in COMPARED]
+            key = (row["model"], scope)
+            worst[key] = max(worst.get(key, 0.0), *(abs(d) for d in deltas))
+            speed.setdefault(key, []).append(float(row[prefix + "speedup"]))
+            cells = [row["model"], row["dataset"], scope, *(f"{d:+.3f}" for d in deltas)]
+            cells += [row["openvino_ms"], row[prefix + "openvino_ms"], row[prefix + "speedup"]]
+            lines.append("| " + " | ".join(cells) + " |")
+    chosen = {}
+    for model in sorted({m for m, _ in worst}):
+        candidates = [s for m, s in worst if m == model]
+        within = [s for s in candidates if worst[(model, s)] <= TARGET_DELTA]
+        if within:
+            chosen[model] = max(within, key=lambda s: statistics.mean(speed[(model, s)]))
+        else:
+            chosen[model] = min(candidates, key=lambda s: worst[(model, s)])
+    lines += ["", "| model | chosen scope | worst |Δ| | mean speed-up |", "|---|---|---|---|"]
+    for model, scope in chosen.items():
+        key = (model, scope)
+        lines.append(f"| {model} | {scope} | {worst[key]:.3f} | {statistics.mean(speed[key]):.2f} |")
+    return "\n".join(lines) + "\n", chosen
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m anomalib_fewshot.benchmark.int8 RESULTS_CSV``: print the scope screen and the choice per model."""
+    import argparse
+
+    from anomalib_fewshot.benchmark.store import read_rows
+
+    parser = argparse.ArgumentParser(description=(main.__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "results", type=Path, help="results.csv of an int8 scope screen (configs/benchmark/int8_dev.yaml)"
+    )
+    args = parser.parse_args(argv)
+    table, _ = screen_table(read_rows(args.results))
+    print(table, end="")
+
+
+if __name__ == "__main__":
+    main()
