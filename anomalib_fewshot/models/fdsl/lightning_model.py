@@ -87,6 +87,7 @@ class Fdsl(ShotModelMixin, AnomalibModule):
 
     default_image_size = (518, 518)
     quantization_model_type = "transformer"  # NNCF keeps the attention's sensitive operations in floating point
+    quantization_scope = "no_matmul"  # development screen (docs/benchmarks/int8_dev): the smallest worst loss
 
     def __init__(
         self,
