@@ -72,7 +72,16 @@ def demo_gallery(
             heat = visualize_anomaly_map(amap, colormap=True, normalize=False).resize(image.size)
             text = f"{truth}: score {score:.2f} -> {'DEFECT' if label else 'good'}"
             tiles.append(add_text_to_image(overlay_image(image, heat, alpha=0.5), text, size=max(10, tile // 18)))
-            records.append({"image": str(path), "truth": truth, "pred_score": round(score, 4), "pred_label": label})
+            # the map's mean says more than the score when a weak model's scores all saturate at 1.0
+            records.append(
+                {
+                    "image": str(path),
+                    "truth": truth,
+                    "pred_score": round(score, 4),
+                    "pred_label": label,
+                    "map_mean": round(float(amap.mean()), 4),
+                }
+            )
     columns = max(len(good), len(defective))
     blank = Image.new("RGB", (tile, tile))
     rows = [*tiles[: len(good)], *[blank] * (columns - len(good)), *tiles[len(good) :]]

@@ -63,7 +63,9 @@ def test_demo_trains_exports_and_draws_the_gallery(tmp_path: Path):
     predictions = summary["openvino_predictions"]
     assert [p["truth"] for p in predictions] == ["good"] * 4 + ["defective"] * 4
     assert all(p["pred_label"] == (p["pred_score"] >= 0.5) for p in predictions)
-    assert len({p["pred_score"] for p in predictions}) > 1  # real predictions, not a constant
+    # real predictions, not a constant: the tiny 2-epoch model is weak and its normalised scores may all saturate
+    # at 1.0 (seen in CI), so the per-image mean of the heat-map is checked
+    assert len({p["map_mean"] for p in predictions}) > 1, predictions
     gallery = Image.open(summary["gallery"])
     assert gallery.width >= 4 * 256 and gallery.height >= 2 * 256
     assert Path(summary["openvino_example"]["heatmap"]).is_file()
