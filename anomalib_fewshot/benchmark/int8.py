@@ -20,7 +20,6 @@ Columns: ``openvino_ms`` (FP32), ``bf16_openvino_ms``, ``int8_openvino_ms``, ``i
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,7 @@ def export_raw_graphs(
     import openvino as ov
     from anomalib.deploy import ExportType
 
-    from anomalib_fewshot.components.quantization import pack_shots, quantize_on_shots
+    from anomalib_fewshot.components.quantization import DEFAULT_SCOPE, pack_shots, quantize_on_shots
 
     post = model.post_processor
     model.post_processor = None  # raw outputs: rank metrics on clamped maps would see ties
@@ -82,10 +81,8 @@ def export_raw_graphs(
         graph = ov.Core().read_model(fp32)
         if scope is None and ours:  # the stock INT8_PTQ step, on the shots stored by the fit
             quantized = model._post_training_quantization_ov(graph)
-        elif scope is None:
-            quantized = quantize_on_shots(graph, packed)
-        else:
-            quantized = quantize_on_shots(graph, packed, model_type, scope=scope)
+        else:  # a screened scope, or a baseline's default one
+            quantized = quantize_on_shots(graph, packed, model_type, scope=scope or DEFAULT_SCOPE)
         name = "int8" if scope is None else f"int8@{scope}"
         path = work / "export_int8" / f"{name.replace('@', '_')}.xml"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,21 +124,6 @@ class CompiledGraph:
         return torch.cat(scores), torch.cat(maps)
 
 
-def interleaved_ms(graphs: dict[str, Callable[[torch.Tensor], Any]], images: list[torch.Tensor]) -> dict[str, float]:
-    """Median ms per image of each graph, timed in turn on each image (rotating order, 3 warm-up calls each)."""
-    names = list(graphs)
-    for name in names:
-        for image in images[:3]:
-            graphs[name](image)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for i, image in enumerate(images):
-        for name in names[i % len(names) :] + names[: i % len(names)]:
-            start = time.perf_counter()
-            graphs[name](image)
-            times[name].append((time.perf_counter() - start) * 1000 / len(image))
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def int8_columns(
     model: Any,
     engine: Any,
@@ -176,10 +158,13 @@ def int8_columns(
         if name != "f32":
             metrics = evaluate(graph)
             row.update({f"{name}_{metric}": metrics[metric] for metric in COMPARED})
+    from anomalib_fewshot.benchmark.retime import time_interleaved
+
     count = min(timing_images, len(datamodule.test_data))
     batch = graphs["f32"].batch or 1  # a static-batch graph is timed on full batches, reported per image
-    images = [datamodule.test_data[i].image[None].float().repeat(batch, 1, 1, 1) for i in range(count)]
-    ms = interleaved_ms(graphs, images)
+    images = [datamodule.test_data[i].image[None].float().numpy() for i in range(count)]
+    timed = {name: (lambda array, graph=graph: graph(torch.from_numpy(array)), batch) for name, graph in graphs.items()}
+    ms = time_interleaved(timed, images)
     row["openvino_ms"] = round(ms.pop("f32"), 1)
     row["openvino_batch"] = batch
     for name, value in ms.items():

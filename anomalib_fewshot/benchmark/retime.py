@@ -96,9 +96,7 @@ def load_test_images(job: dict[str, Any], n_images: int) -> list[np.ndarray]:
     return [datamodule.test_data[i].image[None].float().numpy() for i in range(count)]
 
 
-def time_interleaved(
-    graphs: dict[tuple[str, ...], Graph], images: Sequence[np.ndarray], warmup: int = WARMUP
-) -> dict[tuple[str, ...], float]:
+def time_interleaved(graphs: dict[Any, Graph], images: Sequence[np.ndarray], warmup: int = WARMUP) -> dict[Any, float]:
     """Median ms per image of each graph, all timed in turn on the same ``images``.
 
     Warm-up: each graph once on each of the first ``warmup`` images (not timed). Then, for image ``i``, every graph
@@ -119,7 +117,7 @@ def time_interleaved(
         for key in keys:
             predict, batch = graphs[key]
             predict(inputs[batch])
-    times: dict[tuple[str, ...], list[float]] = {key: [] for key in keys}
+    times: dict[Any, list[float]] = {key: [] for key in keys}
     for i, image in enumerate(images):
         inputs = batched(image)
         shift = i % len(keys)

@@ -99,15 +99,6 @@ def test_compiled_graph_pads_a_static_batch_and_drops_the_padding(tmp_path: Path
     np.testing.assert_allclose(maps.numpy(), want_maps[:, 0].numpy(), rtol=1e-4, atol=1e-5)
 
 
-def test_interleaved_timing_times_every_graph_on_every_image():
-    calls: list[str] = []
-    graphs = {name: (lambda image, name=name: calls.append(name)) for name in ("a", "b", "c")}
-    ms = int8.interleaved_ms(graphs, [torch.zeros(1, 3, 4, 4)] * 5)
-    assert set(ms) == {"a", "b", "c"} and all(value >= 0 for value in ms.values())
-    timed = calls[9:]  # after 3 warm-up calls each
-    assert [timed[i * 3] for i in range(5)] == ["a", "b", "c", "a", "b"]  # each image starts with the next graph
-
-
 def test_precision_section_reports_deltas_and_speedup():
     base = {"model": "Pcsnet", "variant": "v", "dataset": "d", "k_shot": "1", "profile": "p", "status": "ok"}
     rows = []
