@@ -134,7 +134,7 @@ def _dispatch(argv: list[str]) -> int:
 
 def _our_error(exc: BaseException) -> str | None:
     """The message of ``exc`` or of the error of ours it wraps (Lightning and jsonargparse may wrap them)."""
-    from anomalib_fewshot.errors import AnomalibFewshotError, last_message
+    from anomalib_fewshot.errors import AnomalibFewshotError
 
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -143,10 +143,23 @@ def _our_error(exc: BaseException) -> str | None:
             return str(current)
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    message = last_message()
-    if message and message in str(exc):  # a parser error that lists ours among its alternatives
-        return message
-    return None
+    return _our_constructor_error(str(exc))
+
+
+def _our_constructor_error(text: str) -> str | None:
+    """Our model constructor's message inside a jsonargparse union error, if that is what ``text`` is.
+
+    jsonargparse (the ``anomalib`` CLI's parser) tries each type of ``--model`` (``None``, ``AnomalibModule``)
+    and reports every alternative's message as a ``  - ...`` line under ``Errors:``, chaining only the first
+    (``Expected a <class 'NoneType'>``). When the value's class path is one of ours, the other line is what our
+    constructor raised.
+    """
+    if "class_path='anomalib_fewshot." not in text or "\nErrors:\n" not in text:
+        return None
+    listed = text.split("\nErrors:\n", 1)[1].split("\nGiven value", 1)[0]
+    messages = [line.strip()[2:] for line in listed.splitlines() if line.strip().startswith("- ")]
+    ours = [message for message in messages if not message.startswith("Expected a ")]
+    return "; ".join(ours) or None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,25 +18,8 @@ __all__ = [
 ]
 
 
-_last_message: str | None = None
-
-
 class AnomalibFewshotError(Exception):
     """An error whose message already names the file or argument at fault and what to do about it."""
-
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)
-        global _last_message
-        _last_message = str(self)
-
-
-def last_message() -> str | None:
-    """The message of the newest error of ours, for callers that only see a wrapper.
-
-    jsonargparse (the ``anomalib`` CLI's parser) reports a constructor's error inside its own ``ValueError``
-    and chains only the first failed alternative, so the CLI cannot always reach our exception object itself.
-    """
-    return _last_message
 
 
 class InvalidArgumentError(AnomalibFewshotError, ValueError):

@@ -39,7 +39,43 @@ class WeightsError(AnomalibFewshotError, RuntimeError):
     """Raised when backbone weights cannot be found or do not fit the architecture."""
 
 
-def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+class FrozenExtractor(nn.Module):
+    """Base of the frozen feature extractors: :class:`Backbone` and the token extractors of ``components.tokens``.
+
+    A subclass registers ``mean``/``std`` buffers (the statistics its weights were trained with) and fills its
+    weights in :meth:`load_weights`, never in its constructor. It stays in eval mode with no gradients, so
+    BatchNorm statistics never follow the training batches of the model around it.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    weights_loaded: bool
+
+    def freeze(self) -> None:
+        """No gradients and eval mode (call at the end of the subclass's constructor)."""
+        self.requires_grad_(False)
+        self.train(False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalise ``[0, 1]`` images with the extractor's statistics."""
+        return (images - self.mean) / self.std
+
+    def train(self, mode: bool = True) -> FrozenExtractor:
+        """The extractor is frozen: always in eval mode, whatever ``mode`` asks."""
+        del mode
+        return super().train(False)
+
+    def load_weights(self) -> None:  # pragma: no cover - interface
+        """Fill the network's weights (idempotent)."""
+        raise NotImplementedError
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict of tensors (``.safetensors`` or torch ``weights_only``) from a weights file.
+
+    A checkpoint that nests it under ``state_dict``/``model``/``model_state_dict`` is unwrapped; a missing or
+    unreadable file, or one without tensors, is a :class:`WeightsError` naming the file.
+    """
     if not path.is_file():
         msg = f"Backbone weights file not found: '{path}'. Pass an existing state-dict file as weights_path."
         raise WeightsError(msg)
@@ -110,7 +146,7 @@ class _SequentialTaps(nn.Module):
         return outputs
 
 
-class Backbone(nn.Module):
+class Backbone(FrozenExtractor):
     """A frozen multi-level feature extractor (timm, or torchvision MobileNetV2) with lazy weights.
 
     Args:
@@ -150,8 +186,7 @@ class Backbone(nn.Module):
         std = default_std if std is None else tuple(std)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        self.requires_grad_(False)
-        self.train(False)  # frozen from the start: BatchNorm statistics never follow the training batches
+        self.freeze()
 
     def _build(self) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
         if self.name == TORCHVISION_MOBILENET_V2:
@@ -189,19 +224,9 @@ class Backbone(nn.Module):
         with torch.no_grad():
             return [f.shape[1] for f in self.network(torch.zeros(1, 3, 64, 64, device=self.mean.device))]
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalise ``[0, 1]`` images with the backbone's statistics."""
-        return (images - self.mean) / self.std
-
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Return the feature maps of already-normalised ``images`` (frozen, no gradient to the backbone)."""
         return list(self.network(images))
-
-    def train(self, mode: bool = True) -> Backbone:
-        """Keep the frozen backbone in eval mode (BatchNorm statistics never change)."""
-        super().train(False)
-        del mode
-        return self
 
     # ------------------------------------------------------------------ weights
     def load_weights(self) -> None:
@@ -283,7 +308,7 @@ def _state_dict_like(
     used as it is; otherwise it is mapped onto the reference by position (e.g. the efficientnet-lite0 registry file:
     the same network under other key names), checking every shape.
     """
-    state = _load_state_dict_file(path)
+    state = load_state_dict_file(path)
     if set(state) == set(reference) or (feature_keys and feature_keys <= set(state)):
         return state
     try:

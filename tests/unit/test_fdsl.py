@@ -13,6 +13,7 @@ from anomalib.deploy import ExportType, OpenVINOInferencer
 from anomalib.engine import Engine
 
 from anomalib_fewshot.components.backbones import WeightsError
+from anomalib_fewshot.components.tokens import ClipTokens, resize_positional_embedding
 from anomalib_fewshot.models import Fdsl
 from anomalib_fewshot.models.fdsl import (
     FdslModel,
@@ -21,10 +22,10 @@ from anomalib_fewshot.models.fdsl import (
     pretrain_head,
     save_head_weights,
 )
-from anomalib_fewshot.models.fdsl.head import AnnotatedSplit, head_loss
-from anomalib_fewshot.models.fdsl.loss import FdslLoss, dice_loss, focal_loss
-from anomalib_fewshot.models.fdsl.tokens import ClipTokens, resize_positional_embedding
-from anomalib_fewshot.models.fdsl.torch_model import nearest_residuals, window_offsets
+from anomalib_fewshot.models.fdsl.head import AnnotatedSplit
+from anomalib_fewshot.models.fdsl.loss import FdslLoss, dice_loss, focal_loss, head_loss
+from anomalib_fewshot.models.fdsl.torch_model import nearest_residuals
+from anomalib_fewshot.models.fdsl.windows import window_offsets
 from tests.helpers import TINY_CONFIGS
 
 TINY_VIT = TINY_CONFIGS["Fdsl"]["vision_cfg"]

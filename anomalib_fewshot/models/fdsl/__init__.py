@@ -17,7 +17,8 @@ Example:
 
 from anomalib_fewshot.components.spec import DemoAccuracy, ModelSpec
 from anomalib_fewshot.models.fdsl import diagnostics
-from anomalib_fewshot.models.fdsl.head import HeadWeightsError, load_head_weights, pretrain_head, save_head_weights
+from anomalib_fewshot.models.fdsl.head import pretrain_head
+from anomalib_fewshot.models.fdsl.head_weights import HeadWeightsError, load_head_weights, save_head_weights
 from anomalib_fewshot.models.fdsl.lightning_model import Fdsl
 from anomalib_fewshot.models.fdsl.loss import FdslLoss
 from anomalib_fewshot.models.fdsl.prerequisites import HEAD_PRETRAINING

@@ -1,4 +1,4 @@
-"""FDSL stage 1: train the class-agnostic scoring head on an auxiliary annotated dataset; head-weights files.
+"""FDSL stage 1: train the class-agnostic scoring head on an auxiliary annotated dataset.
 
 The head (per-level classifiers + NAM) learns to score residuals ``|f − nn(f)|`` from real anomalies with pixel
 masks: the *test* split of any anomalib datamodule (one or several categories). Each category's reference bank
@@ -6,7 +6,7 @@ is built from ``reference_k`` (10) seeded normal images of its own *train* split
 matched against the bank of its category. Augmentation happens in pixel space before normalisation: a 2×2 mosaic
 of four images of one category (MVTec recipe) and/or a random crop that keeps anomaly pixels (VisA recipe).
 
-The result is a head-weights file (:func:`save_head_weights`) that ``Fdsl(head_weights=...)`` loads.
+The result is a head-weights file (:mod:`.head_weights`) that ``Fdsl(head_weights=...)`` loads.
 """
 
 from __future__ import annotations
@@ -25,93 +25,14 @@ from torch.utils.data import DataLoader, Dataset
 from anomalib_fewshot.components.arguments import check_arguments
 from anomalib_fewshot.components.fewshot import select_shots
 from anomalib_fewshot.components.images import read_image
-from anomalib_fewshot.components.io import atomic_write_bytes
-from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError
-from anomalib_fewshot.models.fdsl.loss import FdslLoss
+from anomalib_fewshot.errors import InvalidArgumentError
+from anomalib_fewshot.models.fdsl.head_weights import save_head_weights
+from anomalib_fewshot.models.fdsl.loss import FdslLoss, head_loss
 from anomalib_fewshot.models.fdsl.torch_model import FdslModel
 
 logger = logging.getLogger(__name__)
 
-HEAD_FORMAT = "anomalib_fewshot.fdsl_head"
-HEAD_FORMAT_VERSION = 1
 HeadAugment = Literal["none", "mosaic", "crop", "mosaic_crop"]
-
-
-class HeadWeightsError(AnomalibFewshotError, ValueError):
-    """A head-weights file that is missing, unreadable or made for another configuration."""
-
-
-# ---------------------------------------------------------------------- files
-def save_head_weights(model: FdslModel, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Write the heads and NAM of ``model`` (plus what they must match and ``metadata``) atomically to ``path``."""
-    import io
-
-    payload = {
-        "format": HEAD_FORMAT,
-        "version": HEAD_FORMAT_VERSION,
-        "signature": model.head_signature(),
-        "metadata": dict(metadata or {}),
-        "state_dict": model.head_state_dict(),
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def read_head_weights(path: str | Path) -> dict[str, Any]:
-    """Read and check a head-weights file (``weights_only`` loading)."""
-    path = Path(path)
-    if not path.is_file():
-        msg = (
-            f"FDSL head-weights file not found: '{path}'. Train one with `anomalib-fewshot fdsl-pretrain`, "
-            "or pass head_weights=None for the pseudo-anomaly head."
-        )
-        raise HeadWeightsError(msg)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        msg = f"Could not read FDSL head-weights file '{path}': {exc}"
-        raise HeadWeightsError(msg) from exc
-    if not isinstance(payload, dict) or payload.get("format") != HEAD_FORMAT:
-        msg = f"'{path}' is not an FDSL head-weights file (written by anomalib_fewshot.models.fdsl.save_head_weights)"
-        raise HeadWeightsError(msg)
-    return payload
-
-
-def load_head_weights(model: FdslModel, path: str | Path) -> dict[str, Any]:
-    """Load a head-weights file into ``model``; a file for another backbone or head is a clear error."""
-    payload = read_head_weights(path)
-    expected, found = model.head_signature(), payload.get("signature", {})
-    if expected != found:
-        msg = (
-            f"FDSL head-weights file '{path}' was trained for {found} but the model has {expected}: "
-            "use the same backbone, layers, head_dims and nam as in fdsl-pretrain."
-        )
-        raise HeadWeightsError(msg)
-    state = payload["state_dict"]
-    model.heads.load_state_dict({k[len("heads.") :]: v for k, v in state.items() if k.startswith("heads.")})
-    if model.nam is not None:
-        model.nam.load_state_dict({k[len("nam.") :]: v for k, v in state.items() if k.startswith("nam.")})
-    return payload.get("metadata", {})
-
-
-# ---------------------------------------------------------------------- shared training step
-def head_loss(
-    model: FdslModel,
-    loss: FdslLoss,
-    images: torch.Tensor,
-    masks: torch.Tensor,
-    banks: Sequence[Sequence[torch.Tensor]],
-) -> torch.Tensor:
-    """Loss of one batch: tokens in one backbone call, each image matched against its own bank."""
-    with torch.no_grad():
-        tokens = model.level_tokens(images)
-        residuals = []
-        for index, bank in enumerate(banks):
-            residuals.append(model.residuals([t[index : index + 1] for t in tokens], bank))
-        level_residuals = [torch.cat([r[level] for r in residuals]) for level in range(model.num_levels)]
-    raw = model.head_maps(level_residuals, model.grid)
-    return loss([(r, model.refine(r)) for r in raw], masks)
 
 
 # ---------------------------------------------------------------------- auxiliary data

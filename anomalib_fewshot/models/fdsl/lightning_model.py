@@ -21,8 +21,8 @@ from anomalib_fewshot.components.anomalies import PerlinImageAnomaly, random_fli
 from anomalib_fewshot.components.arguments import select_arguments
 from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
 from anomalib_fewshot.components.pool import PoolBatch
-from anomalib_fewshot.models.fdsl.head import head_loss, load_head_weights
-from anomalib_fewshot.models.fdsl.loss import FdslLoss
+from anomalib_fewshot.models.fdsl.head_weights import load_head_weights
+from anomalib_fewshot.models.fdsl.loss import FdslLoss, head_loss
 from anomalib_fewshot.models.fdsl.torch_model import FdslModel
 
 logger = logging.getLogger(__name__)

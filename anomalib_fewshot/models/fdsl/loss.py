@@ -7,10 +7,14 @@ and summed with equal weights, as the reference training script does. Written fr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from anomalib_fewshot.models.fdsl.torch_model import FdslModel
 
 
 def focal_loss(
@@ -67,3 +71,21 @@ class FdslLoss(nn.Module):
                 full = F.interpolate(grid_map, size=size, mode="bilinear", align_corners=True)
                 total = total + focal_loss(full, target, self.gamma, self.alpha) + dice_loss(full[:, 1], target)
         return total
+
+
+def head_loss(
+    model: FdslModel,
+    loss: FdslLoss,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    banks: Sequence[Sequence[torch.Tensor]],
+) -> torch.Tensor:
+    """Loss of one batch: tokens in one backbone call, each image matched against its own bank."""
+    with torch.no_grad():
+        tokens = model.level_tokens(images)
+        residuals = []
+        for index, bank in enumerate(banks):
+            residuals.append(model.residuals([t[index : index + 1] for t in tokens], bank))
+        level_residuals = [torch.cat([r[level] for r in residuals]) for level in range(model.num_levels)]
+    raw = model.head_maps(level_residuals, model.grid)
+    return loss([(r, model.refine(r)) for r in raw], masks)

@@ -13,11 +13,13 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from anomalib.data import InferenceBatch
+from anomalib.models.components import DynamicBufferMixin
 from torch import nn
 
 from anomalib_fewshot.components.arguments import check_arguments
+from anomalib_fewshot.components.tokens import ClipTokens, CnnTokens, TokenExtractor
 from anomalib_fewshot.errors import InvalidArgumentError
-from anomalib_fewshot.models.fdsl.tokens import ClipTokens, CnnTokens, TokenExtractor
+from anomalib_fewshot.models.fdsl.windows import WindowGrid
 
 Alignment = Literal["cosine", "l2"]
 ScoreMode = Literal["mean", "score", "map_max"]
@@ -109,24 +111,11 @@ def is_clip_backbone(name: str) -> bool:
     return name.startswith("ViT-")
 
 
-def window_offsets(grid: int, window: int, stride: int) -> int:
-    """Number of window positions per side, checking that the windows tile the grid exactly."""
-    if window > grid or (grid - window) % stride:
-        msg = (
-            f"LFE windows of {window} cells with stride {stride} do not tile a {grid}-cell grid: "
-            "(grid - window_size) must be a non-negative multiple of window_stride"
-        )
-        raise InvalidArgumentError(msg)
-    return (grid - window) // stride + 1
-
-
-def stitch_kernel(window: int) -> torch.Tensor:
-    """One-hot ``ConvTranspose2d`` kernel ``(window², 1, window, window)``: channel ``(i, j)`` → tap ``(i, j)``."""
-    return torch.eye(window * window).reshape(window * window, 1, window, window)
-
-
-class FdslModel(nn.Module):
+class FdslModel(DynamicBufferMixin, nn.Module):
     """FDSL: nearest-neighbour residuals to k-shot banks, scored by learned per-level heads and the NAM.
+
+    The banks hold a k-dependent number of tokens: :class:`DynamicBufferMixin` takes a checkpoint's bank shapes
+    when it is loaded.
 
     Args:
         backbone: open_clip model name (``"ViT-L-14-336"``) for the paper's ViT, or a timm/torchvision CNN name
@@ -202,7 +191,7 @@ class FdslModel(nn.Module):
         self.window_size = int(window_size)
         self.window_stride = int(window_stride)
         # window geometry is only checked (and its buffers built) when the LFE branch is on
-        self.windows_per_side = window_offsets(self.grid, self.window_size, self.window_stride) if self.lfe else 0
+        self.windows = WindowGrid(self.grid, window_size, window_stride, self.features.patch) if self.lfe else None
         self.lfe_weight = float(lfe_weight) if self.lfe else 0.0
         self.align = align
         self.absolute = absolute
@@ -217,13 +206,6 @@ class FdslModel(nn.Module):
         # pooled embeddings of the reference windows (image-index window memory), (k·n², D)
         self.register_buffer("window_embeddings", torch.zeros(0))
         self.register_buffer("banks_ready", torch.tensor(False))
-        weight, counts = torch.zeros(0), torch.zeros(0)
-        if self.lfe:
-            weight = stitch_kernel(self.window_size)
-            windows = torch.ones(1, self.window_size**2, self.windows_per_side, self.windows_per_side)
-            counts = F.conv_transpose2d(windows, weight, stride=self.window_stride)
-        self.register_buffer("stitch_weight", weight, persistent=False)
-        self.register_buffer("stitch_count", counts, persistent=False)
 
     @staticmethod
     def _build_features(
@@ -274,12 +256,20 @@ class FdslModel(nn.Module):
         maps = self.features(self.features.normalize(images), window=window)
         return [F.normalize(m.flatten(2).transpose(1, 2), dim=-1) for m in maps]
 
+    @property
+    def windows_per_side(self) -> int:
+        """LFE window positions per side (0 without the LFE branch)."""
+        return 0 if self.windows is None else self.windows.per_side
+
     def extract_windows(self, images: torch.Tensor) -> torch.Tensor:
         """``(B·n², 3, w, w)`` LFE windows of ``(B, 3, S, S)`` images, row-major over window positions."""
-        size = self.window_size * self.features.patch
-        stride = self.window_stride * self.features.patch
-        windows = images.unfold(2, size, stride).unfold(3, size, stride)  # (B, 3, n, n, w, w)
-        return windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, images.shape[1], size, size)
+        return self._window_grid().cut(images)
+
+    def _window_grid(self) -> WindowGrid:
+        if self.windows is None:
+            msg = "this FDSL model has no LFE branch (lfe=False): it has no windows"
+            raise InvalidArgumentError(msg)
+        return self.windows
 
     def window_tokens(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Window tokens per level as ``(B, n²·w², C)`` (window-major, then row-major inside the window)."""
@@ -335,15 +325,6 @@ class FdslModel(nn.Module):
         """The state a fit computes without training: both memory banks from ``images`` (see :meth:`set_banks`)."""
         self.set_banks(images)
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        """Banks hold k-dependent numbers of tokens: take the checkpoint's shapes before loading."""
-        names = [f"{kind}_{level}" for level in range(self.num_levels) for kind in ("bank", "window_bank")]
-        for name in [*names, "window_embeddings"]:
-            key = prefix + name
-            if key in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[key], device=getattr(self, name).device))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     # ------------------------------------------------------------------ scoring
     def residuals(self, tokens: Sequence[torch.Tensor], banks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Per-level residuals of ``(B, L, C)`` tokens against ``(N, C)`` banks."""
@@ -371,12 +352,7 @@ class FdslModel(nn.Module):
 
     def stitch(self, window_probabilities: torch.Tensor) -> torch.Tensor:
         """Average overlapping window probabilities ``(B, n²·w², 2)`` into a ``(B, 2, g, g)`` map."""
-        batch = window_probabilities.shape[0]
-        n, w = self.windows_per_side, self.window_size
-        per_window = window_probabilities.reshape(batch, n * n, w * w, 2).permute(0, 3, 2, 1)  # (B, 2, w², n²)
-        stacked = per_window.reshape(batch * 2, w * w, n, n)
-        summed = F.conv_transpose2d(stacked, self.stitch_weight, stride=self.window_stride)
-        return summed.reshape(batch, 2, self.grid, self.grid) / self.stitch_count
+        return self._window_grid().stitch(window_probabilities)
 
     def window_level_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Refined 2-channel maps per level of the LFE branch (heads per token, stitched, then the NAM)."""

@@ -1,7 +1,7 @@
-"""Multi-level patch-token extractors for FDSL: open_clip ViTs (the paper) and CNN backbones (offline profiles).
+"""Multi-level patch-token extractors: open_clip ViTs (FDSL's paper backbone) and CNN backbones (offline profiles).
 
 Both return, for normalised images ``(B, 3, S, S)``, a list of ``(B, C_l, g, g)`` maps on one common grid of
-``g = S / patch`` cells, so the FDSL head, the NAM and the LFE windows never need to know which kind of
+``g = S / patch`` cells, so a model (FDSL's heads, NAM and LFE windows) never needs to know which kind of
 backbone produced them. Construction never downloads or reads weights; :meth:`load_weights` does, when
 fitting starts.
 """
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalib_fewshot.components.backbones import Backbone, WeightsError, _load_state_dict_file
+from anomalib_fewshot.components.backbones import Backbone, FrozenExtractor, WeightsError, load_state_dict_file
 from anomalib_fewshot.errors import InvalidArgumentError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def resize_positional_embedding(embedding: torch.Tensor, grid: int) -> torch.Ten
     return torch.cat([cls_row.float(), resized[0].permute(1, 2, 0).reshape(grid * grid, -1)], dim=0)
 
 
-class TokenExtractor(nn.Module):
+class TokenExtractor(FrozenExtractor):
     """Interface: ``forward(images, window)`` → per-level ``(B, C_l, g, g)`` maps of normalised images.
 
     ``forward_embedded(images, window)`` also returns one pooled image embedding ``(B, D)`` per input (the
@@ -59,19 +59,6 @@ class TokenExtractor(nn.Module):
     ) -> tuple[list[torch.Tensor], torch.Tensor]:  # pragma: no cover - interface
         """Per-level maps and a pooled embedding ``(B, D)`` of normalised images."""
         raise NotImplementedError
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalise ``[0, 1]`` images with the backbone's statistics."""
-        return (images - self.mean) / self.std
-
-    def load_weights(self) -> None:  # pragma: no cover - interface
-        """Fill the network's weights (idempotent)."""
-        raise NotImplementedError
-
-    def train(self, mode: bool = True) -> TokenExtractor:
-        """The extractor is frozen: always in eval mode."""
-        del mode
-        return super().train(False)
 
 
 class ClipTokens(TokenExtractor):
@@ -160,8 +147,7 @@ class ClipTokens(TokenExtractor):
         self.weights_path = None if weights_path in (None, "") else Path(weights_path)
         self.weights_loaded = False
         self._refresh_positions()
-        self.requires_grad_(False)
-        self.train(False)
+        self.freeze()
 
     def _refresh_positions(self) -> None:
         with torch.no_grad():
@@ -220,7 +206,7 @@ class ClipTokens(TokenExtractor):
     @staticmethod
     def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:
         try:
-            return _load_state_dict_file(path)
+            return load_state_dict_file(path)
         except WeightsError:
             if not path.is_file():
                 raise
@@ -301,7 +287,7 @@ class CnnTokens(TokenExtractor):
         self.patch = image_size // grid
         self.register_buffer("mean", self.backbone.mean.clone())
         self.register_buffer("std", self.backbone.std.clone())
-        self.train(False)
+        self.freeze()
 
     def forward(self, images: torch.Tensor, window: bool = False) -> list[torch.Tensor]:
         """Feature levels of normalised ``images``, all on the first level's grid."""
