@@ -86,6 +86,18 @@ def write_fake_grid(
 RAW_PARITY_RTOL = 1e-3
 
 
+def raw_outputs(model: Any, images: Any) -> Any:
+    """``model.model(pre_processor(images))``: score and map before post-processing (eval mode, no gradient).
+
+    Tests compare these: the post-processor's clamp at 0 and 1 could make two models agree while these differ.
+    """
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return model.model(model.pre_processor.transform(images))
+
+
 def assert_close_to_range(got: Any, expected: Any, rtol: float = RAW_PARITY_RTOL) -> None:
     """``got`` equals ``expected`` within ``rtol`` times the range of ``expected`` (raw scores and maps)."""
     import numpy as np

@@ -47,6 +47,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 class Workload:
     """What one profile measures: its trainable parameters, a training step and one test-image forward."""
 
+    module: Any
     params: list[torch.nn.Parameter]
     step: Callable[[], None]
     infer: Callable[[], None]
@@ -80,7 +81,7 @@ def workload(spec: ModelSpec, config: Mapping[str, Any]) -> Workload:
         with torch.no_grad():
             module.model(test_image)
 
-    return Workload(params, step, infer)
+    return Workload(module, params, step, infer)
 
 
 def model_spec(model: str) -> ModelSpec:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
 
@@ -22,6 +23,22 @@ EXPECTED_ROWS = {
 }
 
 
+def test_branch_metrics_follow_the_maps():
+    """A map that marks the defects scores 1, its negation 0, a constant map 0.5 (image score: the map's max)."""
+    masks = torch.zeros(6, 16, 16)
+    masks[3:, 4:8, 4:8] = 1
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    noise = 0.1 * torch.rand(6, 16, 16, generator=torch.Generator().manual_seed(0))
+    maps = {"marks": masks + noise, "negated": 1 - masks + noise, "constant": torch.zeros(6, 16, 16)}
+    metrics = branches.branch_metrics(maps, labels, masks)
+    assert list(metrics) == ["marks", "negated", "constant"]
+    assert metrics["marks"]["image_auroc"] == metrics["marks"]["pixel_auroc"] == 1.0
+    assert metrics["marks"]["aupro"] == pytest.approx(1.0, abs=1e-3)
+    assert metrics["negated"]["pixel_auroc"] == 0.0
+    assert metrics["negated"]["aupro"] == pytest.approx(0.0, abs=1e-3)
+    assert metrics["constant"]["image_auroc"] == metrics["constant"]["pixel_auroc"] == 0.5
+
+
 @pytest.mark.parametrize("name", list(branches.BRANCHES))
 def test_branch_table(tmp_path: Path, tiny_data_root: Path, name: str, capsys: pytest.CaptureFixture):
     model = REGISTRY[name].model_class(**TINY_CONFIGS[name])
@@ -36,12 +53,10 @@ def test_branch_table(tmp_path: Path, tiny_data_root: Path, name: str, capsys: p
     assert rows
     for row in EXPECTED_ROWS.get(name, []):
         assert any(line.startswith(f"| {row} |") for line in rows), out
-    for line in rows:
-        pixel, image, aupro = (float(v) for v in line.strip("| ").split("|")[1:4])
-        assert 0.0 <= pixel <= 1.0
-        assert 0.0 <= image <= 1.0
-        assert 0.0 <= aupro <= 1.0
     written = store.read_rows(csv_path)
+    for line, row in zip(rows, written, strict=True):  # the printed table is the written one (what metrics mean:
+        printed = [float(v) for v in line.strip("| ").split("|")[1:4]]  # test_branch_metrics_follow_the_maps)
+        assert printed == [round(float(row[key]), 3) for key in ("pixel_auroc", "image_auroc", "aupro")], line
     assert (
         [r["branch"] for r in written]
         == [r["branch"] for r in returned]

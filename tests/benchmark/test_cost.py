@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from anomalib_fewshot.benchmark import cost
 from anomalib_fewshot.errors import InvalidArgumentError
@@ -40,8 +41,24 @@ def test_unknown_model_names_the_registered_ones():
 
 
 @pytest.mark.parametrize("model", sorted(cost.PROFILES))
-def test_shipped_cost_profiles_build(model: str):
+def test_shipped_cost_profiles_build_the_workloads_they_name(model: str):
+    """Every lite candidate builds and prepares; its settings reach the model; no two candidates measure the same.
+
+    (The paper profiles are skipped: their backbones are large, and their geometry is the paper's.)
+    """
     spec = cost.model_spec(model)
+    signatures = {}
     for name, config in spec.cost_profiles.items():
-        if not name.startswith("paper"):  # the paper backbones are large; their geometry is the paper's
-            spec.model_class(**config)  # e.g. FDSL's window geometry is valid for every lite candidate
+        if name.startswith("paper"):
+            continue
+        torch.manual_seed(0)
+        work = cost.workload(spec, config)  # e.g. FDSL's window geometry is valid for every lite candidate
+        hparams = dict(work.module.hparams)
+        assert {key: hparams[key] for key in config} == dict(config), name
+        work.module.model.eval()
+        with torch.no_grad():
+            size = int(hparams["image_size"])
+            output = work.module.model(torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)))
+        assert torch.isfinite(output.anomaly_map).all(), name
+        signatures[name] = (sum(p.numel() for p in work.params), float(output.anomaly_map.double().sum()))
+    assert len(set(signatures.values())) == len(signatures), signatures  # a dropped setting would repeat one

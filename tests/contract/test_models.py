@@ -20,7 +20,7 @@ from lightning.pytorch import Callback
 
 import anomalib_fewshot.models as plugin_models
 from anomalib_fewshot.components.fewshot import SHOT_FILE_NAME
-from tests.helpers import RAW_PARITY_RTOL, TINY_CONFIGS, assert_close_to_range
+from tests.helpers import RAW_PARITY_RTOL, TINY_CONFIGS, assert_close_to_range, raw_outputs
 
 pytestmark = pytest.mark.slow
 MODEL_NAMES = list(plugin_models.__all__)
@@ -142,9 +142,19 @@ def test_train_runs_fit_and_test(fitted: Fitted, tmp_path: Path, tiny_data_root:
     datamodule = MVTecAD(root=tiny_data_root, category="tiny", num_workers=0, eval_batch_size=4)
     engine.train(model, datamodule=datamodule)
     assert engine.trainer.global_step > 0  # the shots trained the model (LearningType.FEW_SHOT would skip it)
-    metrics = engine.trainer.callback_metrics
+    metrics = {key: float(value) for key, value in engine.trainer.callback_metrics.items()}
     assert {"image_AUROC", "pixel_AUROC"} <= set(metrics), sorted(metrics)
-    assert all(bool(torch.isfinite(torch.as_tensor(v)).all()) for v in metrics.values())
+    # the reported metrics are those of the fitted model's own predictions on the test split
+    from torchmetrics.classification import BinaryAUROC
+
+    batches = engine.predict(model, dataloaders=datamodule.test_dataloader())
+    scores = torch.cat([b.pred_score.reshape(-1) for b in batches])
+    labels = torch.cat([b.gt_label.reshape(-1) for b in batches]).int()
+    maps = torch.cat([b.anomaly_map.reshape(-1) for b in batches])
+    masks = torch.cat([b.gt_mask.reshape(-1) for b in batches]).int()
+    assert 0 < int(labels.sum()) < len(labels)
+    assert metrics["image_AUROC"] == pytest.approx(float(BinaryAUROC()(scores, labels)), abs=1e-6)
+    assert metrics["pixel_AUROC"] == pytest.approx(float(BinaryAUROC()(maps, masks)), abs=1e-6)
 
 
 def test_reload_from_checkpoint_weights_only(fitted: Fitted):
@@ -154,8 +164,7 @@ def test_reload_from_checkpoint_weights_only(fitted: Fitted):
     images = _images(2)
     with torch.no_grad():
         a, b = original(images), reloaded(images)
-        # the raw outputs (the post-processed ones are clamped and could agree while these differ)
-        raw_a, raw_b = (m.model(m.pre_processor.transform(images)) for m in (original, reloaded))
+    raw_a, raw_b = raw_outputs(original, images), raw_outputs(reloaded, images)
     torch.testing.assert_close(raw_a.pred_score, raw_b.pred_score, rtol=1e-6, atol=0)
     torch.testing.assert_close(raw_a.anomaly_map, raw_b.anomaly_map, rtol=1e-6, atol=0)
     assert float(raw_a.anomaly_map.std()) > 0
@@ -206,6 +215,10 @@ def test_export_torch(fitted: Fitted, tmp_path: Path):
     images = _images(2)
     with torch.no_grad():
         torch.testing.assert_close(loaded(images).pred_score, fitted.model.eval()(images).pred_score)
+    raw_loaded, raw_fitted = raw_outputs(loaded, images), raw_outputs(fitted.model, images)
+    assert float(raw_fitted.anomaly_map.std()) > 0
+    torch.testing.assert_close(raw_loaded.pred_score, raw_fitted.pred_score, rtol=1e-6, atol=0)
+    torch.testing.assert_close(raw_loaded.anomaly_map, raw_fitted.anomaly_map, rtol=1e-6, atol=0)
 
 
 def test_int8_export_from_the_checkpoint_alone_calibrates_on_the_stored_shots(

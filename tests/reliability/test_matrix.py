@@ -21,12 +21,12 @@ from torch.utils.data import DataLoader
 import anomalib_fewshot.models as plugin_models
 from anomalib_fewshot.components.backbones import WeightsError
 from anomalib_fewshot.components.fewshot import SHOT_FILE_NAME, FewShotError
-from anomalib_fewshot.components.images import ImageReadError
+from anomalib_fewshot.components.images import ImageReadError, read_image
 from anomalib_fewshot.components.inputs import InputImageError
 from anomalib_fewshot.components.lightning import CheckpointMismatchError
 from anomalib_fewshot.deploy import FewShotInferencer
 from anomalib_fewshot.errors import InvalidArgumentError
-from tests.helpers import TINY_CONFIGS, fit_tiny, make_tiny_dataset
+from tests.helpers import RAW_PARITY_RTOL, TINY_CONFIGS, fit_tiny, make_tiny_dataset, raw_outputs
 from tests.reliability.conftest import F32, MODEL_NAMES, FittedModel, plate
 
 pytestmark = pytest.mark.slow
@@ -330,7 +330,7 @@ def test_edge_script_scores_readable_files_and_names_broken_ones(
     assert status == 1  # some files could not be read; the others were still scored
     for case in cases[:7]:
         line = by_name[bad_files[case].name]
-        assert 0.0 <= line["pred_score"] <= 1.0, line
+        assert np.isfinite(line["pred_score"]), line
         assert Path(line["heatmap"]).is_file()
     for case in cases[7:]:
         assert bad_files[case].name in by_name[bad_files[case].name]["error"]
@@ -350,6 +350,17 @@ def test_edge_script_scores_readable_files_and_names_broken_ones(
     assert len(list((tmp_path / "maps2").glob("*.png"))) == 3  # no heat-map overwritten
     with pytest.raises(SystemExit):
         edge.main([str(tmp_path / "missing.xml"), str(folder)])
+    # the raw graph (no normalisation, no clamp): the script scores a file as the eager model scores the same image
+    raw_cases = ["rgb", "grayscale", "16bit"]
+    raw_model = str(fitted.export("openvino_raw"))
+    capsys.readouterr()  # drop what the export printed
+    assert edge.main([raw_model, *(str(bad_files[c]) for c in raw_cases), "--precision", "f32"]) == 0
+    scores = [json.loads(line)["pred_score"] for line in capsys.readouterr().out.splitlines()]
+    images = torch.stack([read_image(bad_files[c]) for c in raw_cases])
+    expected = raw_outputs(fitted.model, images)
+    assert float(expected.pred_score.std()) > 0  # the three cases score differently (rgb vs grey)
+    tolerance = RAW_PARITY_RTOL * float(expected.anomaly_map.max() - expected.anomaly_map.min()) + 1e-4  # JSON: 4 d.p.
+    np.testing.assert_allclose(scores, expected.pred_score.reshape(-1).numpy(), rtol=0, atol=tolerance)
 
 
 @pytest.mark.parametrize("fitted", ["Dfd"], indirect=True)
