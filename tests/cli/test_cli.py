@@ -60,6 +60,17 @@ def test_hook_does_not_import_torch(tmp_path: Path):
     _run([sys.executable, "-c", "import sys; assert 'anomalib_fewshot._autoload' in sys.modules"], tmp_path)
 
 
+def test_deploy_loads_none_of_our_lightning_modules(tmp_path: Path):
+    """The edge runtime (``anomalib_fewshot.deploy``) needs no model or Lightning module of ours."""
+    code = (
+        "import sys; import anomalib_fewshot.deploy; "
+        "bad = [m for m in sys.modules if m.startswith(('anomalib_fewshot.models', "
+        "'anomalib_fewshot.components.lightning'))]; "
+        "assert not bad, bad"
+    )
+    _run([sys.executable, "-c", code], tmp_path)
+
+
 def _stock_export(ckpt: Path, export_root: Path, cwd: Path, *extra: str) -> None:
     """``anomalib export`` of a Dfd checkpoint to OpenVINO (opset 18), with ``extra`` arguments."""
     command = [str(BIN / "anomalib"), "export", "--model", "Dfd", "--export_type", "openvino", "--ckpt_path", str(ckpt)]
