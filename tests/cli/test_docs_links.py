@@ -1,4 +1,5 @@
-"""Every relative link in the project's Markdown files points at a file or folder that exists."""
+"""Every relative link in the project's Markdown files points at a file or folder that exists, and every anchor
+into a Markdown file at one of its headings."""
 
 from __future__ import annotations
 
@@ -17,13 +18,28 @@ def markdown_files() -> list[Path]:
     return sorted(p for p in ROOT.rglob("*.md") if not skip & set(p.relative_to(ROOT).parts))
 
 
+def anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors of ``path``: lower case, punctuation dropped, each space a hyphen."""
+    found = set()
+    in_code = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and re.match(r"^#{1,6} ", line):
+            text = re.sub(r"`|\*\*|\[([^\]]*)\]\([^)]*\)", r"\1", line.lstrip("#").strip()).lower()
+            found.add(re.sub(r"[^\w\- ]", "", text).replace(" ", "-"))
+    return found
+
+
 def broken_links(path: Path) -> list[str]:
-    """The relative link targets in ``path`` that do not exist (web links and pure anchors are not checked)."""
+    """The relative link targets in ``path`` that do not exist (web links are not checked)."""
     broken = []
     for target in LINK.findall(path.read_text(encoding="utf-8")):
-        if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):
             continue
-        if not (path.parent / target.split("#", 1)[0]).exists():
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part) if file_part else path
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
             broken.append(target)
     return broken
 
