@@ -20,7 +20,9 @@ def save_heatmap(image_path: str | Path, anomaly_map: Any, output: str | Path) -
     from anomalib.visualization.image.functional import overlay_image, visualize_anomaly_map
     from PIL import Image
 
-    image = Image.open(image_path).convert("RGB")
+    from anomalib_fewshot.components.images import read_preview
+
+    image = read_preview(image_path)
     amap = np.asarray(anomaly_map, dtype=np.float32).squeeze()
     heat = visualize_anomaly_map(amap, colormap=True, normalize=True).resize(image.size)
     canvas = Image.new("RGB", (image.width * 2, image.height))
@@ -61,6 +63,8 @@ def demo_gallery(
     )
     from PIL import Image
 
+    from anomalib_fewshot.components.images import read_preview
+
     tiles, records = [], []
     for truth, paths in (("good", good), ("defective", defective)):
         for path in paths:
@@ -68,7 +72,7 @@ def demo_gallery(
             score = float(np.asarray(prediction.pred_score).reshape(-1)[0])
             label = bool(np.asarray(prediction.pred_label).reshape(-1)[0])
             amap = np.clip(np.asarray(prediction.anomaly_map, dtype=np.float32).squeeze(), 0.0, 1.0)
-            image = Image.open(path).convert("RGB").resize((tile, tile))
+            image = read_preview(path).resize((tile, tile))
             heat = visualize_anomaly_map(amap, colormap=True, normalize=False).resize(image.size)
             text = f"{truth}: score {score:.2f} -> {'DEFECT' if label else 'good'}"
             tiles.append(add_text_to_image(overlay_image(image, heat, alpha=0.5), text, size=max(10, tile // 18)))

@@ -114,6 +114,15 @@ def read_image(path: str | Path, max_side: int | None = None) -> torch.Tensor:
     return tensor
 
 
+def read_preview(path: str | Path, max_side: int | None = None) -> Image.Image:
+    """Read ``path`` as an 8-bit RGB PIL image for display (heat-map overlays), through :func:`read_image`.
+
+    A 16-bit image keeps its grey levels (PIL's ``convert("RGB")`` would show it white).
+    """
+    array = read_image(path, max_side).permute(1, 2, 0).mul(255).round().to(torch.uint8).numpy()
+    return Image.fromarray(array)
+
+
 def check_image(path: str | Path) -> str | None:
     """``None`` if ``path`` is a readable image, else a one-line description of the problem (naming the file)."""
     try:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from anomalib.data.utils import read_image as anomalib_read_image
 
-from anomalib_fewshot.components.images import ImageReadError, read_image, scan_images
+from anomalib_fewshot.components.images import ImageReadError, read_image, read_preview, scan_images
 
 BROKEN = ("zero_byte", "truncated", "not_an_image")
 
@@ -28,6 +28,16 @@ def test_8bit_reads_exactly_like_anomalib(bad_files: dict[str, Path]):
 
 def test_16bit_keeps_its_range(bad_files: dict[str, Path]):
     torch.testing.assert_close(read_image(bad_files["16bit"]), read_image(bad_files["grey8"]), atol=1e-6, rtol=0)
+
+
+def test_previews_are_the_read_images_in_8_bits(bad_files: dict[str, Path]):
+    """Heat-map overlays (demo gallery, saved heat-maps) show a 16-bit image as its grey levels, not white."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(bad_files["rgb"]) as rgb:
+        assert np.array_equal(np.asarray(read_preview(bad_files["rgb"])), np.asarray(rgb.convert("RGB")))
+    assert np.array_equal(np.asarray(read_preview(bad_files["16bit"])), np.asarray(read_preview(bad_files["grey8"])))
 
 
 @pytest.mark.xfail(reason="anomalib A1: read_image clips 16-bit PNGs to 255 (almost white)", strict=True)
