@@ -54,9 +54,10 @@ def test_eager_batch_1_vs_8(fitted: FittedModel, post_processing: bool):
         model.post_processor = None
     single, batched = _per_image(_eager(model), IMAGES)
     # raw maps reach ~40 and PCSNet's fused map subtracts a constant of that size: batch-dependent reduction order
-    # moves them by a few float32 ulps (measured: <= 3.5e-5); any batch coupling moves them by far more
-    np.testing.assert_allclose(single[0], batched[0], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(single[1], batched[1], rtol=1e-5, atol=1e-5)
+    # moves them by a few float32 ulps of that size (measured: <= 3.5e-5, on a map value of 1.19 in one CI run), so
+    # the tolerance follows the largest value; any batch coupling moves them by far more
+    for got, expected in zip(single, batched, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
 
 
 # ONNX: the contract suite checks the raw ONNX graph against eager (batches 1 and 3) for every model, and the
