@@ -55,11 +55,6 @@ class WindowGrid(nn.Module):
         self.register_buffer("weight", weight, persistent=False)
         self.register_buffer("count", F.conv_transpose2d(ones, weight, stride=self.stride), persistent=False)
 
-    @property
-    def count_per_image(self) -> int:
-        """Windows per image (``per_side²``)."""
-        return self.per_side**2
-
     def cut(self, images: torch.Tensor) -> torch.Tensor:
         """``(B·n², C, w, w)`` pixel windows of ``(B, C, S, S)`` images, row-major over window positions."""
         size, step = self.window * self.patch, self.stride * self.patch
