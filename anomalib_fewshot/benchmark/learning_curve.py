@@ -118,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--every", type=int, default=5, help="score every N epochs")
     parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one of the profile's init_args (VALUE read as YAML), e.g. --set noise_scale=rms; repeatable",
+    )
     parser.add_argument("--output", type=Path, required=True, help="folder of curve.csv and curve.png")
     parser.add_argument(
         "--work", type=Path, default=None,
@@ -140,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {"k_shot": args.k_shot, "few_shot_seed": args.seed}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
     model = REGISTRY[name].model_class(**model_init_args(args.profile, **overrides))
     torch.manual_seed(args.seed)
     curve = LearningCurve(args.root, args.category, args.output, every_n_epochs=args.every)

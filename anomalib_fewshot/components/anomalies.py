@@ -182,7 +182,7 @@ class PerlinImageAnomaly:
         return augmented.clamp(0, 1), mask, label
 
 
-def gaussian_feature_noise(features: torch.Tensor, std: float = 0.015) -> torch.Tensor:
+def gaussian_feature_noise(features: torch.Tensor, std: float | torch.Tensor = 0.015) -> torch.Tensor:
     """Feature-level pseudo-anomalies ``q + ε``, ``ε ~ N(0, std²)`` i.i.d. per element."""
     return features + torch.randn_like(features) * std
 

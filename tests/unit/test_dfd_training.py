@@ -123,3 +123,31 @@ def test_pool_stores_anomalous_features_only_for_anomalous_samples(tmp_path: Pat
     assert 0 < n_anomalous < len(pool)
     assert len(pool.anomalous[0]) == n_anomalous
     assert torch.equal((pool.anomalous_row >= 0).float(), pool.labels)
+
+
+@pytest.mark.parametrize("scale", ["absolute", "rms"])
+def test_feature_noise_std_follows_noise_scale(scale: str, tmp_path: Path, tiny_data_root: Path, monkeypatch):
+    """``absolute`` adds N(0, noise_std²) whatever the tokens; ``rms`` scales it by the tokens' RMS."""
+    import anomalib_fewshot.models.dfd.lightning_model as dfd_module
+
+    seen: list[tuple[float, float]] = []
+    original = dfd_module.gaussian_feature_noise
+
+    def recording(tokens: torch.Tensor, std: float | torch.Tensor) -> torch.Tensor:
+        noisy = original(tokens, std)
+        seen.append((float((noisy - tokens).detach().std()), float(tokens.detach().pow(2).mean().sqrt())))
+        return noisy
+
+    monkeypatch.setattr(dfd_module, "gaussian_feature_noise", recording)
+    _fit(tmp_path, tiny_data_root, epochs=1, noise_std=0.05, noise_scale=scale)
+    assert seen, "the Gaussian discriminator never saw feature noise"
+    for noise, rms in seen:
+        expected = 0.05 * rms if scale == "rms" else 0.05
+        assert noise == pytest.approx(expected, rel=0.1), (noise, rms)
+    # the tiny model's tokens are far from unit RMS, so the two modes are told apart
+    assert all(abs(rms - 1.0) > 0.2 for _, rms in seen)
+
+
+def test_unknown_noise_scale_is_rejected():
+    with pytest.raises(ValueError, match="noise_scale"):
+        Dfd(**{**TINY_CONFIGS["Dfd"], "noise_scale": "relative"})

@@ -84,7 +84,10 @@ class Dfd(ShotModelMixin, AnomalibModule):
         anomaly_source_path: texture folder for pseudo-anomalies (DTD ``images/``); ``None`` = Perlin texture.
         foreground: restrict anomalies to the object: ``"auto"`` (MVTec category table), ``"none"``,
             ``"bright"``, ``"dark"``.
-        noise_std: standard deviation of the feature noise.
+        noise_std: standard deviation of the feature noise (absolute, or relative to the tokens' RMS: ``noise_scale``).
+        noise_scale: ``"absolute"`` (code: ``ε ~ N(0, noise_std²)`` whatever the token scale) or ``"rms"``
+            (``noise_std`` times the root mean square of the adapted normal tokens of each batch, detached: the same
+            relative perturbation for any backbone; the lite profile's choice, see the README's Deviations).
         margin: truncation margin θ (code 0.5, paper 0.8).
         gaussian_loss_weight: λ of the Gaussian loss.
         perlin_loss_weight: λ of the Perlin loss (paper MVTec: 2).
@@ -146,6 +149,7 @@ class Dfd(ShotModelMixin, AnomalibModule):
         anomaly_source_path: str | None = None,
         foreground: Literal["auto", "none", "bright", "dark"] = "auto",
         noise_std: float = 0.015,
+        noise_scale: Literal["absolute", "rms"] = "absolute",
         margin: float = 0.5,
         gaussian_loss_weight: float = 1.0,
         perlin_loss_weight: float = 1.0,
@@ -329,7 +333,7 @@ class Dfd(ShotModelMixin, AnomalibModule):
             q_a = anomalous[path * b : (path + 1) * b]
             if self.model.gaussian is not None:
                 if hp.feature_anomalies:
-                    logits = self.model.gaussian(torch.cat([q_n, gaussian_feature_noise(q_n, hp.noise_std)]))
+                    logits = self.model.gaussian(torch.cat([q_n, gaussian_feature_noise(q_n, self._noise_std(q_n))]))
                     term = self.loss.gaussian(logits[:b], logits[b:])
                 else:
                     term = self.loss.gaussian_weight * F.relu(hp.margin - self.model.gaussian(q_n)).mean()
@@ -343,6 +347,12 @@ class Dfd(ShotModelMixin, AnomalibModule):
         loss = sum(terms.values())
         self.log_losses(loss, {f"train_{name}_loss": value for name, value in terms.items()}, b)
         return {"loss": loss}
+
+    def _noise_std(self, tokens: torch.Tensor) -> float | torch.Tensor:
+        """The feature-noise standard deviation for ``tokens``: ``noise_std``, times their RMS when relative."""
+        if self.hparams.noise_scale == "rms":
+            return self.hparams.noise_std * tokens.detach().pow(2).mean().sqrt()
+        return self.hparams.noise_std
 
     # ------------------------------------------------------------------ normalisation statistics
     def finish_fit(self) -> None:
