@@ -33,11 +33,15 @@ def branch_maps(model: Dfd, images: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def branch_notes(model: Dfd, train_images: torch.Tensor) -> str:
-    """The spread of the aggregated and adapted tokens on training images, beside ``noise_std``."""
+    """The spread of the aggregated and adapted tokens on training images, beside the feature noise's std."""
     net = model.model
     aggregated = net.aggregate(net.backbone_features(train_images))
     adapted = net.adaptor(aggregated)
+    hp = model.hparams
+    noise = f"{hp.noise_std}"
+    if hp.get("noise_scale", "absolute") == "rms":
+        noise = f"{hp.noise_std} x token RMS = {float(model._noise_std(adapted)):.3f} on these images"
     return (
         f"token std on {len(train_images)} training images: aggregated {aggregated.std():.2f}, "
-        f"adapted {adapted.std():.2f}\nfeature noise std (noise_std): {model.hparams.noise_std}"
+        f"adapted {adapted.std():.2f}\nfeature noise std ({hp.get('noise_scale', 'absolute')}): {noise}"
     )
