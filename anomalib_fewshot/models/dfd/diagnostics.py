@@ -39,9 +39,9 @@ def branch_notes(model: Dfd, train_images: torch.Tensor) -> str:
     adapted = net.adaptor(aggregated)
     hp = model.hparams
     noise = f"{hp.noise_std}"
-    if hp.get("noise_scale", "absolute") == "rms":
-        noise = f"{hp.noise_std} x token RMS = {float(model._noise_std(adapted)):.3f} on these images"
+    if hp.noise_scale == "rms":
+        noise += f" x token RMS = {float(model._noise_std(adapted)):.3f} on these images"
     return (
         f"token std on {len(train_images)} training images: aggregated {aggregated.std():.2f}, "
-        f"adapted {adapted.std():.2f}\nfeature noise std ({hp.get('noise_scale', 'absolute')}): {noise}"
+        f"adapted {adapted.std():.2f}\nfeature noise std ({hp.noise_scale}): {noise}"
     )

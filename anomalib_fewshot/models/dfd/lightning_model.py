@@ -87,7 +87,8 @@ class Dfd(ShotModelMixin, AnomalibModule):
         noise_std: standard deviation of the feature noise (absolute, or relative to the tokens' RMS: ``noise_scale``).
         noise_scale: ``"absolute"`` (code: ``ε ~ N(0, noise_std²)`` whatever the token scale) or ``"rms"``
             (``noise_std`` times the root mean square of the adapted normal tokens of each batch, detached: the same
-            relative perturbation for any backbone; the lite profile's choice, see the README's Deviations).
+            relative perturbation for any backbone; tried for the lite profile and not adopted:
+            ``docs/benchmarks/dev/dfd/noise_scale.md``).
         margin: truncation margin θ (code 0.5, paper 0.8).
         gaussian_loss_weight: λ of the Gaussian loss.
         perlin_loss_weight: λ of the Perlin loss (paper MVTec: 2).
