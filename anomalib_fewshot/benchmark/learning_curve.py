@@ -120,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
     parser.add_argument(
         "--set",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override one of the profile's init_args (VALUE read as YAML), e.g. --set noise_scale=rms; repeatable",
+        help="override one of the profile's init_args (VALUE read as YAML), e.g. --set noise_scale=rms noise_std=0.1",
     )
     parser.add_argument("--output", type=Path, required=True, help="folder of curve.csv and curve.png")
     parser.add_argument(
@@ -136,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     from anomalib.data import MVTecAD
     from anomalib.engine import Engine
 
+    from anomalib_fewshot.cli import parse_set_overrides
     from anomalib_fewshot.config import model_config_path, model_init_args
+    from anomalib_fewshot.errors import InvalidArgumentError
     from anomalib_fewshot.models import REGISTRY
 
     class_path = yaml.safe_load(model_config_path(args.profile).read_text())["model"]["class_path"]
@@ -147,11 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {"k_shot": args.k_shot, "few_shot_seed": args.seed}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key] = yaml.safe_load(value)
+    try:
+        overrides.update(parse_set_overrides(args.set))
+    except InvalidArgumentError as error:
+        raise SystemExit(str(error)) from None
     model = REGISTRY[name].model_class(**model_init_args(args.profile, **overrides))
     torch.manual_seed(args.seed)
     curve = LearningCurve(args.root, args.category, args.output, every_n_epochs=args.every)
