@@ -13,7 +13,9 @@ from anomalib.deploy import ExportType, OpenVINOInferencer
 from anomalib.engine import Engine
 
 from anomalib_fewshot.components.backbones import WeightsError
+from anomalib_fewshot.components.pool import PoolBatch
 from anomalib_fewshot.components.tokens import ClipTokens, resize_positional_embedding
+from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models import Fdsl
 from anomalib_fewshot.models.fdsl import (
     FdslModel,
@@ -217,6 +219,59 @@ def test_banks_hold_every_shot_token_and_reload_with_another_k():
     fresh.load_state_dict(model.state_dict())
     x = torch.rand(1, 3, 64, 64)
     torch.testing.assert_close(fresh(x).pred_score, model(x).pred_score)
+
+
+def test_banks_without_shot_drop_exactly_that_shots_tokens():
+    model = tiny_vit_model()
+    shots = torch.rand(3, 3, 64, 64)
+    model.set_banks(shots)
+    with torch.no_grad():
+        per_shot = [model.level_tokens(shots[i : i + 1]) for i in range(3)]
+    for left_out in range(3):
+        kept = [i for i in range(3) if i != left_out]
+        expected = [torch.cat([per_shot[i][level][0] for i in kept]) for level in range(model.num_levels)]
+        for got, want in zip(model.banks_without_shot(left_out, 3), expected, strict=True):
+            torch.testing.assert_close(got, want)
+    # one shot: nothing else to match against, the full banks
+    assert all(g is b for g, b in zip(model.banks_without_shot(0, 1), model.banks(), strict=True))
+    with pytest.raises(InvalidArgumentError, match="shot 3 of 3"):
+        model.banks_without_shot(3, 3)
+
+
+@pytest.mark.parametrize("train_bank", ["all", "leave_one_out"])
+def test_pseudo_head_matches_each_sample_against_the_bank_its_train_bank_names(monkeypatch, train_bank: str):
+    import anomalib_fewshot.models.fdsl.lightning_model as lightning_model
+
+    config = {**TINY_CONFIGS["Fdsl"], "k_shot": 3, "train_bank": train_bank, "head_weights": None}
+    torch.manual_seed(0)
+    module = Fdsl(**config)
+    shots = torch.rand(3, 3, 64, 64)
+    module.prepare_fit(list(shots))
+    net = module.model
+    seen: list = []
+    real_head_loss = lightning_model.head_loss
+
+    def spy(model, loss, images, masks, banks):
+        seen.append(banks)
+        return real_head_loss(model, loss, images, masks, banks)
+
+    picks: list[list[int]] = []
+    real_batch = module._pseudo_batch
+
+    def recording_batch(size):
+        images, masks, sources = real_batch(size)
+        picks.append(sources)
+        return images, masks, sources
+
+    monkeypatch.setattr(lightning_model, "head_loss", spy)
+    monkeypatch.setattr(module, "_pseudo_batch", recording_batch)
+    module.training_step(PoolBatch(indices=torch.arange(6)), 0)
+    (banks,), (sources,) = seen, picks
+    assert len(set(sources)) > 1
+    for source, bank in zip(sources, banks, strict=True):
+        expected = net.banks_without_shot(source, 3) if train_bank == "leave_one_out" else net.banks()
+        for got, want in zip(bank, expected, strict=True):
+            torch.testing.assert_close(got, want)
 
 
 def test_positional_embedding_resize():

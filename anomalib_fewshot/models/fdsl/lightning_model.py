@@ -66,6 +66,9 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         pseudo_samples: pseudo-anomaly samples per epoch.
         pseudo_probability: probability that a pseudo sample gets a Perlin anomaly.
         pseudo_rotation: rotation range (degrees) of the normal variation applied to shots for pseudo samples.
+        train_bank: the bank a pseudo sample is matched against while the head trains: ``"all"`` (every shot,
+            its own source included) or ``"leave_one_out"`` (every shot but its source, as at test time, where an
+            image is never in the bank; at k = 1 there is no other shot and the full bank is used).
         batch_size: pseudo-anomaly head batch size (8, as the paper's head training).
         lr: Adam learning rate (1e-3).
         betas: Adam betas (0.5, 0.999).
@@ -115,6 +118,7 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         pseudo_samples: int = 64,
         pseudo_probability: float = 0.5,
         pseudo_rotation: float = 10.0,
+        train_bank: Literal["all", "leave_one_out"] = "all",
         batch_size: int = 8,
         lr: float = 1e-3,
         betas: Sequence[float] = (0.5, 0.999),
@@ -206,13 +210,16 @@ class Fdsl(ShotModelMixin, AnomalibModule):
             with torch.random.fork_rng(devices=[]):  # the Perlin draws use the global generator (seeded by the fit)
                 torch.manual_seed(self.few_shot_seed)
                 self._generator, self._anomaly = self._pseudo_generators()
-                samples, masks = self._pseudo_batch(count)
+                samples, masks, _ = self._pseudo_batch(count)
         finally:
             self._shots, self._generator, self._anomaly = saved
         return samples.cpu(), masks[:, None].float().cpu()
 
-    def _pseudo_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``size`` pseudo samples: a shot with a little normal variation, then (maybe) a Perlin anomaly."""
+    def _pseudo_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """``size`` pseudo samples, their masks and the index of the shot each one was made from.
+
+        A sample is a shot with a little normal variation (flip, rotation), then maybe a Perlin anomaly.
+        """
         assert self._shots is not None and self._anomaly is not None and self._generator is not None
         rotation = float(self.hparams.pseudo_rotation)
         rotation = rotation if rotation > 0 else None
@@ -223,7 +230,7 @@ class Fdsl(ShotModelMixin, AnomalibModule):
             image, mask, _ = self._anomaly(image)
             images.append(image)
             masks.append(mask[0])
-        return torch.stack(images).to(self.device), torch.stack(masks).to(self.device)
+        return torch.stack(images).to(self.device), torch.stack(masks).to(self.device), picks.tolist()
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: PoolBatch, *args, **kwargs) -> STEP_OUTPUT:
@@ -232,8 +239,11 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         if not self.trains_head:
             return None
         self.require_fit_state(self._shots is not None)
-        images, masks = self._pseudo_batch(len(batch.indices))
-        banks = [self.model.banks()] * len(images)
+        images, masks, sources = self._pseudo_batch(len(batch.indices))
+        if self.hparams.get("train_bank", "all") == "leave_one_out":
+            banks = [self.model.banks_without_shot(source, len(self._shots)) for source in sources]
+        else:
+            banks = [self.model.banks()] * len(images)
         total = head_loss(self.model, self.loss, images, masks, banks)
         self.log_losses(total, {}, len(images))
         return {"loss": total}

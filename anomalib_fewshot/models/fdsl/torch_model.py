@@ -251,6 +251,20 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         prefix = "window_bank" if window else "bank"
         return [getattr(self, f"{prefix}_{index}") for index in range(self.num_levels)]
 
+    def banks_without_shot(self, shot: int, shots: int) -> list[torch.Tensor]:
+        """The global banks without the tokens of shot ``shot`` of ``shots`` (the full banks when ``shots`` is 1).
+
+        The global banks hold the shots' tokens in shot order, the same number per shot (:meth:`set_banks`).
+        """
+        banks = self.banks()
+        if shots < 2:
+            return banks
+        if not 0 <= shot < shots or banks[0].shape[0] % shots:
+            msg = f"shot {shot} of {shots}: the banks hold {banks[0].shape[0]} tokens, not a whole number per shot"
+            raise InvalidArgumentError(msg)
+        per_shot = banks[0].shape[0] // shots
+        return [torch.cat([b[: shot * per_shot], b[(shot + 1) * per_shot :]]) for b in banks]
+
     def level_tokens(self, images: torch.Tensor, window: bool = False) -> list[torch.Tensor]:
         """L2-normalised tokens ``(B, L, C)`` per level of ``[0, 1]`` images (windows: ``B·n_windows`` images)."""
         maps = self.features(self.features.normalize(images), window=window)
