@@ -430,3 +430,19 @@ def test_fdsl_pretrain_cli(tmp_path: Path, tiny_data_root: Path):
     assert load_head_weights(tiny_vit_model(), output)["epochs"] >= 1
     with pytest.raises(SystemExit, match="not an anomalib datamodule"):
         main(["fdsl-pretrain", "--data", "NoSuchData", "--output", str(tmp_path / "x.pt")])
+
+
+def test_residual_gap_rows():
+    from anomalib_fewshot.models.fdsl.residual_gap import residual_gap
+
+    torch.manual_seed(0)
+    module = Fdsl(**{**TINY_CONFIGS["Fdsl"], "k_shot": 2})
+    shots = torch.rand(2, 3, 64, 64)
+    rows = residual_gap(module, shots, normals=shots, views_per_shot=2)
+    inference = rows["new normal images, bank of all shots (inference)"]
+    left_out = rows["training views, bank without their shot (leave_one_out)"]
+    assert max(inference) < 1e-5  # a shot is its own nearest neighbour
+    assert min(left_out) > 0.1  # without its shot, a view has only another random image to match
+    assert len(inference) == len(left_out) == module.model.num_levels
+    one = residual_gap(module, shots[:1], normals=shots[1:], views_per_shot=2)
+    assert not any("leave_one_out" in name for name in one)
