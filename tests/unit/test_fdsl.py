@@ -121,12 +121,41 @@ def test_window_index_memory_equals_a_loop_reference(builder: str):
     assert torch.isfinite(output.anomaly_map).all() and output.anomaly_map.shape == (2, 1, 64, 64)
 
 
-def test_window_index_model_reloads_and_exports(tmp_path: Path):
+@pytest.mark.parametrize("builder", ["vit", "cnn"])
+def test_own_window_matching_equals_a_loop_reference(builder: str):
+    model = (tiny_vit_model if builder == "vit" else tiny_cnn_model)(window_index=True, window_match="own")
+    torch.manual_seed(0)
+    model.set_banks(torch.rand(2, 3, 64, 64))
+    windows, area = model.windows_per_side**2, model.window_size**2
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        tokens, embedded = model.embedded_window_tokens(images)
+        got = model.window_residuals(tokens, embedded)
+        union = model.residuals(tokens, model.window_candidates(embedded))
+    picked = (embedded @ model.window_embeddings.t()).argmax(dim=-1)
+    for b in range(2):
+        for w in range(windows):
+            for level, bank in enumerate(model.banks(window=True)):
+                j = int(picked[b, w])
+                query = tokens[level][b : b + 1, w * area : (w + 1) * area]
+                reference = nearest_residuals(query, bank[j * area : (j + 1) * area])
+                torch.testing.assert_close(got[level][b : b + 1, w * area : (w + 1) * area], reference)
+    # a window's own pick is one of the union's windows: its residuals can only be larger, and some are
+    assert all(bool((g.norm(dim=-1) >= u.norm(dim=-1) - 1e-5).all()) for g, u in zip(got, union, strict=True))
+    assert any(bool((g.norm(dim=-1) > u.norm(dim=-1) + 1e-4).any()) for g, u in zip(got, union, strict=True))
+    with torch.no_grad():
+        output = model(images)
+    assert torch.isfinite(output.anomaly_map).all() and output.anomaly_map.shape == (2, 1, 64, 64)
+
+
+@pytest.mark.parametrize("window_match", ["union", "own"])
+def test_window_index_model_reloads_and_exports(tmp_path: Path, window_match: str):
     cfg = {k: v for k, v in TINY_CONFIGS["Fdsl"].items() if k not in ("epochs", "pseudo_samples", "batch_size")}
-    model = Fdsl(**cfg, window_index=True, post_processor=False, evaluator=False, visualizer=False)
+    cfg.update(window_index=True, window_match=window_match, post_processor=False, evaluator=False, visualizer=False)
+    model = Fdsl(**cfg)
     model.model.set_banks(torch.rand(2, 3, 64, 64))
     model.eval()
-    fresh = Fdsl(**cfg, window_index=True, post_processor=False, evaluator=False, visualizer=False).eval()
+    fresh = Fdsl(**cfg).eval()
     fresh.load_state_dict(model.state_dict())
     images = torch.rand(3, 3, 64, 64)
     with torch.no_grad():

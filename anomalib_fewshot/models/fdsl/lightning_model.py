@@ -75,6 +75,8 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         match_chunk: query tokens per nearest-neighbour block.
         window_index: image-index window memory (the code's ``useImgIdx``, off as in its scripts): each test window
             is matched only against the reference windows its pooled embedding picks.
+        window_match: with ``window_index``: ``"union"`` (the code: a window's tokens are matched against the union
+            of the windows the image's windows picked) or ``"own"`` (against the window it picked itself).
         quick_gelu: QuickGELU in a CLIP backbone (OpenAI weights need it).
         pre_processor, post_processor, evaluator, visualizer: anomalib's pipeline components (the default
             pre-processor: resize only; the model normalises).
@@ -125,6 +127,7 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         match_chunk: int = 4096,
         quick_gelu: bool = True,
         window_index: bool = False,
+        window_match: Literal["union", "own"] = "union",
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,

@@ -143,6 +143,9 @@ class FdslModel(DynamicBufferMixin, nn.Module):
             window's pooled image embedding (CLIP: the projected CLS; CNN: the pooled last level) picks its most
             similar reference window, and the window tokens are matched against the union of the picked windows
             (a fixed ``n²·w²`` tokens per image whatever k is) instead of the whole window bank.
+        window_match: with ``window_index``, what a test window's tokens are matched against: ``"union"`` (the
+            code: the union of the windows every window of the image picked) or ``"own"`` (only the ``w²`` tokens of
+            the reference window it picked itself; ``n²`` times less matching).
 
     """
 
@@ -167,6 +170,7 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         match_chunk: int = 4096,
         quick_gelu: bool = True,
         window_index: bool = False,
+        window_match: Literal["union", "own"] = "union",
     ) -> None:
         super().__init__()
         check_arguments(FdslModel.__init__, locals())
@@ -175,6 +179,7 @@ class FdslModel(DynamicBufferMixin, nn.Module):
             raise InvalidArgumentError(msg)
         self.image_size = int(image_size)
         self.window_index = bool(window_index) and bool(lfe)
+        self.window_match = window_match
         self.features = self._build_features(
             backbone,
             layers,
@@ -307,9 +312,36 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         highest cosine similarity (``MatMul → ArgMax``), and the picked windows' tokens are gathered from the
         window bank, kept as ``(k·n², w², C)``.
         """
+        return [windows.flatten(1, 2) for windows in self.picked_windows(embedded)]
+
+    def picked_windows(self, embedded: torch.Tensor) -> list[torch.Tensor]:
+        """Per level, the tokens ``(B, n², w², C)`` of the reference window each test window picks.
+
+        ``embedded`` are the test windows' embeddings ``(B, n², D)``; a window picks the reference window of highest
+        cosine similarity (``MatMul → ArgMax → Gather``).
+        """
         picked = (embedded @ self.window_embeddings.t()).argmax(dim=-1)  # (B, n²)
         area = self.window_size**2
-        return [bank.reshape(-1, area, bank.shape[-1])[picked].flatten(1, 2) for bank in self.banks(window=True)]
+        return [bank.reshape(-1, area, bank.shape[-1])[picked] for bank in self.banks(window=True)]
+
+    def window_residuals(self, tokens: Sequence[torch.Tensor], embedded: torch.Tensor | None) -> list[torch.Tensor]:
+        """Per-level residuals ``(B, n²·w², C)`` of window tokens (``embedded``: their windows' embeddings or None).
+
+        Against the whole window bank (no ``window_index``), the union of the picked windows (``"union"``) or each
+        window's own picked window (``"own"``).
+        """
+        if embedded is None:
+            return self.residuals(tokens, self.banks(window=True))
+        if self.window_match == "union":
+            return self.residuals(tokens, self.window_candidates(embedded))
+        residuals = []
+        for level_tokens, windows in zip(tokens, self.picked_windows(embedded), strict=True):
+            batch, count, area, channels = windows.shape
+            queries = level_tokens.reshape(batch * count, area, channels)
+            bank = windows.reshape(batch * count, area, channels)
+            residual = nearest_residuals(queries, bank, self.align, self.absolute, self.match_chunk)
+            residuals.append(residual.reshape(batch, count * area, channels))
+        return residuals
 
     @torch.no_grad()
     def set_banks(self, images: torch.Tensor, chunk: int = 4) -> None:
@@ -371,9 +403,8 @@ class FdslModel(DynamicBufferMixin, nn.Module):
     def window_level_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Refined 2-channel maps per level of the LFE branch (heads per token, stitched, then the NAM)."""
         tokens, embedded = self.embedded_window_tokens(images)
-        banks = self.window_candidates(embedded) if embedded is not None else self.banks(window=True)
         maps = []
-        for head, residual in zip(self.heads, self.residuals(tokens, banks), strict=True):
+        for head, residual in zip(self.heads, self.window_residuals(tokens, embedded), strict=True):
             maps.append(self.refine(self.stitch(head(residual))))
         return maps
 
