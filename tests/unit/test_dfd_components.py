@@ -127,3 +127,42 @@ def test_dfd_model_argument_errors():
         DfdModel(**kwargs, image_size=60)
     with pytest.raises(ValueError, match="divisible"):
         DfdModel(**kwargs, target_embed_dim=30, perlin_num_heads=4)
+
+
+@pytest.mark.parametrize("head", ["vit", "mlp"])
+def test_perlin_discriminator_init_follows_the_code_or_xavier(head: str):
+    from anomalib_fewshot.models.dfd.torch_model import PerlinDiscriminator
+
+    dim = 256
+    torch.manual_seed(0)
+    code = PerlinDiscriminator(dim, 16, num_heads=4, head=head, init="code")
+    torch.manual_seed(0)
+    xavier = PerlinDiscriminator(dim, 16, num_heads=4, head=head, init="xavier")
+    bound = 1 / dim**0.5  # PyTorch's default Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    for layer in (code.stem[0], code.out) + ((code.mlp[0],) if head == "mlp" else ()):
+        assert float(layer.weight.abs().max()) <= bound
+    # Xavier-normal: std sqrt(2 / (fan_in + fan_out)) = 1/16 for the 256 x 256 stem, beyond the default's bound
+    assert float(xavier.stem[0].weight.std()) == pytest.approx((2 / (2 * dim)) ** 0.5, rel=0.05)
+    assert float(xavier.stem[0].weight.abs().max()) > 3 * bound
+    if head == "vit":
+        assert float(code.cls_token.abs().max()) < 1e-5  # N(0, 1e-6)
+        assert float(xavier.cls_token.std()) == pytest.approx(0.02, rel=0.2)
+        for model in (code, xavier):  # the ViT itself as timm's (and the code's) init in both
+            assert float(model.pos_embed.std()) == pytest.approx(0.02, rel=0.1)
+            qkv = model.blocks[0].attn.qkv
+            assert float(qkv.weight.std()) == pytest.approx(0.02, rel=0.1) and float(qkv.bias.abs().max()) == 0.0
+
+
+def test_dfd_model_passes_perlin_init():
+    model = DfdModel(
+        backbone="tf_efficientnet_lite0",
+        layers=["blocks.2", "blocks.4"],
+        pre_trained=False,
+        image_size=64,
+        pretrain_embed_dim=32,
+        target_embed_dim=32,
+        gaussian_hidden_dim=16,
+        perlin_num_heads=4,
+        perlin_init="xavier",
+    )
+    assert float(model.perlin.cls_token.abs().max()) > 1e-3  # trunc-normal(0.02), not the code's N(0, 1e-6)

@@ -148,6 +148,33 @@ def test_own_window_matching_equals_a_loop_reference(builder: str):
     assert torch.isfinite(output.anomaly_map).all() and output.anomaly_map.shape == (2, 1, 64, 64)
 
 
+def test_nam_combine_max_keeps_the_larger_of_head_and_nam_per_cell():
+    torch.manual_seed(0)
+    replace = tiny_cnn_model(score_mode="map_max")
+    with torch.no_grad():  # a NAM that lowers the anomalous channel everywhere (as one that erased a thin response)
+        replace.nam.net[-1].bias.copy_(torch.tensor([2.0, -2.0]))
+    combined = tiny_cnn_model(score_mode="map_max", nam_combine="max")
+    combined.load_state_dict(replace.state_dict())
+    shots, images = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    replace.set_banks(shots)
+    combined.set_banks(shots)
+    with torch.no_grad():
+        levels = replace.global_level_maps(images)
+        windows = replace.window_level_maps(images)
+        got, old = combined(images), replace(images)
+
+    def fused(maps: list) -> torch.Tensor:
+        return torch.stack([torch.maximum(raw[:, 1], refined[:, 1]) for raw, refined in maps], dim=1).mean(1)
+
+    grid = 0.5 * fused(levels) + 0.5 * fused(windows)
+    expected = torch.nn.functional.interpolate(grid[:, None], size=(64, 64), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(got.anomaly_map, expected)
+    torch.testing.assert_close(got.pred_score, grid.flatten(1).amax(-1))
+    # the NAM can no longer lower a cell below the head's raw probability: the map never falls, and here it rises
+    assert bool((got.anomaly_map >= old.anomaly_map - 1e-6).all())
+    assert float((got.anomaly_map - old.anomaly_map).min()) > 1e-2
+
+
 @pytest.mark.parametrize("window_match", ["union", "own"])
 def test_window_index_model_reloads_and_exports(tmp_path: Path, window_match: str):
     cfg = {k: v for k, v in TINY_CONFIGS["Fdsl"].items() if k not in ("epochs", "pseudo_samples", "batch_size")}

@@ -72,6 +72,9 @@ class Dfd(ShotModelMixin, AnomalibModule):
         perlin_depth: ViT blocks in the Perlin discriminator.
         perlin_mlp_ratio: ViT MLP ratio.
         perlin_head: ``"vit"`` (paper) or ``"mlp"`` (Table 5 ablation).
+        perlin_init: Perlin discriminator initialisation: ``"code"`` (the official code: PyTorch defaults for its
+            linear layers, CLS token ``N(0, 1e-6)``) or ``"xavier"`` (Xavier-normal linear layers, CLS
+            trunc-normal(0.02); ``dfd_lite``'s setting, see the README's Deviations).
         frequency_paths: ``"low_high"`` (MFIC), ``"low"``, ``"high"`` or ``"full"`` (no MFIC).
         bgr_input: feed BGR channel order like the reference code.
         use_gaussian_discriminator: train/use the Gaussian discriminator.
@@ -138,6 +141,7 @@ class Dfd(ShotModelMixin, AnomalibModule):
         perlin_depth: int = 1,
         perlin_mlp_ratio: float = 4.0,
         perlin_head: Literal["vit", "mlp"] = "vit",
+        perlin_init: Literal["code", "xavier"] = "code",
         frequency_paths: Literal["low_high", "low", "high", "full"] = "low_high",
         bgr_input: bool = True,
         use_gaussian_discriminator: bool = True,

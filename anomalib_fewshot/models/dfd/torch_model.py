@@ -26,6 +26,7 @@ from anomalib_fewshot.errors import InvalidArgumentError
 
 FrequencyPaths = Literal["low_high", "low", "high", "full"]
 PerlinHead = Literal["vit", "mlp"]
+PerlinInit = Literal["code", "xavier"]
 
 
 def _xavier_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
@@ -57,6 +58,11 @@ class PerlinDiscriminator(nn.Module):
 
     With ``head="mlp"`` the ViT is replaced by a second token-wise ``Linear+BN+LeakyReLU`` (paper Table 5).
     The learned position embedding fixes the number of tokens (``num_tokens``, i.e. the input size).
+
+    ``init="code"`` initialises as the official ``Discriminator_perlin``: PyTorch's default for the token-wise
+    linear layers and the output, the CLS token ``N(0, 1e-6)``; ``"xavier"`` (the lite profile's first
+    implementation) uses Xavier-normal linear layers and a trunc-normal(0.02) CLS token. Both: position embedding
+    trunc-normal(0.02), ViT linear layers trunc-normal(0.02) with zero biases (timm's ViT init, as the code).
     """
 
     def __init__(
@@ -67,18 +73,23 @@ class PerlinDiscriminator(nn.Module):
         depth: int = 1,
         mlp_ratio: float = 4.0,
         head: PerlinHead = "vit",
+        init: PerlinInit = "code",
     ) -> None:
         super().__init__()
         check_arguments(PerlinDiscriminator.__init__, locals())
+        linear = _xavier_linear if init == "xavier" else nn.Linear
         if head == "vit" and dim % num_heads:
             msg = f"embedding dim {dim} is not divisible by perlin_num_heads={num_heads}"
             raise InvalidArgumentError(msg)
         self.head_type = head
-        self.stem = nn.Sequential(_xavier_linear(dim, dim), nn.BatchNorm1d(dim), nn.LeakyReLU(0.2))
+        self.stem = nn.Sequential(linear(dim, dim), nn.BatchNorm1d(dim), nn.LeakyReLU(0.2))
         if head == "vit":
             self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
             self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens + 1, dim))
-            trunc_normal_(self.cls_token, std=0.02)
+            if init == "xavier":
+                trunc_normal_(self.cls_token, std=0.02)
+            else:
+                nn.init.normal_(self.cls_token, std=1e-6)
             trunc_normal_(self.pos_embed, std=0.02)
             norm = partial(nn.LayerNorm, eps=1e-6)
             self.blocks = nn.Sequential(
@@ -87,8 +98,8 @@ class PerlinDiscriminator(nn.Module):
             self.norm = norm(dim)
             self.blocks.apply(self._init_vit)
         else:
-            self.mlp = nn.Sequential(_xavier_linear(dim, dim), nn.BatchNorm1d(dim), nn.LeakyReLU(0.2))
-        self.out = _xavier_linear(dim, 1, bias=False)
+            self.mlp = nn.Sequential(linear(dim, dim), nn.BatchNorm1d(dim), nn.LeakyReLU(0.2))
+        self.out = linear(dim, 1, bias=False)
 
     @staticmethod
     def _init_vit(module: nn.Module) -> None:
@@ -135,6 +146,9 @@ class DfdModel(nn.Module):
         perlin_depth: number of ViT blocks.
         perlin_mlp_ratio: ViT MLP ratio.
         perlin_head: ``"vit"`` (paper) or ``"mlp"`` (Table 5 ablation).
+        perlin_init: Perlin discriminator initialisation: ``"code"`` (the official code: PyTorch defaults for its
+            linear layers, CLS token ``N(0, 1e-6)``) or ``"xavier"`` (Xavier-normal linear layers, CLS
+            trunc-normal(0.02); ``dfd_lite``'s setting, see the README's Deviations).
         frequency_paths: ``"low_high"`` (MFIC, paper), ``"low"``, ``"high"`` or ``"full"`` (no MFIC).
         bgr_input: feed BGR channel order like the reference code.
         use_gaussian_discriminator: enable the Gaussian (feature-noise) discriminator.
@@ -158,6 +172,7 @@ class DfdModel(nn.Module):
         perlin_depth: int = 1,
         perlin_mlp_ratio: float = 4.0,
         perlin_head: PerlinHead = "vit",
+        perlin_init: PerlinInit = "code",
         frequency_paths: FrequencyPaths = "low_high",
         bgr_input: bool = True,
         use_gaussian_discriminator: bool = True,
@@ -191,6 +206,7 @@ class DfdModel(nn.Module):
                 depth=perlin_depth,
                 mlp_ratio=perlin_mlp_ratio,
                 head=perlin_head,
+                init=perlin_init,
             )
             if self.use_perlin
             else None

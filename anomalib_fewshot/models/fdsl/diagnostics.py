@@ -30,9 +30,10 @@ def branch_maps(model: Fdsl, images: torch.Tensor) -> dict[str, torch.Tensor]:
         "fd_residual_norm": upsample([r.norm(dim=-1).reshape(-1, *grid) for r in residuals]),
         "head_global": upsample([r[:, 1] for r in raw]),
         "head_global_nam": upsample([net.refine(r)[:, 1] for r in raw]),
+        "head_global_nam_max": upsample([torch.maximum(r[:, 1], net.refine(r)[:, 1]) for r in raw]),
     }
     if net.lfe:
-        maps["lfe_windows"] = upsample([m[:, 1] for m in net.window_level_maps(images)])
+        maps["lfe_windows"] = upsample([net.final_anomalous(*m) for m in net.window_level_maps(images)])
     maps["model"] = net(images).anomaly_map[:, 0]
     return maps
 

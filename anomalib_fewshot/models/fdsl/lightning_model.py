@@ -77,6 +77,8 @@ class Fdsl(ShotModelMixin, AnomalibModule):
             is matched only against the reference windows its pooled embedding picks.
         window_match: with ``window_index``: ``"union"`` (the code: a window's tokens are matched against the union
             of the windows the image's windows picked) or ``"own"`` (against the window it picked itself).
+        nam_combine: ``"replace"`` (the code: the final map is the NAM's) or ``"max"`` (the larger of the head's
+            raw and the NAM's anomalous probability per cell; inference only, training unchanged).
         quick_gelu: QuickGELU in a CLIP backbone (OpenAI weights need it).
         pre_processor, post_processor, evaluator, visualizer: anomalib's pipeline components (the default
             pre-processor: resize only; the model normalises).
@@ -128,6 +130,7 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         quick_gelu: bool = True,
         window_index: bool = False,
         window_match: Literal["union", "own"] = "union",
+        nam_combine: Literal["replace", "max"] = "replace",
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,

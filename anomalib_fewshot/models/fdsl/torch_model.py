@@ -146,6 +146,9 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         window_match: with ``window_index``, what a test window's tokens are matched against: ``"union"`` (the
             code: the union of the windows every window of the image picked) or ``"own"`` (only the ``w²`` tokens of
             the reference window it picked itself; ``n²`` times less matching).
+        nam_combine: how the final map uses the NAM at inference: ``"replace"`` (the code: the NAM's refined map)
+            or ``"max"`` (per cell, the larger anomalous probability of the head's raw map and the refined one, so
+            the NAM can widen a response but not erase it). Training is the same in both.
 
     """
 
@@ -171,6 +174,7 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         quick_gelu: bool = True,
         window_index: bool = False,
         window_match: Literal["union", "own"] = "union",
+        nam_combine: Literal["replace", "max"] = "replace",
     ) -> None:
         super().__init__()
         check_arguments(FdslModel.__init__, locals())
@@ -203,6 +207,7 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         self.score_mode = score_mode
         self.match_chunk = int(match_chunk)
         self.use_nam = bool(nam)
+        self.nam_combine = nam_combine
         self.heads = nn.ModuleList(ScoreHead(c, head_dims, first_batch_norm) for c in self.features.channels)
         self.nam = NeighborAggregation() if nam else None
         for index, channels in enumerate(self.features.channels):
@@ -390,6 +395,12 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         """Apply the NAM (identity without it)."""
         return probabilities if self.nam is None else self.nam(probabilities)
 
+    def final_anomalous(self, raw: torch.Tensor, refined: torch.Tensor) -> torch.Tensor:
+        """The anomalous channel ``(B, g, g)`` the model reports for one level (``nam_combine``)."""
+        if self.nam_combine == "max":
+            return torch.maximum(raw[:, 1], refined[:, 1])
+        return refined[:, 1]
+
     def global_level_maps(self, images: torch.Tensor, banks: Sequence[torch.Tensor] | None = None) -> list[tuple]:
         """``(raw, refined)`` 2-channel maps per level of the global branch (training uses both)."""
         tokens = self.level_tokens(images)
@@ -400,21 +411,22 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         """Average overlapping window probabilities ``(B, n²·w², 2)`` into a ``(B, 2, g, g)`` map."""
         return self._window_grid().stitch(window_probabilities)
 
-    def window_level_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Refined 2-channel maps per level of the LFE branch (heads per token, stitched, then the NAM)."""
+    def window_level_maps(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(raw, refined)`` 2-channel maps per level of the LFE branch (heads per token, stitched; then the NAM)."""
         tokens, embedded = self.embedded_window_tokens(images)
         maps = []
         for head, residual in zip(self.heads, self.window_residuals(tokens, embedded), strict=True):
-            maps.append(self.refine(self.stitch(head(residual))))
+            raw = self.stitch(head(residual))
+            maps.append((raw, self.refine(raw)))
         return maps
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Anomaly maps (``image_size``², bilinear from the grid) and image scores of ``[0, 1]`` images."""
-        global_maps = torch.stack([refined[:, 1] for _, refined in self.global_level_maps(images)], dim=1)
+        global_maps = torch.stack([self.final_anomalous(*maps) for maps in self.global_level_maps(images)], dim=1)
         anomaly_grid = global_maps.mean(1)
         score = global_maps.flatten(2).amax(-1).mean(1)
         if self.lfe:
-            window_maps = torch.stack([m[:, 1] for m in self.window_level_maps(images)], dim=1)
+            window_maps = torch.stack([self.final_anomalous(*maps) for maps in self.window_level_maps(images)], dim=1)
             anomaly_grid = (1 - self.lfe_weight) * anomaly_grid + self.lfe_weight * window_maps.mean(1)
             score = (1 - self.lfe_weight) * score + self.lfe_weight * window_maps.flatten(2).amax(-1).mean(1)
         map_max = anomaly_grid.flatten(1).amax(-1)
