@@ -179,6 +179,7 @@ def test_nam_combine_max_keeps_the_larger_of_head_and_nam_per_cell():
 def test_window_index_model_reloads_and_exports(tmp_path: Path, window_match: str):
     cfg = {k: v for k, v in TINY_CONFIGS["Fdsl"].items() if k not in ("epochs", "pseudo_samples", "batch_size")}
     cfg.update(window_index=True, window_match=window_match, post_processor=False, evaluator=False, visualizer=False)
+    cfg["nam_combine"] = "max" if window_match == "own" else "replace"  # "own" + "max": the lite profile's matching
     model = Fdsl(**cfg)
     model.model.set_banks(torch.rand(2, 3, 64, 64))
     model.eval()
