@@ -12,6 +12,21 @@ from anomalib_fewshot.models.dfd.loss import DfdLoss, gaussian_loss, perlin_loss
 from anomalib_fewshot.models.dfd.torch_model import DfdModel
 
 
+def tiny_dfd_model(**overrides) -> DfdModel:
+    """A random-weight DFD on EfficientNet-Lite0 at 64 px, token dimension 16."""
+    kwargs = {
+        "backbone": "tf_efficientnet_lite0",
+        "layers": ("blocks.2", "blocks.4"),
+        "pre_trained": False,
+        "image_size": 64,
+        "pretrain_embed_dim": 16,
+        "target_embed_dim": 16,
+        "gaussian_hidden_dim": 8,
+        "perlin_num_heads": 2,
+    }
+    return DfdModel(**{**kwargs, **overrides})
+
+
 def test_gaussian_loss_values():
     normal = torch.tensor([1.0, 0.0])  # second is inside the margin: 0.5
     noisy = torch.tensor([-1.0, 0.2])  # second: 0.5 + 0.2
@@ -95,15 +110,7 @@ def test_foreground_modes():
     ("gaussian", "perlin", "head"), [(True, True, "vit"), (False, True, "mlp"), (True, False, "vit")]
 )
 def test_dfd_model_variants_forward(paths, gaussian, perlin, head):
-    model = DfdModel(
-        backbone="tf_efficientnet_lite0",
-        layers=("blocks.2", "blocks.4"),
-        pre_trained=False,
-        image_size=64,
-        pretrain_embed_dim=16,
-        target_embed_dim=16,
-        gaussian_hidden_dim=8,
-        perlin_num_heads=2,
+    model = tiny_dfd_model(
         perlin_head=head,
         frequency_paths=paths,
         use_gaussian_discriminator=gaussian,
@@ -154,15 +161,5 @@ def test_perlin_discriminator_init_follows_the_code_or_xavier(head: str):
 
 
 def test_dfd_model_passes_perlin_init():
-    model = DfdModel(
-        backbone="tf_efficientnet_lite0",
-        layers=["blocks.2", "blocks.4"],
-        pre_trained=False,
-        image_size=64,
-        pretrain_embed_dim=32,
-        target_embed_dim=32,
-        gaussian_hidden_dim=16,
-        perlin_num_heads=4,
-        perlin_init="xavier",
-    )
+    model = tiny_dfd_model(perlin_init="xavier")
     assert float(model.perlin.cls_token.abs().max()) > 1e-3  # trunc-normal(0.02), not the code's N(0, 1e-6)
