@@ -26,11 +26,12 @@ def branch_maps(model: Fdsl, images: torch.Tensor) -> dict[str, torch.Tensor]:
 
     residuals = net.residuals(net.level_tokens(images), net.banks())
     raw = net.head_maps(residuals, net.grid)
+    refined = [net.refine(r) for r in raw]
     maps = {
         "fd_residual_norm": upsample([r.norm(dim=-1).reshape(-1, *grid) for r in residuals]),
         "head_global": upsample([r[:, 1] for r in raw]),
-        "head_global_nam": upsample([net.refine(r)[:, 1] for r in raw]),
-        "head_global_nam_max": upsample([torch.maximum(r[:, 1], net.refine(r)[:, 1]) for r in raw]),
+        "head_global_nam": upsample([f[:, 1] for f in refined]),
+        "head_global_nam_max": upsample([torch.maximum(r[:, 1], f[:, 1]) for r, f in zip(raw, refined, strict=True)]),
     }
     if net.lfe:
         maps["lfe_windows"] = upsample([net.final_anomalous(*m) for m in net.window_level_maps(images)])
