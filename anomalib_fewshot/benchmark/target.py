@@ -158,7 +158,7 @@ def format_target(cells: list[Cell], falls: list[KFall], model: str, variant: st
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: print (and optionally write) the target table of one model variant."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", type=Path)
+    parser.add_argument("results", type=Path, nargs="+", help="results CSVs, read together (e.g. a grid and a rescore)")
     parser.add_argument("--model", required=True)
     parser.add_argument("--variant", required=True)
     parser.add_argument("--baseline", default="Patchcore")
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
-    rows = read_rows(args.results)
+    rows = [row for path in args.results for row in read_rows(path)]
     cells, falls = check_target(rows, args.model, args.variant, args.baseline, "", args.k_shot, args.seeds)
     text = format_target(cells, falls, args.model, args.variant, args.baseline)
     print(text)

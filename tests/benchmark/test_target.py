@@ -45,3 +45,14 @@ def test_k_fall_allowed_up_to_the_larger_seed_std():
     cells, falls = check_target(base + k1 + large, "M", "v", "Base", k_shots=[1, 4], seeds=[0, 1, 2])
     assert not any(fall.met for fall in falls)
     assert "Overall: not met" in format_target(cells, falls, "M", "v", "Base")
+
+
+def test_command_reads_several_results_files_together(tmp_path, capsys):
+    from anomalib_fewshot.benchmark.store import write_rows
+    from anomalib_fewshot.benchmark.target import main
+
+    write_rows(tmp_path / "grid.csv", [_row("Base", 1, s, 0.90) for s in range(3)])
+    write_rows(tmp_path / "rescored.csv", [_row("M", 1, s, 0.95, "v-x") for s in range(3)])
+    main([str(tmp_path / "grid.csv"), str(tmp_path / "rescored.csv"), "--model", "M", "--variant", "v-x",
+          "--baseline", "Base", "--k-shot", "1"])  # fmt: skip
+    assert "| d | 1 | image_auroc | 0.950 | 0.900 | +0.050 | 0.005 | met |" in capsys.readouterr().out
