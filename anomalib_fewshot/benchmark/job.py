@@ -196,6 +196,21 @@ def check_finite(scores: np.ndarray, maps: np.ndarray) -> None:
         raise InvalidArgumentError(msg)
 
 
+def split_metrics(model: Any, datamodule: Any, per_family: bool) -> tuple[dict[str, Any], int]:
+    """The runner's scoring of a fitted ``model`` (eval mode) on ``datamodule``'s test folder.
+
+    Returns the raw-output metrics (with each defect family's columns when ``per_family``: a development split's
+    families, each against the good images) and the number of test images.
+    """
+    scores, maps, labels, masks = raw_predictions(model, datamodule.test_dataloader())
+    check_finite(scores, maps)
+    metrics: dict[str, Any] = compute_metrics(scores, maps, labels, masks)
+    if per_family:
+        families = datamodule.test_data.samples["label"].astype(str).tolist()
+        metrics.update(family_metrics(scores, maps, labels, masks, families))
+    return metrics, len(labels)
+
+
 def _time_ms(fn: Any, inputs: list[Any], warmup: int = 3) -> float:
     for item in inputs[:warmup]:
         fn(item)
@@ -298,12 +313,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if shots is None:
         shots = (model.few_shot_record or {}).get("shots")
     model.eval()
-    scores, maps, labels, masks = raw_predictions(model, datamodule.test_dataloader())
-    check_finite(scores, maps)
-    row: dict[str, Any] = {**compute_metrics(scores, maps, labels, masks)}
-    if spec.get("split") == "dev":  # the development split's defect families, each against the good images
-        families = datamodule.test_data.samples["label"].astype(str).tolist()
-        row.update(family_metrics(scores, maps, labels, masks, families))
+    row, n_test = split_metrics(model, datamodule, per_family=spec.get("split") == "dev")
 
     timing_images = spec.get("timing_images", 30)
     if spec.get("speed", True):
@@ -316,7 +326,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             "fit_s": round((timer.end or time.perf_counter()) - (timer.start or start), 1),
             "fit_total_s": round(fit_total, 1),  # engine.fit, including its one validation batch
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
-            "n_test": len(labels),
+            "n_test": n_test,
             # 1-minute load average when the job ends: above the core count, other work shared the CPU and the
             # timings of this row are pessimistic.
             "load_avg_1m": round(os.getloadavg()[0], 2),

@@ -55,23 +55,10 @@ def apply_switches(model: Any, switches: dict[str, Any], where: str) -> None:
 
 def score_checkpoint(model: Any, root: str | Path, category: str) -> dict[str, Any]:
     """The runner's metrics and per-family columns of a fitted ``model`` on a development split's test folder."""
-    from anomalib_fewshot.benchmark.job import (
-        check_finite,
-        compute_metrics,
-        evaluation_datamodule,
-        family_metrics,
-        raw_predictions,
-    )
+    from anomalib_fewshot.benchmark.job import evaluation_datamodule, split_metrics
 
-    datamodule = evaluation_datamodule(model, root, category)
-    scores, maps, labels, masks = raw_predictions(model, datamodule.test_dataloader())
-    check_finite(scores, maps)
-    families = datamodule.test_data.samples["label"].astype(str).tolist()
-    return {
-        **compute_metrics(scores, maps, labels, masks),
-        **family_metrics(scores, maps, labels, masks, families),
-        "n_test": len(labels),
-    }
+    metrics, n_test = split_metrics(model, evaluation_datamodule(model, root, category), per_family=True)
+    return {**metrics, "n_test": n_test}
 
 
 def rescore(config_path: Path, output: Path, only: list[str], variants: list[str]) -> Path:
