@@ -1,4 +1,4 @@
-"""PCSNet's fusion screen: on a development checkpoint it reproduces the model's map and never reads a test split."""
+"""The fusion screen (PCSNet, DFD) on development checkpoints: it reproduces the model's map and score."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from anomalib_fewshot.benchmark.branch_pairs import checkpoint_of
 from anomalib_fewshot.components.anomalies import normal_views
 from anomalib_fewshot.errors import InvalidArgumentError
 from tests.benchmark.test_dev_grid import _grid
+from tests.helpers import TINY_CONFIGS
 
 
 @pytest.fixture(autouse=True)
@@ -43,8 +44,9 @@ def test_mixing_weight_is_the_share_of_the_prototype_branch():
     # the shots' tiny prototype spread (σ_p 0.04 against the views' 4.0) puts almost all the weight on it
     assert fusion.mixing_weight((0.0, 2.0, 0.0, 0.04), reference) == pytest.approx(100 / 101)
     maps = {"cas": torch.tensor([1.0, 3.0]), "prototype": torch.tensor([4.0, 8.0])}
-    assert torch.allclose(fusion.mix(maps, 0.0, reference), torch.tensor([0.5, 1.5]))
-    assert torch.allclose(fusion.mix(maps, 1.0, reference), torch.tensor([1.0, 2.0]))
+    branches = ("cas", "prototype")
+    assert torch.allclose(fusion.mix(maps, 0.0, reference, branches), torch.tensor([0.5, 1.5]))
+    assert torch.allclose(fusion.mix(maps, 1.0, reference, branches), torch.tensor([1.0, 2.0]))
 
 
 def test_fusion_screen_reproduces_the_model_map_on_a_development_checkpoint(tmp_path: Path, monkeypatch):
@@ -83,3 +85,26 @@ def test_fusion_screen_reproduces_the_model_map_on_a_development_checkpoint(tmp_
     with pytest.raises(InvalidArgumentError, match="not a development split"):
         fusion.screen_checkpoint(moved, [1.0], 2, [0.5])
     assert json.loads(json.dumps(sources))  # rows are plain values
+
+
+def test_dfd_statistics_are_its_normaliser_and_the_screen_reproduces_its_map_and_score(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    quick = {**TINY_CONFIGS["Dfd"], "k_shot": 1}
+    path = _grid(tmp_path, [{"model": "Dfd", "variant": "q", "profile": "dfd_lite", "overrides": quick}])
+    runner.run_grid(path)
+    row = store.read_rows(tmp_path / "out" / "results.csv")[0]
+    assert row["status"] == "ok", row
+    output = tmp_path / "fusion"
+    assert fusion.main(["--model", "Dfd", "--jobs", str(tmp_path / "jobs"), "--variant", "q", "--output",
+                        str(output), "--views", "2", "--shifts", "1", "--weights", "0", "1"]) == 0  # fmt: skip
+    job = f"Dfd_q_{row['dataset']}_1_0_dev"
+    sources = {r["source"]: r for r in store.read_rows(output / "sources.csv") if r["job"] == job}
+    assert set(sources) == {"pool", "views-1", "views-1-fit"}
+    pool, fitted = sources["pool"], sources["views-1-fit"]
+    # the pool statistics mix into the model's own map, and its score rule gives the runner's image AUROC
+    assert float(pool["model_correlation"]) > 0.9999, pool
+    assert float(pool["image_auroc"]) == pytest.approx(float(row["image_auroc"]), abs=1e-4)
+    assert float(pool["pixel_auroc"]) == pytest.approx(float(row["pixel_auroc"]), abs=1e-4)
+    # the views are other data than the training pool: the normaliser fitted on them differs from the stored one
+    assert float(fitted["sigma_g"]) != pytest.approx(float(pool["sigma_g"]), rel=1e-3)
+    assert float(sources["views-1"]["weight"]) == pytest.approx(0.5)
