@@ -137,19 +137,19 @@ def _dfd_maps(model: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 def _dfd_stats(net: Any) -> Stats:
-    """``(μ, σ)`` of each branch that its :class:`BranchNormalizer` amounts to: ``a·S − b = (S − b/a)/(1/a)``."""
+    """``(μ, σ)`` of each branch that its weighted normaliser amounts to: ``w·(a·S − b) = (S − b/a)/(1/(w·a))``."""
     values = []
-    for norm in (net.gaussian_norm, net.perlin_norm):
+    for norm, weight in ((net.gaussian_norm, 1.0 - net.perlin_weight), (net.perlin_norm, net.perlin_weight)):
         scale, shift = float(norm.map_scale), float(norm.map_shift)
-        values += [shift / scale, 1.0 / scale]
+        values += [shift / scale, 1.0 / (max(weight, 1e-12) * scale)]
     return tuple(values)
 
 
 def _dfd_scores(net: Any, maps: dict[str, torch.Tensor]) -> torch.Tensor:
-    """DFD's image score rule with ``net``'s normalisers: the mean of the min–max normalised branch maxima."""
+    """DFD's image score rule with ``net``'s normalisers: the weighted min–max normalised branch maxima."""
     gaussian = net.gaussian_norm.normalize_score(maps["gaussian"].flatten(1).amax(1))
     perlin = net.perlin_norm.normalize_score(maps["perlin"].flatten(1).amax(1))
-    return (gaussian + perlin) / 2
+    return (1.0 - net.perlin_weight) * gaussian + net.perlin_weight * perlin
 
 
 def _dfd_sources(model: Any, views: torch.Tensor, maps: dict[str, torch.Tensor]) -> dict[str, Source]:

@@ -134,6 +134,30 @@ def test_dfd_model_argument_errors():
         DfdModel(**kwargs, image_size=60)
     with pytest.raises(ValueError, match="divisible"):
         DfdModel(**kwargs, target_embed_dim=30, perlin_num_heads=4)
+    with pytest.raises(ValueError, match="perlin_weight"):
+        DfdModel(**kwargs, perlin_weight=1.5)
+
+
+def test_perlin_weight_mixes_the_normalised_branches():
+    model = tiny_dfd_model().eval()
+    for norm, (scale, shift, low, high) in ((model.gaussian_norm, (2.0, 1.0, 0.0, 4.0)),
+                                            (model.perlin_norm, (0.5, -3.0, 1.0, 2.0))):  # fmt: skip
+        norm.map_scale.fill_(scale), norm.map_shift.fill_(shift), norm.score_min.fill_(low), norm.score_max.fill_(high)
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        maps = model.branch_maps(model.embed(model.backbone_features(images)), (64, 64))
+        alone = {
+            name: (norm.normalize_score(maps[name].amax(dim=(1, 2, 3))), norm.normalize_map(maps[name]))
+            for name, norm in (("gaussian", model.gaussian_norm), ("perlin", model.perlin_norm))
+        }
+        for weight in (0.0, 0.5, 0.8, 1.0):
+            model.perlin_weight = weight
+            out = model(images)
+            for got, index in ((out.pred_score, 0), (out.anomaly_map, 1)):
+                expected = (1 - weight) * alone["gaussian"][index] + weight * alone["perlin"][index]
+                assert torch.allclose(got, expected, atol=1e-5), weight
+    # the default is the code's plain average of the two branches
+    assert tiny_dfd_model().perlin_weight == 0.5
 
 
 @pytest.mark.parametrize("head", ["vit", "mlp"])

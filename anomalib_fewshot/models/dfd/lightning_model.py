@@ -107,6 +107,8 @@ class Dfd(ShotModelMixin, AnomalibModule):
         lr_min: cosine schedule floor of the discriminators.
         lr_t_max: cosine period in epochs (``None``: ``epochs − 4``, the code's ``(meta_epochs − 1)·4``).
         smoothing_sigma: Gaussian smoothing of the maps.
+        perlin_weight: weight of the Perlin discriminator in the fused score and map (``0.5``: the code's average of
+            the two); inference only, see :class:`DfdModel`.
         cache_dtype: ``"auto"`` (float16 when the cache would exceed 1 GiB), ``"float32"`` or ``"float16"``.
         cache_stage: what the pool caches per sample: ``"backbone"`` outputs, ``"aggregated"`` tokens (after the
             frozen local aggregation: identical results, no aggregation per step, up to 2x the memory) or
@@ -170,6 +172,7 @@ class Dfd(ShotModelMixin, AnomalibModule):
         lr_min: float = 4e-5,
         lr_t_max: int | None = None,
         smoothing_sigma: float = 4.0,
+        perlin_weight: float = 0.5,
         cache_dtype: Literal["auto", "float32", "float16"] = "auto",
         cache_stage: Literal["auto", "backbone", "aggregated"] = "auto",
         pre_processor: nn.Module | bool = True,

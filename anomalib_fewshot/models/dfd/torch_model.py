@@ -154,6 +154,9 @@ class DfdModel(nn.Module):
         use_gaussian_discriminator: enable the Gaussian (feature-noise) discriminator.
         use_perlin_discriminator: enable the Perlin (image-anomaly) discriminator.
         smoothing_sigma: Gaussian smoothing of the maps (0 disables).
+        perlin_weight: weight of the Perlin discriminator in the fused score and map, ``w·perlin + (1 − w)·gaussian``
+            after each branch's normalisation; ``0.5`` is the code's average. Inference only (used when both
+            discriminators are enabled); a plain attribute, so it can be changed on a fitted model.
 
     """
 
@@ -178,12 +181,17 @@ class DfdModel(nn.Module):
         use_gaussian_discriminator: bool = True,
         use_perlin_discriminator: bool = True,
         smoothing_sigma: float = 4.0,
+        perlin_weight: float = 0.5,
     ) -> None:
         super().__init__()
         check_arguments(DfdModel.__init__, locals())
         if not (use_gaussian_discriminator or use_perlin_discriminator):
             msg = "at least one of use_gaussian_discriminator / use_perlin_discriminator must be True"
             raise InvalidArgumentError(msg)
+        if not 0.0 <= perlin_weight <= 1.0:
+            msg = f"perlin_weight must be in [0, 1], got {perlin_weight}"
+            raise InvalidArgumentError(msg)
+        self.perlin_weight = float(perlin_weight)
         self.frequency_paths = frequency_paths
         self.num_paths = 2 if frequency_paths == "low_high" else 1
         self.bgr_input = bgr_input
@@ -262,13 +270,17 @@ class DfdModel(nn.Module):
         return maps
 
     def fuse(self, maps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalise each branch with its fitted statistics and average: ``(score (B,), map (B,1,H,W))``."""
-        scores, fused_maps = [], []
+        """Normalise each branch with its fitted statistics and mix them (``perlin_weight``): ``(score, map)``.
+
+        With one discriminator its normalised score and map are returned as they are.
+        """
+        score, fused_map = 0.0, 0.0
         for name, branch_map in maps.items():
             normalizer = self.gaussian_norm if name == "gaussian" else self.perlin_norm
-            scores.append(normalizer.normalize_score(branch_map.amax(dim=(1, 2, 3))))
-            fused_maps.append(normalizer.normalize_map(branch_map))
-        return torch.stack(scores).mean(0), torch.stack(fused_maps).mean(0)
+            weight = 1.0 if len(maps) == 1 else (self.perlin_weight if name == "perlin" else 1.0 - self.perlin_weight)
+            score = score + weight * normalizer.normalize_score(branch_map.amax(dim=(1, 2, 3)))
+            fused_map = fused_map + weight * normalizer.normalize_map(branch_map)
+        return score, fused_map
 
     @torch.no_grad()
     def fit_normalizers(self, token_batches: Iterable[torch.Tensor], size: tuple[int, int]) -> int:
