@@ -146,10 +146,9 @@ def _dfd_stats(net: Any) -> Stats:
 
 
 def _dfd_scores(net: Any, maps: dict[str, torch.Tensor]) -> torch.Tensor:
-    """DFD's image score rule with ``net``'s normalisers: the weighted min–max normalised branch maxima."""
-    gaussian = net.gaussian_norm.normalize_score(maps["gaussian"].flatten(1).amax(1))
-    perlin = net.perlin_norm.normalize_score(maps["perlin"].flatten(1).amax(1))
-    return (1.0 - net.perlin_weight) * gaussian + net.perlin_weight * perlin
+    """DFD's image scores of the raw branch ``maps`` ``(N, H, W)`` with ``net``'s normalisers (its own ``fuse``)."""
+    score, _ = net.fuse({name: maps[name].unsqueeze(1) for name in ("gaussian", "perlin")})
+    return score
 
 
 def _dfd_sources(model: Any, views: torch.Tensor, maps: dict[str, torch.Tensor]) -> dict[str, Source]:
@@ -169,7 +168,7 @@ DFD = FusionSpec(
     branches=("gaussian", "perlin"),
     short=("g", "p"),
     stored_name="pool",
-    scores=lambda net, maps: _dfd_scores(net, maps),
+    scores=_dfd_scores,
     maps=_dfd_maps,
     stored=lambda model: _dfd_stats(model.model),
     sources=_dfd_sources,
