@@ -242,6 +242,20 @@ def test_inter_score_is_max_minus_softmax_per_image():
     )
 
 
+def test_inter_exponent_weights_the_inter_factor():
+    model = _tiny_model()
+    tokens = model.tokens(torch.rand(2, 3, 64, 64))
+    (reconstruction, maps), _ = model.reconstruct(tokens)
+    rec = reconstruction_score(tokens[0], reconstruction)
+    inter = model.level_score(tokens[0], reconstruction, maps) / rec  # γ = 1: ED's factor
+    model.inter_exponent = 0.5
+    torch.testing.assert_close(model.level_score(tokens[0], reconstruction, maps), rec * inter.sqrt())
+    model.inter_exponent = 0.0  # the factor drops out: the reconstruction error alone
+    torch.testing.assert_close(model.level_score(tokens[0], reconstruction, maps), rec)
+    with pytest.raises(ValueError, match="inter_exponent"):
+        EdModel(**{**TINY_MODEL, "inter_exponent": 1.5})
+
+
 def test_constructor_errors_name_the_argument():
     with pytest.raises(ValueError, match="d_models"):
         EdModel(**{**TINY_MODEL, "d_models": [16]})

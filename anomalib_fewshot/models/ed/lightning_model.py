@@ -71,6 +71,8 @@ class Ed(ShotModelMixin, AnomalibModule):
             over the training images (for backbones whose features are far from unit scale, e.g. the lite one).
         cache_dtype: ``"auto"`` (float16 when the token cache would exceed 1 GiB), ``"float32"`` or ``"float16"``.
         anomaly_map: ``"rec_x_inter"`` (ED's map) or ``"rec"`` (reconstruction error alone, an ablation).
+        inter_exponent: ``γ`` of the map ``rec × inter^γ`` (1: ED's map; 0: the reconstruction error alone);
+            inference only, so it can be changed on a fitted model (``model.model.inter_exponent``).
         pre_processor, post_processor, evaluator, visualizer: anomalib's pipeline components (the default
             pre-processor: resize only; the model normalises internally).
 
@@ -116,6 +118,7 @@ class Ed(ShotModelMixin, AnomalibModule):
         token_scale: Literal["none", "rms"] = "none",
         cache_dtype: Literal["auto", "float32", "float16"] = "auto",
         anomaly_map: Literal["rec_x_inter", "rec"] = "rec_x_inter",
+        inter_exponent: float = 1.0,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,

@@ -259,6 +259,9 @@ class EdModel(nn.Module):
             square over the training images (a fitted scalar buffer; not in the original, see the README).
         anomaly_map: ``"rec_x_inter"`` (ED: reconstruction error × inter-correlation factor) or ``"rec"``
             (reconstruction error alone; an ablation switch, see the README's magnetic-tile diagnosis).
+        inter_exponent: ``γ`` of ``rec × inter^γ`` (``"rec_x_inter"`` only; inference only): ``1`` = ED's map,
+            ``0`` = the reconstruction error alone; values between keep both factors with less weight on the
+            inter-correlation factor.
 
     """
 
@@ -279,11 +282,16 @@ class EdModel(nn.Module):
         smoothing_sigma: float = 4.0,
         token_scale: TokenScale = "none",
         anomaly_map: AnomalyMap = "rec_x_inter",
+        inter_exponent: float = 1.0,
     ) -> None:
         super().__init__()
         check_arguments(EdModel.__init__, locals())
+        if not 0.0 <= inter_exponent <= 1.0:
+            msg = f"inter_exponent must be in [0, 1], got {inter_exponent}"
+            raise InvalidArgumentError(msg)
         self.token_scale = token_scale
         self.anomaly_map = anomaly_map
+        self.inter_exponent = float(inter_exponent)
         if len(d_models) != len(layers):
             msg = f"d_models needs one width per layer: {len(layers)} layers, got {list(d_models)}"
             raise InvalidArgumentError(msg)
@@ -391,9 +399,9 @@ class EdModel(nn.Module):
     def level_score(
         self, tokens: torch.Tensor, reconstruction: torch.Tensor, maps: list[list[torch.Tensor]]
     ) -> torch.Tensor:
-        """Per token ``rec × inter`` score of one level ``(B, L)``, each image scored on its own.
+        """Per token ``rec × inter^γ`` score of one level ``(B, L)``, each image scored on its own.
 
-        With ``anomaly_map="rec"`` the reconstruction error alone.
+        ``γ`` is ``inter_exponent`` (1: ED). With ``anomaly_map="rec"`` the reconstruction error alone.
         """
         if self.anomaly_map == "rec":
             return reconstruction_score(tokens, reconstruction)
@@ -401,6 +409,8 @@ class EdModel(nn.Module):
         corrs = corrs.mean(0).mean(1)  # layers, then heads → (B, L)
         weights = torch.softmax(-corrs, dim=-1)
         inter = weights.amax(dim=-1, keepdim=True) - weights  # per image (the reference code: over the batch)
+        if self.inter_exponent != 1.0:  # a constant of the model, not of the data: one graph per value
+            inter = inter.pow(self.inter_exponent)
         return reconstruction_score(tokens, reconstruction) * inter
 
     def forward(self, images: torch.Tensor) -> list[tuple[torch.Tensor, list[list[torch.Tensor]]]] | InferenceBatch:
