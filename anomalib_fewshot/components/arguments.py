@@ -34,13 +34,19 @@ def literal_choices(function: Callable[..., Any]) -> dict[str, tuple[Any, ...]]:
     return choices
 
 
-def check_arguments(function: Callable[..., Any], values: Mapping[str, Any], positive: Iterable[str] = ()) -> None:
+def check_arguments(
+    function: Callable[..., Any],
+    values: Mapping[str, Any],
+    positive: Iterable[str] = (),
+    unit_interval: Iterable[str] = (),
+) -> None:
     """Check ``values`` (a constructor's arguments) against ``function``'s ``Literal`` choices.
 
     Args:
         function: the constructor (``SomeModel.__init__``) whose annotations list the choices.
         values: the arguments as passed (``locals()`` or ``hparams``); names not present are not checked.
         positive: names of integer arguments that must be at least 1.
+        unit_interval: names of arguments (weights, exponents) that must lie in ``[0, 1]``.
 
     Raises:
         InvalidArgumentError: naming the argument, its value and the allowed values.
@@ -53,6 +59,10 @@ def check_arguments(function: Callable[..., Any], values: Mapping[str, Any], pos
     for name in positive:
         if values[name] < 1:
             msg = f"{name} must be >= 1, got {values[name]}"
+            raise InvalidArgumentError(msg)
+    for name in unit_interval:
+        if not 0.0 <= values[name] <= 1.0:
+            msg = f"{name} must be in [0, 1], got {values[name]}"
             raise InvalidArgumentError(msg)
 
 

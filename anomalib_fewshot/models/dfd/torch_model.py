@@ -184,12 +184,9 @@ class DfdModel(nn.Module):
         perlin_weight: float = 0.5,
     ) -> None:
         super().__init__()
-        check_arguments(DfdModel.__init__, locals())
+        check_arguments(DfdModel.__init__, locals(), unit_interval=("perlin_weight",))
         if not (use_gaussian_discriminator or use_perlin_discriminator):
             msg = "at least one of use_gaussian_discriminator / use_perlin_discriminator must be True"
-            raise InvalidArgumentError(msg)
-        if not 0.0 <= perlin_weight <= 1.0:
-            msg = f"perlin_weight must be in [0, 1], got {perlin_weight}"
             raise InvalidArgumentError(msg)
         self.perlin_weight = float(perlin_weight)
         self.frequency_paths = frequency_paths

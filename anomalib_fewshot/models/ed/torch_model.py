@@ -285,10 +285,7 @@ class EdModel(nn.Module):
         inter_exponent: float = 1.0,
     ) -> None:
         super().__init__()
-        check_arguments(EdModel.__init__, locals())
-        if not 0.0 <= inter_exponent <= 1.0:
-            msg = f"inter_exponent must be in [0, 1], got {inter_exponent}"
-            raise InvalidArgumentError(msg)
+        check_arguments(EdModel.__init__, locals(), unit_interval=("inter_exponent",))
         self.token_scale = token_scale
         self.anomaly_map = anomaly_map
         self.inter_exponent = float(inter_exponent)

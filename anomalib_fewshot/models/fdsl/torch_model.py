@@ -177,10 +177,7 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         nam_combine: Literal["replace", "max"] = "replace",
     ) -> None:
         super().__init__()
-        check_arguments(FdslModel.__init__, locals())
-        if not 0.0 <= lfe_weight <= 1.0:
-            msg = f"lfe_weight must be in [0, 1], got {lfe_weight}"
-            raise InvalidArgumentError(msg)
+        check_arguments(FdslModel.__init__, locals(), unit_interval=("lfe_weight",))
         self.image_size = int(image_size)
         self.window_index = bool(window_index) and bool(lfe)
         self.window_match = window_match
