@@ -72,7 +72,7 @@ def estimate_job_s(model: str, k_shot: int, n_dev: int, repeats: int = 2) -> flo
     module = spec.model_class(**config)
     size = int(module.hparams["image_size"])
     plan = module.prepare_fit([torch.rand(3, size, size) for _ in range(k_shot)])
-    steps = module.fit_epochs * math.ceil(plan.pool_size / plan.batch_size)
+    steps = module.epochs_for(plan) * math.ceil(plan.pool_size / plan.batch_size)
     trains = module.configure_optimizers() is not None
     del module
     work = workload(spec, {**config})

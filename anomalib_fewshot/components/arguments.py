@@ -45,7 +45,7 @@ def check_arguments(
     Args:
         function: the constructor (``SomeModel.__init__``) whose annotations list the choices.
         values: the arguments as passed (``locals()`` or ``hparams``); names not present are not checked.
-        positive: names of integer arguments that must be at least 1.
+        positive: names of integer arguments that must be at least 1 (``None``, where allowed, is not checked).
         unit_interval: names of arguments (weights, exponents) that must lie in ``[0, 1]``.
 
     Raises:
@@ -57,7 +57,7 @@ def check_arguments(
             msg = f"{name} must be one of {allowed}, got {values[name]!r}"
             raise InvalidArgumentError(msg)
     for name in positive:
-        if values[name] < 1:
+        if values[name] is not None and values[name] < 1:
             msg = f"{name} must be >= 1, got {values[name]}"
             raise InvalidArgumentError(msg)
     for name in unit_interval:

@@ -8,6 +8,7 @@ mixin holds that common part once; the model classes stay direct ``AnomalibModul
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -198,6 +199,17 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         """Epochs of the fit (``hparams.epochs``)."""
         return int(self.hparams.epochs)
 
+    def epochs_for(self, plan: FitPlan) -> int:
+        """Epochs of a fit over ``plan``'s pool: :attr:`fit_epochs`, or ``hparams.steps`` spread over the pool.
+
+        A model with a ``steps`` argument (not ``None``) trains for that many optimiser steps whatever the number
+        of shots: ``ceil(steps / batches per epoch)`` epochs, so the schedule does not grow with k.
+        """
+        steps = self.hparams.get("steps")
+        if steps is None:
+            return self.fit_epochs
+        return max(1, math.ceil(int(steps) / math.ceil(plan.pool_size / plan.batch_size)))
+
     def setup(self, stage: str | None = None) -> None:
         """On ``fit``: select the shots, load weights, :meth:`prepare_fit` and take over the training loader."""
         if stage != "fit" or self._fit_prepared:
@@ -212,6 +224,10 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         self.install_pool_loader(
             self.trainer, plan.pool_size, plan.batch_size, seed=self.few_shot_seed, replacement=plan.replacement
         )
+        epochs = self.epochs_for(plan)
+        if epochs != self.trainer.fit_loop.max_epochs:  # a step budget: known once the pool is
+            self.trainer.fit_loop.max_epochs = epochs
+            self.trainer.check_val_every_n_epoch = epochs
         self._fit_prepared = True
 
     def teardown(self, stage: str | None = None) -> None:

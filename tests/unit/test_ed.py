@@ -10,6 +10,7 @@ import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
 
+from anomalib_fewshot.components.lightning import FitPlan
 from anomalib_fewshot.models.ed import Ed, EdModel
 from anomalib_fewshot.models.ed.loss import EdLoss, entropy
 from anomalib_fewshot.models.ed.torch_model import (
@@ -263,6 +264,28 @@ def test_constructor_errors_name_the_argument():
         Ed(**{**TINY_CONFIGS["Ed"], "augment": "mixup"})
     with pytest.raises(ValueError, match="epochs"):
         Ed(**{**TINY_CONFIGS["Ed"], "epochs": 0})
+    with pytest.raises(ValueError, match="steps"):
+        Ed(**{**TINY_CONFIGS["Ed"], "steps": 0})
+
+
+def test_steps_fix_the_schedule_whatever_the_pool():
+    plan = FitPlan(pool_size=32, batch_size=1)  # k = 4 shots x 8 copies
+    assert Ed(**{**TINY_CONFIGS["Ed"], "epochs": 80, "steps": None}).epochs_for(plan) == 80
+    model = Ed(**{**TINY_CONFIGS["Ed"], "epochs": 80, "steps": 640})
+    assert model.epochs_for(plan) == 20
+    assert model.epochs_for(FitPlan(pool_size=8, batch_size=1)) == 80  # k = 1: the same 640 steps
+    assert model.epochs_for(FitPlan(pool_size=24, batch_size=1)) == 27  # k = 3: rounded up to whole epochs
+    assert model.epochs_for(FitPlan(pool_size=32, batch_size=4)) == 80
+
+
+def test_a_fit_with_steps_makes_that_many_steps(tmp_path: Path, tiny_data_root: Path):
+    # tiny profile: 2 shots x 2 copies at batch 2 = 2 batches per epoch; 5 steps -> 3 epochs (6 steps), not 50
+    model = Ed(**{**TINY_CONFIGS["Ed"], "epochs": 50, "steps": 5})
+    datamodule = MVTecAD(root=tiny_data_root, category="tiny", num_workers=0, eval_batch_size=4)
+    engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    engine.fit(model, datamodule=datamodule)
+    assert engine.trainer.global_step == 6
+    assert engine.trainer.current_epoch == 3
     with pytest.raises(ValueError, match="anomaly_map"):
         Ed(**{**TINY_CONFIGS["Ed"], "anomaly_map": "inter"})
 

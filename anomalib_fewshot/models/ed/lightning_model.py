@@ -64,6 +64,9 @@ class Ed(ShotModelMixin, AnomalibModule):
         augment_copies: training samples per image (1 = the images themselves, as released).
         rotation: rotation range in degrees for ``"flip_rotate"``.
         epochs: epochs over the training samples (100).
+        steps: optimiser steps of the fit instead of ``epochs`` (few-shot adaptation, not in the original):
+            ``ceil(steps / batches per epoch)`` epochs over the samples, so the schedule does not grow with the
+            number of shots (``None``, default: ``epochs``).
         batch_size: training batch size (1).
         lr: Adam learning rate (1e-4).
         smoothing_sigma: Gaussian smoothing of the map.
@@ -112,6 +115,7 @@ class Ed(ShotModelMixin, AnomalibModule):
         augment_copies: int = 1,
         rotation: float = 15.0,
         epochs: int = 100,
+        steps: int | None = None,
         batch_size: int = 1,
         lr: float = 1e-4,
         smoothing_sigma: float = 4.0,
@@ -125,7 +129,7 @@ class Ed(ShotModelMixin, AnomalibModule):
         visualizer: Visualizer | bool = True,
     ) -> None:
         super().__init__(pre_processor, post_processor, evaluator, visualizer)
-        self.init_shot_model(pre_processor, positive=("augment_copies", "epochs", "batch_size"))
+        self.init_shot_model(pre_processor, positive=("augment_copies", "epochs", "steps", "batch_size"))
         self.model = EdModel(**select_arguments(EdModel.__init__, self.hparams))
         self.loss = EdLoss(**select_arguments(EdLoss.__init__, self.hparams))
         self._pool: list[torch.Tensor] | None = None
