@@ -224,8 +224,8 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         self.install_pool_loader(
             self.trainer, plan.pool_size, plan.batch_size, seed=self.few_shot_seed, replacement=plan.replacement
         )
-        epochs = self.epochs_for(plan)
-        if epochs != self.trainer.fit_loop.max_epochs:  # a step budget: known once the pool is
+        if self.hparams.get("steps") is not None:  # a step budget: its epochs are known once the pool is
+            epochs = self.epochs_for(plan)
             self.trainer.fit_loop.max_epochs = epochs
             self.trainer.check_val_every_n_epoch = epochs
         self._fit_prepared = True

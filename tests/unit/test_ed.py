@@ -266,6 +266,8 @@ def test_constructor_errors_name_the_argument():
         Ed(**{**TINY_CONFIGS["Ed"], "epochs": 0})
     with pytest.raises(ValueError, match="steps"):
         Ed(**{**TINY_CONFIGS["Ed"], "steps": 0})
+    with pytest.raises(ValueError, match="anomaly_map"):
+        Ed(**{**TINY_CONFIGS["Ed"], "anomaly_map": "inter"})
 
 
 def test_steps_fix_the_schedule_whatever_the_pool():
@@ -286,8 +288,6 @@ def test_a_fit_with_steps_makes_that_many_steps(tmp_path: Path, tiny_data_root: 
     engine.fit(model, datamodule=datamodule)
     assert engine.trainer.global_step == 6
     assert engine.trainer.current_epoch == 3
-    with pytest.raises(ValueError, match="anomaly_map"):
-        Ed(**{**TINY_CONFIGS["Ed"], "anomaly_map": "inter"})
 
 
 @pytest.mark.slow
