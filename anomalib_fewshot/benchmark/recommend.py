@@ -21,7 +21,6 @@ a measurement of them. The ranking chooses among models; it does not promise the
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -72,7 +71,7 @@ def estimate_job_s(model: str, k_shot: int, n_dev: int, repeats: int = 2) -> flo
     module = spec.model_class(**config)
     size = int(module.hparams["image_size"])
     plan = module.prepare_fit([torch.rand(3, size, size) for _ in range(k_shot)])
-    steps = module.epochs_for(plan) * math.ceil(plan.pool_size / plan.batch_size)
+    steps = module.epochs_for(plan) * plan.batches_per_epoch
     trains = module.configure_optimizers() is not None
     del module
     work = workload(spec, {**config})

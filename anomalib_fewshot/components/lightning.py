@@ -104,6 +104,11 @@ class FitPlan:
     batch_size: int
     replacement: bool = True
 
+    @property
+    def batches_per_epoch(self) -> int:
+        """Training batches in one epoch over the pool."""
+        return math.ceil(self.pool_size / self.batch_size)
+
 
 class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
     """The one fit lifecycle of a model trained on k shots (mix in before ``AnomalibModule``).
@@ -208,7 +213,7 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         steps = self.hparams.get("steps")
         if steps is None:
             return self.fit_epochs
-        return max(1, math.ceil(int(steps) / math.ceil(plan.pool_size / plan.batch_size)))
+        return max(1, math.ceil(int(steps) / plan.batches_per_epoch))
 
     def setup(self, stage: str | None = None) -> None:
         """On ``fit``: select the shots, load weights, :meth:`prepare_fit` and take over the training loader."""
