@@ -63,29 +63,10 @@ def _demo(argv: list[str]) -> int:
     return 0
 
 
-def parse_set_overrides(items: Sequence[str]) -> dict[str, object]:
-    """``--set KEY=VALUE`` items as constructor arguments (values parsed as YAML).
-
-    Raises:
-        InvalidArgumentError: an item without ``=`` or without a key.
-
-    """
-    import yaml
-
-    from anomalib_fewshot.errors import InvalidArgumentError
-
-    overrides: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            msg = f"--set {item!r}: expected KEY=VALUE"
-            raise InvalidArgumentError(msg)
-        overrides[key] = yaml.safe_load(value)
-    return overrides
-
-
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     """``--epochs``, ``--samples-per-shot`` and ``--set KEY=VALUE`` (values parsed as YAML) as constructor arguments."""
+    from anomalib_fewshot.config import parse_set_overrides
+
     overrides = parse_set_overrides(args.set)
     if args.epochs is not None:
         overrides["epochs"] = args.epochs

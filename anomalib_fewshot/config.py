@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from anomalib_fewshot.errors import MissingFileError
+from anomalib_fewshot.errors import InvalidArgumentError, MissingFileError
 
 
 def config_dir() -> Path:
@@ -40,3 +41,22 @@ def model_init_args(name: str, **overrides: Any) -> dict[str, Any]:
     init_args = dict(config["model"].get("init_args", {}))
     init_args.update(overrides)
     return init_args
+
+
+def parse_set_overrides(items: Sequence[str]) -> dict[str, object]:
+    """``--set KEY=VALUE`` items as constructor arguments (values parsed as YAML).
+
+    Raises:
+        InvalidArgumentError: an item without ``=`` or without a key.
+
+    """
+    import yaml
+
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            msg = f"--set {item!r}: expected KEY=VALUE"
+            raise InvalidArgumentError(msg)
+        overrides[key] = yaml.safe_load(value)
+    return overrides

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import statistics
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +34,7 @@ from anomalib_fewshot.benchmark.grid import job_work_dir, jobs_dir_of, load_grid
 from anomalib_fewshot.benchmark.job import EVAL_BATCH_SIZE
 from anomalib_fewshot.benchmark.machine import cpu_name
 from anomalib_fewshot.benchmark.store import KEY_FIELDS, job_key, job_label, read_rows, upsert_rows
+from anomalib_fewshot.benchmark.timing import Graph, time_interleaved
 from anomalib_fewshot.components.io import atomic_write_text
 from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError, MissingFileError
 
@@ -43,10 +42,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 BASELINE = "Patchcore"
-WARMUP = 3
-
-#: A loaded graph: its predict function (one array of shape (batch, 3, H, W)) and its static batch (1: dynamic).
-Graph = tuple[Callable[["np.ndarray"], Any], int]
 
 
 def find_export(jobs_dir: Path, job: dict[str, Any]) -> Path:
@@ -94,39 +89,6 @@ def load_test_images(job: dict[str, Any], n_images: int) -> list[np.ndarray]:
     datamodule.setup()
     count = min(n_images, len(datamodule.test_data))
     return [datamodule.test_data[i].image[None].float().numpy() for i in range(count)]
-
-
-def time_interleaved(graphs: dict[Any, Graph], images: Sequence[np.ndarray], warmup: int = WARMUP) -> dict[Any, float]:
-    """Median ms per image of each graph, all timed in turn on the same ``images``.
-
-    Warm-up: each graph once on each of the first ``warmup`` images (not timed). Then, for image ``i``, every graph
-    runs once, starting with graph ``i mod len(graphs)`` (rotating order, so no graph always runs first). An image is
-    repeated to a graph's static batch and the graph's time divided by that batch.
-    """
-    import numpy as np
-
-    keys = list(graphs)
-    if not keys or not images:
-        return {}
-
-    def batched(image: np.ndarray) -> dict[int, np.ndarray]:
-        return {b: np.repeat(image, b, axis=0) for b in {batch for _, batch in graphs.values()}}
-
-    for image in images[:warmup]:
-        inputs = batched(image)
-        for key in keys:
-            predict, batch = graphs[key]
-            predict(inputs[batch])
-    times: dict[Any, list[float]] = {key: [] for key in keys}
-    for i, image in enumerate(images):
-        inputs = batched(image)
-        shift = i % len(keys)
-        for key in keys[shift:] + keys[:shift]:
-            predict, batch = graphs[key]
-            start = time.perf_counter()
-            predict(inputs[batch])
-            times[key].append((time.perf_counter() - start) * 1000)
-    return {key: statistics.median(times[key]) / graphs[key][1] for key in keys}
 
 
 def retime_grid(

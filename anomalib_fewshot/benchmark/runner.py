@@ -10,7 +10,7 @@ Grid YAML::
 
     output: docs/benchmarks/real            # results.csv, results.md and *.png go here
     jobs_dir: benchmark_results/real_jobs   # per-job logs, checkpoints, exports (default: <output>/jobs)
-    archive_dir: docs/measurements/superseded   # rows replaced by --supersede (this is the default)
+    archive_dir: docs/measurements/superseded   # rows replaced by --supersede (default: <output>/superseded)
     timeout_s: 3600                         # per job (a model entry may set its own timeout_s)
     evaluate_on: test                       # or dev: every job tests on the dataset's development split
     speed: true                             # false: no export and no torch/OpenVINO timing (accuracy-only grids)
@@ -42,7 +42,7 @@ imported with ``--merge OTHER.csv``; ``--report-only`` rewrites ``results.md`` a
 first ``:``); the report still covers the whole grid. ``--k-shot K ...``, ``--seeds S ...`` and ``--datasets NAME
 ...`` narrow the run the same way (``--only Dfd --k-shot 1 --seeds 0``: one job per dataset). ``--only X
 --supersede`` re-runs X's jobs even when they have an ``ok`` row and replaces their rows in place; the replaced rows
-are appended to ``docs/measurements/superseded/<output folder name>_<YYYY-MM-DD>.csv`` (``archive_dir``) with a
+are appended to ``<archive_dir>/<output folder name>_<YYYY-MM-DD>.csv`` (default ``<output>/superseded``) with a
 ``superseded_utc`` column. ``<output>/supersede.json`` lists the jobs still to re-run: rerunning the same command
 after a kill continues with those. A failed or timed-out re-run never replaces an ok row (it is archived, the job
 stays listed). Full rules: :mod:`anomalib_fewshot.benchmark.supersede`. ``--retime [--only X]`` re-times the
@@ -90,7 +90,7 @@ from anomalib_fewshot.benchmark.store import (
     upsert_rows,
 )
 from anomalib_fewshot.benchmark.supersede import (
-    DEFAULT_ARCHIVE_DIR,
+    DEFAULT_ARCHIVE_NAME,
     STATE_NAME,
     SupersedeState,
     write_superseding_row,
@@ -224,7 +224,7 @@ def run_grid(
         supersede: Re-run the ``only`` jobs even when finished and replace their rows, archiving the old ones;
             resumable through ``<output>/supersede.json`` (rules: :mod:`anomalib_fewshot.benchmark.supersede`).
         archive_dir: Folder of the superseded-rows archive (default: the YAML's ``archive_dir``, else
-            ``docs/measurements/superseded``).
+            ``<output>/superseded``).
         k_shots: Run only the jobs of these shot counts (with ``only``: both must match); the report still covers
             the whole grid.
         seeds: Run only the jobs of these seeds (as ``k_shots``).
@@ -260,7 +260,7 @@ def run_grid(
     chosen = [job for job in jobs if job_key(job) in selected]
     state = None
     if supersede:
-        archive = Path(archive_dir or config.get("archive_dir") or DEFAULT_ARCHIVE_DIR)
+        archive = Path(archive_dir or config.get("archive_dir") or output / DEFAULT_ARCHIVE_NAME)
         state, resumed = SupersedeState.start(output, list(only or []), [job_key(job) for job in chosen], archive)
         if resumed:
             print(f"--supersede: resuming, {len(state.keys)} of {len(chosen)} job(s) left ({state.path})")

@@ -11,8 +11,8 @@ The rules (``anomalib-fewshot benchmark -c GRID --only MODEL[:VARIANT] --superse
   exists is an error (finish that command, or delete the file to abandon it).
 - **Archive.** A replaced row is appended, with ``superseded_utc`` (when it was replaced) and ``archived``
   (``replaced``) columns, to ``<archive_dir>/<output folder name>_<YYYY-MM-DD>.csv``; ``archive_dir`` is
-  ``docs/measurements/superseded`` unless the grid YAML's ``archive_dir`` or ``run_grid(archive_dir=...)`` says
-  otherwise, and the date is the day the supersede started (kept in the state file, so a resumed run appends to
+  ``<output>/superseded`` (beside ``results.csv``) unless the grid YAML's ``archive_dir`` or
+  ``run_grid(archive_dir=...)`` says otherwise, and the date is the day the supersede started (kept in the state file, so a resumed run appends to
   the same file). The old row is archived *before* the new one is written, so a kill never loses a row (at
   worst a job killed between the two writes is archived twice; an identical archived row is not appended again).
 - **A failed or timed-out re-run never replaces an ok row.** The failed row is appended to the archive with
@@ -33,7 +33,8 @@ from anomalib_fewshot.components.io import atomic_write_json
 from anomalib_fewshot.errors import InvalidArgumentError
 
 STATE_NAME = "supersede.json"
-DEFAULT_ARCHIVE_DIR = Path("docs/measurements/superseded")
+#: The archive folder, relative to the grid's output folder, when neither the YAML nor the caller names one.
+DEFAULT_ARCHIVE_NAME = "superseded"
 REPLACED = "replaced"
 FAILED_RERUN = "failed re-run, ok row kept"
 ARCHIVE_FIELDS = ("superseded_utc", "archived")

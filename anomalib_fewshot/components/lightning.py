@@ -181,7 +181,7 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         self.model.backbone.load_weights()
 
     def training_samples(self, images: list[torch.Tensor], count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``count`` samples of what a fit on ``images`` trains on, for a gallery (``benchmark.gallery``).
+        """``count`` samples of what a fit on ``images`` trains on, for a gallery (``research.gallery``).
 
         The default: the shots themselves with empty masks (a model that trains on normal images only). Models
         with pseudo-anomalies override it with their own generator, seeded like a fit, so the gallery shows the

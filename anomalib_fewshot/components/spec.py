@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 #: ``(lightning module, pre-processed images (N, 3, H, W)) -> {branch name: map (N, H, W)}``: every internal branch
-#: of a fitted model on its own, for ``python -m anomalib_fewshot.benchmark.branches``.
+#: of a fitted model on its own, for ``python -m research.branches``.
 BranchMaps = Callable[[Any, Any], dict[str, Any]]
 #: ``(lightning module, pre-processed training images) -> text`` printed under the branch table.
 BranchNotes = Callable[[Any, Any], str]
@@ -88,7 +88,7 @@ class ModelSpec:
         demo_accuracy: the lite profile's accuracy floor on the demo data (see :class:`DemoAccuracy`), or ``None``.
         short_schedule: constructor arguments that shorten the lite profile's training to a quick, unconverged fit
             (architecture and inference graph unchanged), for checks that only need a working model
-            (``python -m anomalib_fewshot.benchmark.long_run``).
+            (``python -m research.long_run``).
 
     """
 

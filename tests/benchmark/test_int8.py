@@ -16,6 +16,7 @@ from anomalib_fewshot.benchmark.grid import load_grid
 from anomalib_fewshot.benchmark.report import precision_section
 from anomalib_fewshot.components.quantization import ignored_scope, pack_shots, quantize_on_shots
 from anomalib_fewshot.errors import InvalidArgumentError
+from research import int8_screen
 from tests.helpers import write_fake_grid
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "benchmark" / "smoke.yaml"
@@ -165,6 +166,6 @@ def test_screen_chooses_the_fastest_scope_within_target_else_the_most_accurate()
         row("B", "d1", all=(0.05, 2.0), no_matmul=(0.03, 1.5), convolutions=(0.02, 1.1)),
         row("B", "d2", all=(0.0, 2.0), no_matmul=(0.0, 1.5), convolutions=(0.0, 1.1)),
     ]
-    table, chosen = int8.screen_table(rows)
+    table, chosen = int8_screen.screen_table(rows)
     assert chosen == {"A": "no_matmul", "B": "convolutions"}
     assert "| A | d1 | no_matmul | -0.005 | -0.005 | -0.005 | 100 |" in table

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from anomalib_fewshot import cli
-from anomalib_fewshot.benchmark import grid, retime, runner, store
+from anomalib_fewshot.benchmark import grid, retime, runner, store, timing
 from anomalib_fewshot.benchmark.machine import cpu_name
 from anomalib_fewshot.errors import MissingFileError
 
@@ -57,7 +57,7 @@ def fake_grid(tmp_path: Path, monkeypatch) -> dict[str, Any]:
         xml.parent.mkdir(parents=True)
         xml.write_text(job["model"])
     clock, calls, loaded = FakeClock(), [], []
-    monkeypatch.setattr(retime.time, "perf_counter", clock.perf_counter)
+    monkeypatch.setattr(timing.time, "perf_counter", clock.perf_counter)
 
     def load_graph(xml: Path):
         model = xml.read_text()

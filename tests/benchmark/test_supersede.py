@@ -149,7 +149,7 @@ def test_supersede_on_the_smoke_grid_replaces_exactly_pcsnets_rows(tmp_path: Pat
     assert {r["image_auroc"] for r in rows if r["model"] == "Pcsnet"} == {"0.9"}
     assert {r["image_auroc"] for r in rows if r["model"] not in ("Pcsnet", "Padim")} == {"0.5"}
 
-    archive = tmp_path / "docs" / "measurements" / "superseded" / f"smoke_{_today()}.csv"
+    archive = csv_path.parent / "superseded" / f"smoke_{_today()}.csv"  # the default: beside results.csv
     archived = store.read_rows(archive)
     old_pcsnet = [r for r in csv.DictReader(before) if r["model"] == "Pcsnet"]
     assert [{k: v for k, v in r.items() if k not in ("superseded_utc", "archived")} for r in archived] == old_pcsnet

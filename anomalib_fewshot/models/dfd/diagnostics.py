@@ -1,4 +1,4 @@
-"""DFD diagnostics: per-branch maps (``python -m anomalib_fewshot.benchmark.branches Dfd ...``).
+"""DFD diagnostics: per-branch maps (``python -m research.branches Dfd ...``).
 
 Branches: the Gaussian and Perlin discriminators on their own, each frequency path, and the token scale that the
 feature noise ``noise_std`` is compared with.

@@ -1,4 +1,4 @@
-"""ED diagnostics: per-branch maps (``benchmark.branches Ed``) and cost profiles (``benchmark.cost``).
+"""ED diagnostics: per-branch maps (``research.branches Ed``) and cost profiles (``benchmark.cost``).
 
 Branches: the reconstruction score, the inter-correlation score and their product (the model's map), averaged over
 the levels and per level.

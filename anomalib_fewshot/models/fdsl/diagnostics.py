@@ -1,4 +1,4 @@
-"""FDSL diagnostics: per-branch maps (``benchmark.branches Fdsl``) and cost profiles (``benchmark.cost``).
+"""FDSL diagnostics: per-branch maps (``research.branches Fdsl``) and cost profiles (``benchmark.cost``).
 
 Branches: the raw feature discrepancy ``|f − nn(f)|`` without any learned head, the global head before and after the
 NAM, the LFE window branch, and the model's blend.

@@ -1,4 +1,4 @@
-"""PCSNet diagnostics: per-branch maps (``benchmark.branches Pcsnet``) and cost profiles (``benchmark.cost``).
+"""PCSNet diagnostics: per-branch maps (``research.branches Pcsnet``) and cost profiles (``benchmark.cost``).
 
 Branches: the CAS output (and the fused map when the model uses one), and the PFA prototype distances alone: mean
 3-NN distance per position and 1-NN distance, smoothed like the CAS map.
