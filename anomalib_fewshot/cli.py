@@ -9,6 +9,8 @@
 * ``anomalib-fewshot <verb> ...``: a model's prerequisite step, from the registry (``ModelSpec.prerequisites``), e.g.
   ``anomalib-fewshot fdsl-pretrain``: FDSL stage 1, train the head on an annotated test split (see its ``--help``).
 * ``anomalib-fewshot <anything else>``: exactly ``anomalib <anything else>`` (train, test, export, ...).
+* ``anomalib-fewshot`` or ``anomalib-fewshot --help``: our verbs, then anomalib's (:func:`help_text`, imports nothing
+  heavy).
 
 Our verbs hide third-party warnings (deprecations of anomalib's dependencies that the user cannot act on) unless
 ``--verbose`` is given (:mod:`anomalib_fewshot.quiet`); the verbs passed to ``anomalib`` print as anomalib does.
@@ -78,6 +80,52 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 #: The verbs of ours (the registry's prerequisite steps are ours too); anything else is passed to ``anomalib``.
 OWN_VERBS = ("demo", "benchmark", "recommend")
 
+#: ``--help``'s list of our verbs, the registry's prerequisite steps included (written out so that ``--help`` imports
+#: neither torch nor anomalib; ``tests/cli/test_help.py`` checks it against :data:`OWN_VERBS` and the registry).
+OWN_VERB_HELP = {
+    "demo": "generate demo data, train, test, export and draw a heat-map gallery (one command)",
+    "recommend": "rank the models and shot counts for a folder of good images of your part",
+    "benchmark": "run or resume a benchmark grid (configs/benchmark/*.yaml)",
+    "fdsl-pretrain": "FDSL stage 1, train the head on an annotated test split",
+}
+
+#: anomalib 2.7's own sub-commands, passed through unchanged (checked against anomalib's parser by the tests).
+ANOMALIB_VERB_HELP = {
+    "train": "fit the model and then test it",
+    "fit": "fit the model",
+    "validate": "one evaluation pass over the validation set",
+    "test": "one evaluation pass over the test set",
+    "predict": "run inference on images, a folder or a datamodule",
+    "export": "export the model to Torch, ONNX or OpenVINO (optionally INT8)",
+    "install": "install anomalib's optional dependencies",
+}
+#: anomalib's sub-commands that ours shadow: its ``benchmark`` pipeline runs as ``anomalib benchmark``.
+SHADOWED_ANOMALIB_VERBS = ("benchmark",)
+#: The registered models, for the help text (checked against the registry by the tests).
+MODEL_NAMES = "Dfd, Ed, Fdsl, Pcsnet"
+
+
+def help_text() -> str:
+    """The ``anomalib-fewshot --help`` text: our verbs first, then anomalib's (static, no heavy import)."""
+    from anomalib_fewshot import __version__
+
+    width = max(map(len, [*OWN_VERB_HELP, *ANOMALIB_VERB_HELP]))
+    lines = [
+        "usage: anomalib-fewshot <command> [options]",
+        "",
+        f"anomalib-fewshot {__version__}: few-shot anomaly detection models ({MODEL_NAMES}) for anomalib.",
+        "",
+        "our commands:",
+        *(f"  {verb:<{width}}  {text}" for verb, text in OWN_VERB_HELP.items()),
+        "",
+        "anomalib's commands, run exactly as `anomalib <command>` with our models registered:",
+        *(f"  {verb:<{width}}  {text}" for verb, text in ANOMALIB_VERB_HELP.items()),
+        "",
+        "`anomalib-fewshot <command> --help` shows a command's options. anomalib's own benchmark pipeline is",
+        "`anomalib benchmark` (our `benchmark` runs our grids). Docs: README.md and docs/README.md.",
+    ]
+    return "\n".join(lines)
+
 
 def _prerequisite_main(verb: str) -> Callable[[Sequence[str] | None], int] | None:
     """The sub-command of the registered prerequisite step called ``verb`` (e.g. ``fdsl-pretrain``), if any."""
@@ -91,6 +139,14 @@ def _prerequisite_main(verb: str) -> Callable[[Sequence[str] | None], int] | Non
 
 
 def _dispatch(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(help_text())
+        return 0
+    if argv[0] == "--version":
+        from anomalib_fewshot import __version__
+
+        print(f"anomalib-fewshot {__version__}")
+        return 0
     import warnings
 
     from anomalib_fewshot.quiet import quiet_unless_verbose
