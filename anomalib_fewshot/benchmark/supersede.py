@@ -12,9 +12,10 @@ The rules (``anomalib-fewshot benchmark -c GRID --only MODEL[:VARIANT] --superse
 - **Archive.** A replaced row is appended, with ``superseded_utc`` (when it was replaced) and ``archived``
   (``replaced``) columns, to ``<archive_dir>/<output folder name>_<YYYY-MM-DD>.csv``; ``archive_dir`` is
   ``<output>/superseded`` (beside ``results.csv``) unless the grid YAML's ``archive_dir`` or
-  ``run_grid(archive_dir=...)`` says otherwise, and the date is the day the supersede started (kept in the state file, so a resumed run appends to
-  the same file). The old row is archived *before* the new one is written, so a kill never loses a row (at
-  worst a job killed between the two writes is archived twice; an identical archived row is not appended again).
+  ``run_grid(archive_dir=...)`` says otherwise, and the date is the day the supersede started (kept in the state
+  file, so a resumed run appends to the same file). The old row is archived *before* the new one is written, so a
+  kill never loses a row (at worst a job killed between the two writes is archived twice; an identical archived
+  row is not appended again).
 - **A failed or timed-out re-run never replaces an ok row.** The failed row is appended to the archive with
   ``archived`` = ``failed re-run, ok row kept``, the ok row stays in ``results.csv`` and the key stays in the
   state file, so the next run of the command retries it (delete ``supersede.json`` to keep the old row and stop).
