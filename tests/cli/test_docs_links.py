@@ -47,3 +47,16 @@ def broken_links(path: Path) -> list[str]:
 @pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(path: Path):
     assert not broken_links(path), broken_links(path)
+
+
+#: A committed figure or gallery must read on a screen without weighing the repository down.
+MAX_IMAGE_BYTES = 300_000
+
+
+def test_committed_images_are_at_most_300_kb():
+    folders = [ROOT / name for name in ("docs", "anomalib_fewshot", "research", "examples")]
+    images = [p for folder in folders for ext in ("*.png", "*.jpg") for p in folder.rglob(ext)]
+    assert images
+    assert not [
+        f"{p.relative_to(ROOT)}: {p.stat().st_size} bytes" for p in images if p.stat().st_size > MAX_IMAGE_BYTES
+    ]
