@@ -3,12 +3,16 @@
 A refactoring that must not change behaviour is checked with it: record at the commit before the change,
 compare after it::
 
-    python -m tests.regression.raw_outputs record docs/measurements/raw_outputs_<commit>.pt
-    python -m tests.regression.raw_outputs compare docs/measurements/raw_outputs_<commit>.pt [--rtol 1e-5]
+    python -m tests.regression.raw_outputs record [tests/regression/fixtures/raw_outputs.pt]
+    python -m tests.regression.raw_outputs compare [tests/regression/fixtures/raw_outputs.pt] [--rtol 1e-5]
+
+The committed fixture (``tests/regression/fixtures/raw_outputs.pt``, its commit and machine in
+``fixtures/README.md``) is the recording of the last behaviour-preserving refactor; re-record it at the commit
+before the next one. Outputs depend on the CPU's kernels: compare on the machine that recorded.
 
 Each case fits one tiny configuration (``tests.helpers.fit_tiny``, seeded, generated data) and stores
 ``model.model(pre_processor(images))`` (score and map before any post-processing) on fixed random images and on
-the generated test images.
+one good and one defective generated test image (as small as the check needs).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+#: The committed recording.
+FIXTURE = Path(__file__).parent / "fixtures" / "raw_outputs.pt"
 
 #: (case name, model name, overrides of the tiny configuration)
 CASES: list[tuple[str, str, dict[str, Any]]] = [
@@ -53,7 +60,11 @@ def _inputs(data_root: Path) -> torch.Tensor:
 
     generator = torch.Generator().manual_seed(0)
     noise = torch.rand(2, 3, 64, 64, generator=generator)
-    files = sorted((data_root / "tiny" / "test").rglob("*.png"))
+    test = data_root / "tiny" / "test"
+    files = [
+        sorted((test / "good").glob("*.png"))[0],
+        sorted(p for p in test.rglob("*.png") if p.parent.name != "good")[0],
+    ]
     real = torch.stack([decode_image(str(f)).float()[:3] / 255 for f in files])
     return torch.cat([noise, real])
 
@@ -80,6 +91,12 @@ def raw_outputs(names: list[str] | None = None) -> dict[str, dict[str, torch.Ten
     return out
 
 
+def load_recording(path: Path) -> dict[str, Any]:
+    """``{"machine": cpu_name, "outputs": {case: {key: tensor}}}`` (recordings before 2026-12-06: the outputs alone)."""
+    recorded = torch.load(path, weights_only=True)
+    return recorded if "outputs" in recorded else {"machine": "unknown", "outputs": recorded}
+
+
 def compare(recorded: dict[str, dict[str, torch.Tensor]], now: dict[str, dict[str, torch.Tensor]], rtol: float) -> int:
     """Print one line per case; return the number of cases that differ."""
     failures = 0
@@ -100,17 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     """``record PATH`` or ``compare PATH``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["record", "compare"])
-    parser.add_argument("path", type=Path)
+    parser.add_argument("path", type=Path, nargs="?", default=FIXTURE)
     parser.add_argument("--rtol", type=float, default=1e-5)
     parser.add_argument("--cases", nargs="+", default=None)
     args = parser.parse_args(argv)
     if args.action == "record":
+        from anomalib_fewshot.benchmark.machine import cpu_name
+
         outputs = raw_outputs(args.cases)
         args.path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(outputs, args.path)
+        torch.save({"machine": cpu_name(), "outputs": outputs}, args.path)
         return 0
-    recorded = torch.load(args.path, weights_only=True)
-    return 1 if compare(recorded, raw_outputs(args.cases), args.rtol) else 0
+    recorded = load_recording(args.path)
+    print(f"recorded on {recorded['machine']}")
+    return 1 if compare(recorded["outputs"], raw_outputs(args.cases), args.rtol) else 0
 
 
 if __name__ == "__main__":
