@@ -143,7 +143,7 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
 
     # ------------------------------------------------------------------ construction
     def init_shot_model(self, pre_processor: Any, positive: Sequence[str] = ()) -> None:
-        """The constructor prologue, after ``super().__init__(...)``: defaults and checks from ``hparams``.
+        """The constructor prologue (run by ``ShotModel.__init__``): defaults and checks from ``hparams``.
 
         Installs the resize-only pre-processor (``image_size``, optional ``resize_size`` crop) when
         ``pre_processor`` is ``True``, checks every ``Literal`` argument against its annotation and the

@@ -14,11 +14,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from anomalib.metrics import Evaluator
-from anomalib.models.components import AnomalibModule
-from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torch import nn
 
 from anomalib_fewshot.components.anomalies import (
     PerlinImageAnomaly,
@@ -28,8 +24,9 @@ from anomalib_fewshot.components.anomalies import (
     resolve_foreground,
 )
 from anomalib_fewshot.components.arguments import select_arguments
-from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
+from anomalib_fewshot.components.lightning import FitPlan
 from anomalib_fewshot.components.pool import PoolBatch
+from anomalib_fewshot.models.base import ShotModel
 from anomalib_fewshot.models.dfd.loss import DfdLoss
 from anomalib_fewshot.models.dfd.pool import FeaturePool, cache_features, cache_plan
 from anomalib_fewshot.models.dfd.torch_model import DfdModel
@@ -45,7 +42,7 @@ _LOSS_ARGUMENTS = {
 }
 
 
-class Dfd(ShotModelMixin, AnomalibModule):
+class Dfd(ShotModel):
     """DFD few-shot anomaly detection model.
 
     Trains, per category, a feature adaptor and two discriminators on ``k_shot`` normal images: every shot
@@ -58,11 +55,7 @@ class Dfd(ShotModelMixin, AnomalibModule):
     Args:
         backbone: backbone name; ``"wide_resnet50_2.tv_in1k"`` (paper) or ``"tf_efficientnet_lite0"`` (lite).
         layers: feature layers (``layer2``, ``layer3`` for WRN-50; ``blocks.2``, ``blocks.4`` for lite0).
-        pre_trained: load ImageNet weights when fitting starts (never at construction).
-        weights_path: local backbone state-dict file (air-gapped installations).
         k_shot: number of normal training images; ``None`` uses all.
-        few_shot_seed: seed of the shot selection (and of the augmented pool).
-        few_shot_source: folder or list of images to take the shots from instead of the datamodule.
         image_size: square model input size (multiple of 8).
         patch_size: local aggregation neighbourhood.
         pretrain_embed_dim: per-level dimension of the aggregation.
@@ -113,8 +106,7 @@ class Dfd(ShotModelMixin, AnomalibModule):
         cache_stage: what the pool caches per sample: ``"backbone"`` outputs, ``"aggregated"`` tokens (after the
             frozen local aggregation: identical results, no aggregation per step, up to 2x the memory) or
             ``"auto"`` (aggregated when that cache stays under 1 GiB in float32, else backbone outputs).
-        pre_processor, post_processor, evaluator, visualizer: anomalib's pipeline components (the default
-            pre-processor: resize only; the model normalises internally).
+        **kwargs: :class:`~anomalib_fewshot.models.base.ShotModel`'s (weights, shot seed and source, pipeline).
 
     Example:
         >>> from anomalib_fewshot.models import Dfd
@@ -125,15 +117,13 @@ class Dfd(ShotModelMixin, AnomalibModule):
 
     """
 
+    positive_arguments = ("samples_per_shot", "epochs", "batch_size")
+
     def __init__(
         self,
         backbone: str = "wide_resnet50_2.tv_in1k",
         layers: Sequence[str] = ("layer2", "layer3"),
-        pre_trained: bool = True,
-        weights_path: str | None = None,
         k_shot: int | None = 1,
-        few_shot_seed: int = 0,
-        few_shot_source: str | list[str] | None = None,
         image_size: int = 256,
         patch_size: int = 3,
         pretrain_embed_dim: int = 1536,
@@ -175,13 +165,9 @@ class Dfd(ShotModelMixin, AnomalibModule):
         perlin_weight: float = 0.5,
         cache_dtype: Literal["auto", "float32", "float16"] = "auto",
         cache_stage: Literal["auto", "backbone", "aggregated"] = "auto",
-        pre_processor: nn.Module | bool = True,
-        post_processor: nn.Module | bool = True,
-        evaluator: Evaluator | bool = True,
-        visualizer: Visualizer | bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(pre_processor, post_processor, evaluator, visualizer)
-        self.init_shot_model(pre_processor, positive=("samples_per_shot", "epochs", "batch_size"))
+        super().__init__(**kwargs)
         resolve_foreground(foreground, None)  # validates the value
         self.model = DfdModel(**select_arguments(DfdModel.__init__, self.hparams))
         self.loss = DfdLoss(**select_arguments(DfdLoss.__init__, self.hparams, _LOSS_ARGUMENTS))

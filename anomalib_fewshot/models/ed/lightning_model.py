@@ -8,27 +8,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from anomalib.metrics import Evaluator
-from anomalib.models.components import AnomalibModule
-from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torch import nn
 
 from anomalib_fewshot.components.anomalies import random_flip_rotate
 from anomalib_fewshot.components.arguments import select_arguments
 from anomalib_fewshot.components.feature_cache import cache_outputs
-from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
+from anomalib_fewshot.components.lightning import FitPlan
 from anomalib_fewshot.components.pool import PoolBatch
+from anomalib_fewshot.models.base import ShotModel
 from anomalib_fewshot.models.ed.loss import EdLoss
 from anomalib_fewshot.models.ed.torch_model import EdModel
 
 logger = logging.getLogger(__name__)
 
 
-class Ed(ShotModelMixin, AnomalibModule):
+class Ed(ShotModel):
     """ED anomaly detection model (full-shot as released; few-shot with ``k_shot``).
 
     Frozen backbone levels (3×3 average pooled) are reconstructed by one transformer per level. Each encoder
@@ -42,11 +39,7 @@ class Ed(ShotModelMixin, AnomalibModule):
         backbone: backbone name; ``"wide_resnet50_2.racm_in1k"`` (timm's default WRN-50, as the code) or
             ``"tf_efficientnet_lite0"`` (lite).
         layers: two feature levels (``layer2``, ``layer3``).
-        pre_trained: load ImageNet weights when fitting starts (never at construction).
-        weights_path: local backbone state-dict file.
         k_shot: training images; ``None`` (default, as released) uses every normal training image.
-        few_shot_seed: seed of the shot selection, augmentation and sampling.
-        few_shot_source: folder or list of images to take the shots from instead of the datamodule.
         image_size: square input size (256).
         d_models: transformer width per level (256, 512).
         num_heads: attention heads (8).
@@ -76,8 +69,7 @@ class Ed(ShotModelMixin, AnomalibModule):
         anomaly_map: ``"rec_x_inter"`` (ED's map) or ``"rec"`` (reconstruction error alone, an ablation).
         inter_exponent: ``γ`` of the map ``rec × inter^γ`` (1: ED's map; 0: the reconstruction error alone);
             inference only, so it can be changed on a fitted model (``model.model.inter_exponent``).
-        pre_processor, post_processor, evaluator, visualizer: anomalib's pipeline components (the default
-            pre-processor: resize only; the model normalises internally).
+        **kwargs: :class:`~anomalib_fewshot.models.base.ShotModel`'s (weights, shot seed and source, pipeline).
 
     Example:
         >>> from anomalib_fewshot.models import Ed
@@ -90,15 +82,13 @@ class Ed(ShotModelMixin, AnomalibModule):
 
     quantization_model_type = "transformer"  # NNCF keeps the attention's sensitive operations in floating point
 
+    positive_arguments = ("augment_copies", "epochs", "steps", "batch_size")
+
     def __init__(
         self,
         backbone: str = "wide_resnet50_2.racm_in1k",
         layers: Sequence[str] = ("layer2", "layer3"),
-        pre_trained: bool = True,
-        weights_path: str | None = None,
         k_shot: int | None = None,
-        few_shot_seed: int = 0,
-        few_shot_source: str | list[str] | None = None,
         image_size: int = 256,
         d_models: Sequence[int] = (256, 512),
         num_heads: int = 8,
@@ -123,13 +113,9 @@ class Ed(ShotModelMixin, AnomalibModule):
         cache_dtype: Literal["auto", "float32", "float16"] = "auto",
         anomaly_map: Literal["rec_x_inter", "rec"] = "rec_x_inter",
         inter_exponent: float = 1.0,
-        pre_processor: nn.Module | bool = True,
-        post_processor: nn.Module | bool = True,
-        evaluator: Evaluator | bool = True,
-        visualizer: Visualizer | bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(pre_processor, post_processor, evaluator, visualizer)
-        self.init_shot_model(pre_processor, positive=("augment_copies", "epochs", "steps", "batch_size"))
+        super().__init__(**kwargs)
         self.model = EdModel(**select_arguments(EdModel.__init__, self.hparams))
         self.loss = EdLoss(**select_arguments(EdLoss.__init__, self.hparams))
         self._pool: list[torch.Tensor] | None = None

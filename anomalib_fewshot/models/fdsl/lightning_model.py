@@ -11,16 +11,13 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from anomalib.metrics import Evaluator
-from anomalib.models.components import AnomalibModule
-from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torch import nn
 
 from anomalib_fewshot.components.anomalies import PerlinImageAnomaly, random_flip_rotate
 from anomalib_fewshot.components.arguments import select_arguments
-from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
+from anomalib_fewshot.components.lightning import FitPlan
 from anomalib_fewshot.components.pool import PoolBatch
+from anomalib_fewshot.models.base import ShotModel
 from anomalib_fewshot.models.fdsl.head_weights import load_head_weights
 from anomalib_fewshot.models.fdsl.loss import FdslLoss, head_loss
 from anomalib_fewshot.models.fdsl.torch_model import FdslModel
@@ -28,7 +25,7 @@ from anomalib_fewshot.models.fdsl.torch_model import FdslModel
 logger = logging.getLogger(__name__)
 
 
-class Fdsl(ShotModelMixin, AnomalibModule):
+class Fdsl(ShotModel):
     """FDSL few-shot anomaly detection model.
 
     Patch tokens of a frozen backbone (CLIP ViT-L/14-336 at 518 px, blocks 6/12/18/24, L2-normalised) are
@@ -44,12 +41,8 @@ class Fdsl(ShotModelMixin, AnomalibModule):
     Args:
         backbone: ``"ViT-L-14-336"`` (open_clip, the paper) or a CNN (``"tf_efficientnet_lite0"``, offline).
         layers: ViT block numbers ``(6, 12, 18, 24)`` or CNN feature modules.
-        pre_trained: load the backbone's pretrained weights when fitting starts (open_clip ``openai``: download).
-        weights_path: local backbone weights (CLIP state dict or the OpenAI ``.pt`` file; CNN state dict).
         vision_cfg: custom open_clip vision tower (tests, or a ViT with ``weights_path``).
         k_shot: normal shots in the memory banks (distinct, seeded; one draw for both banks).
-        few_shot_seed: seed of the shot selection (and of the pseudo-anomaly head).
-        few_shot_source: folder or list of images to take the shots from instead of the datamodule.
         image_size: square input size (518).
         head_weights: head-weights file from ``fdsl-pretrain``; ``None`` trains the pseudo-anomaly head.
         head_dims: hidden widths of the per-level heads (512, 128, 32).
@@ -80,8 +73,7 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         nam_combine: ``"replace"`` (the code: the final map is the NAM's) or ``"max"`` (the larger of the head's
             raw and the NAM's anomalous probability per cell; inference only, training unchanged).
         quick_gelu: QuickGELU in a CLIP backbone (OpenAI weights need it).
-        pre_processor, post_processor, evaluator, visualizer: anomalib's pipeline components (the default
-            pre-processor: resize only; the model normalises).
+        **kwargs: :class:`~anomalib_fewshot.models.base.ShotModel`'s (weights, shot seed and source, pipeline).
 
     Example:
         >>> from anomalib_fewshot.models import Fdsl
@@ -96,16 +88,14 @@ class Fdsl(ShotModelMixin, AnomalibModule):
     quantization_model_type = "transformer"  # NNCF keeps the attention's sensitive operations in floating point
     quantization_scope = "no_matmul"  # development screen (docs/benchmarks/int8_dev): the smallest worst loss
 
+    positive_arguments = ("epochs", "pseudo_samples", "batch_size")
+
     def __init__(
         self,
         backbone: str = "ViT-L-14-336",
         layers: Sequence[int | str] = (6, 12, 18, 24),
-        pre_trained: bool = True,
-        weights_path: str | None = None,
         vision_cfg: dict[str, Any] | None = None,
         k_shot: int | None = 1,
-        few_shot_seed: int = 0,
-        few_shot_source: str | list[str] | None = None,
         image_size: int = 518,
         head_weights: str | None = None,
         head_dims: Sequence[int] = (512, 128, 32),
@@ -131,13 +121,9 @@ class Fdsl(ShotModelMixin, AnomalibModule):
         window_index: bool = False,
         window_match: Literal["union", "own"] = "union",
         nam_combine: Literal["replace", "max"] = "replace",
-        pre_processor: nn.Module | bool = True,
-        post_processor: nn.Module | bool = True,
-        evaluator: Evaluator | bool = True,
-        visualizer: Visualizer | bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(pre_processor, post_processor, evaluator, visualizer)
-        self.init_shot_model(pre_processor, positive=("epochs", "pseudo_samples", "batch_size"))
+        super().__init__(**kwargs)
         self.head_weights = None if head_weights in (None, "") else str(head_weights)
         self.model = FdslModel(**select_arguments(FdslModel.__init__, self.hparams))
         self.loss = FdslLoss()

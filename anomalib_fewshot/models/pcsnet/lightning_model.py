@@ -9,29 +9,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from anomalib.metrics import Evaluator
-from anomalib.models.components import AnomalibModule
-from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torch import nn
 
 from anomalib_fewshot.components.anomalies import NSA_CATEGORY_PARAMS, PatchSwapAnomaly, PatchSwapParams
 from anomalib_fewshot.components.arguments import select_arguments
-from anomalib_fewshot.components.lightning import FitPlan, ShotModelMixin
+from anomalib_fewshot.components.lightning import FitPlan
 from anomalib_fewshot.components.pool import PoolBatch
 from anomalib_fewshot.errors import InvalidArgumentError
+from anomalib_fewshot.models.base import ShotModel
 from anomalib_fewshot.models.pcsnet.loss import PcsnetLoss
 from anomalib_fewshot.models.pcsnet.torch_model import AnomalyMap, FeatureActivation, PcsnetModel
 
 logger = logging.getLogger(__name__)
 
 
-class Pcsnet(ShotModelMixin, AnomalibModule):
+class Pcsnet(ShotModel):
     """PCSNet few-shot anomaly detection model.
 
     Per category, on ``k_shot`` normal images: a frozen backbone's three levels pass through the PFA descriptor
@@ -45,11 +42,7 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
     Args:
         backbone: backbone name; ``"wide_resnet50_2.tv_in1k"`` (paper) or ``"tf_efficientnet_lite0"`` (lite).
         layers: three feature layers (``layer1``–``layer3`` for WRN-50).
-        pre_trained: load ImageNet weights when fitting starts (never at construction).
-        weights_path: local backbone state-dict file (air-gapped installations).
         k_shot: number of normal training images; ``None`` uses all.
-        few_shot_seed: seed of the shot selection and of the training randomness.
-        few_shot_source: folder or list of images to take the shots from instead of the datamodule.
         image_size: square model input size (224 in the paper).
         resize_size: resize to this size and centre-crop ``image_size`` (the paper's 256 → 224); ``None``
             resizes the whole image to ``image_size`` (anomalib's usual protocol, no border lost).
@@ -96,8 +89,7 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         cas_lr: Adam learning rate of the CAS (1e-4).
         weight_decay: Adam weight decay (1e-5, amsgrad as in the code).
         smoothing_sigma: Gaussian smoothing of the map.
-        pre_processor, post_processor, evaluator, visualizer: anomalib's pipeline components (the default
-            pre-processor: resize [and crop] only; the model normalises internally).
+        **kwargs: :class:`~anomalib_fewshot.models.base.ShotModel`'s (weights, shot seed and source, pipeline).
 
     Example:
         >>> from anomalib_fewshot.models import Pcsnet
@@ -111,15 +103,13 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
     # Resize only (anomalib's usual protocol); the constructor default adds the paper's 256 → 224 crop.
     default_image_size = (224, 224)
 
+    positive_arguments = ("epochs",)
+
     def __init__(
         self,
         backbone: str = "wide_resnet50_2.tv_in1k",
         layers: Sequence[str] = ("layer1", "layer2", "layer3"),
-        pre_trained: bool = True,
-        weights_path: str | None = None,
         k_shot: int | None = 2,
-        few_shot_seed: int = 0,
-        few_shot_source: str | list[str] | None = None,
         image_size: int = 224,
         resize_size: int | None = 256,
         grid_size: int = 64,
@@ -156,13 +146,9 @@ class Pcsnet(ShotModelMixin, AnomalibModule):
         cas_lr: float = 1e-4,
         weight_decay: float = 1e-5,
         smoothing_sigma: float = 4.0,
-        pre_processor: nn.Module | bool = True,
-        post_processor: nn.Module | bool = True,
-        evaluator: Evaluator | bool = True,
-        visualizer: Visualizer | bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(pre_processor, post_processor, evaluator, visualizer)
-        self.init_shot_model(pre_processor, positive=("epochs",))
+        super().__init__(**kwargs)
         if batch_size < 2 or batch_size % 2:
             msg = f"batch_size must be an even number >= 2 (the method trains on pairs), got {batch_size}"
             raise InvalidArgumentError(msg)
