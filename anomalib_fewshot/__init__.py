@@ -8,7 +8,7 @@ The lazy names are the registry's (:data:`anomalib_fewshot.models.REGISTRY`): no
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from anomalib_fewshot._version import __version__ as __version__
 
 
 def _models() -> object:

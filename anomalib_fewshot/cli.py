@@ -107,7 +107,7 @@ MODEL_NAMES = "Dfd, Ed, Fdsl, Pcsnet"
 
 def help_text() -> str:
     """The ``anomalib-fewshot --help`` text: our verbs first, then anomalib's (static, no heavy import)."""
-    from anomalib_fewshot import __version__
+    from anomalib_fewshot._version import __version__
 
     width = max(map(len, [*OWN_VERB_HELP, *ANOMALIB_VERB_HELP]))
     lines = [
@@ -143,7 +143,7 @@ def _dispatch(argv: list[str]) -> int:
         print(help_text())
         return 0
     if argv[0] == "--version":
-        from anomalib_fewshot import __version__
+        from anomalib_fewshot._version import __version__
 
         print(f"anomalib-fewshot {__version__}")
         return 0

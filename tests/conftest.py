@@ -24,3 +24,18 @@ def tiny_data_root(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("data")
     make_tiny_dataset(root)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_does_not_train_through_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """A test outside the slow tier that fits through anomalib's ``Engine`` fails at once (the fast tier's rule)."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    from anomalib.engine import Engine
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        del args, kwargs
+        pytest.fail("this test fits through anomalib's Engine: mark it @pytest.mark.slow (the fast tier does not)")
+
+    for method in ("fit", "train"):
+        monkeypatch.setattr(Engine, method, refuse)

@@ -120,7 +120,7 @@ def check_shots_readable(shots: Sequence[str | Path]) -> None:
 
 
 def _package_version() -> str:
-    from anomalib_fewshot import __version__
+    from anomalib_fewshot._version import __version__
 
     return __version__
 

@@ -40,6 +40,7 @@ def test_unknown_model_names_the_registered_ones():
     assert cost.model_spec("PCSNET") is REGISTRY["Pcsnet"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(cost.PROFILES))
 def test_shipped_cost_profiles_build_the_workloads_they_name(model: str):
     """Every lite candidate builds and prepares; its settings reach the model; no two candidates measure the same.

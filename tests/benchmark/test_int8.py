@@ -64,6 +64,7 @@ def _shots() -> torch.Tensor:
     return pack_shots([torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)])
 
 
+@pytest.mark.slow
 def test_scopes_keep_what_they_name_in_floating_point():
     model = _graph()
     convolutions = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == "Convolution"]
@@ -85,6 +86,7 @@ def test_scopes_keep_what_they_name_in_floating_point():
         assert kept == {"Convolution": 2}, (scope, kept)
 
 
+@pytest.mark.slow
 def test_compiled_graph_pads_a_static_batch_and_drops_the_padding(tmp_path: Path):
     """Anomalib's Patchcore exports with a fixed batch of 2: three images still give three (right) outputs."""
     xml = tmp_path / "static.xml"

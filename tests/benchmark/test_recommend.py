@@ -47,6 +47,7 @@ def test_an_estimate_over_the_budget_stops_before_running(tmp_path: Path, monkey
     assert (tmp_path / "out" / "dev").is_dir()
 
 
+@pytest.mark.slow
 def test_the_estimate_times_a_model_on_this_machine():
     seconds = recommend.estimate_job_s("Pcsnet", 1, n_dev=10, repeats=1)
     assert recommend.EXPORT_ALLOWANCE_S < seconds < 3600

@@ -128,11 +128,8 @@ def test_training_step_gives_every_trainable_parameter_a_gradient(case: Case):
     module.release_fit()
 
 
-def test_exports_to_onnx_and_openvino_reproduces_the_raw_outputs(case: Case, tmp_path):
-    """torch.export -> ONNX of the whole module (pre-processor and model), static shapes for speed.
-
-    The slow tier exports through ``Engine.export`` with anomalib's dynamic shapes.
-    """
+def _raw_module(case: Case) -> tuple[torch.nn.Module, torch.Tensor, dict[str, torch.Tensor]]:
+    """The prepared whole module without post-processor, export inputs and its eager raw outputs on them."""
     module = copy.deepcopy(case.module)
     module.model = case.prepared(case.shots)
     module.post_processor = None  # raw outputs: the sensitive comparison (post-processed maps are clamped)
@@ -140,6 +137,27 @@ def test_exports_to_onnx_and_openvino_reproduces_the_raw_outputs(case: Case, tmp
     images = _images(2, case.size + 10, seed=3)  # the module's pre-processor resizes to the model's size
     with torch.no_grad():
         expected = {k: v for k, v in module(images)._asdict().items() if isinstance(v, torch.Tensor)}
+    return module, images, expected
+
+
+def test_torch_export_gives_one_static_graph_that_reproduces_the_raw_outputs(case: Case):
+    """torch.export of the whole module (what anomalib's ONNX export traces first): no data-dependent branch breaks
+    it, and the exported program computes the eager raw outputs. The ONNX -> OpenVINO step is the slow tier's."""
+    module, images, expected = _raw_module(case)
+    program = torch.export.export(module, (images,))
+    with torch.no_grad():
+        outputs = program.module()(images)
+    for key in ("pred_score", "anomaly_map"):
+        torch.testing.assert_close(getattr(outputs, key), expected[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_exports_to_onnx_and_openvino_reproduces_the_raw_outputs(case: Case, tmp_path):
+    """torch.export -> ONNX of the whole module (pre-processor and model), static shapes for speed.
+
+    ``Engine.export`` with anomalib's dynamic shapes is checked in ``test_models.py``.
+    """
+    module, images, expected = _raw_module(case)
     path = tmp_path / "model.onnx"
     torch.onnx.export(
         module, (images,), str(path), dynamo=True, optimize=False, opset_version=18, output_names=list(expected)

@@ -46,6 +46,7 @@ def test_anomalib_reads_16bit_correctly(bad_files: dict[str, Path]):
     torch.testing.assert_close(grey16, anomalib_read_image(bad_files["grey8"], as_tensor=True), atol=1e-2, rtol=0)
 
 
+@pytest.mark.slow
 def test_large_image_is_shrunk(bad_files: dict[str, Path]):
     image = read_image(bad_files["large"], max_side=512)
     assert tuple(image.shape) == (3, 410, 512)

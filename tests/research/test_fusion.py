@@ -16,6 +16,8 @@ from research.branch_pairs import checkpoint_of
 from tests.benchmark.test_dev_grid import _grid
 from tests.helpers import TINY_CONFIGS
 
+pytestmark = pytest.mark.slow  # fits through Engine
+
 
 @pytest.fixture(autouse=True)
 def _no_plots(monkeypatch):

@@ -13,6 +13,8 @@ from anomalib_fewshot.models import REGISTRY
 from research.learning_curve import LearningCurve
 from tests.helpers import TINY_CONFIGS
 
+pytestmark = pytest.mark.slow  # fits through Engine
+
 
 @pytest.mark.parametrize("name", ["Dfd", "Pcsnet"])
 def test_the_curve_scores_every_n_epochs_and_the_last(name: str, tmp_path: Path, tiny_data_root: Path):

@@ -280,6 +280,7 @@ def test_steps_fix_the_schedule_whatever_the_pool():
     assert model.epochs_for(FitPlan(pool_size=32, batch_size=4)) == 80
 
 
+@pytest.mark.slow  # fits through Engine
 def test_a_fit_with_steps_makes_that_many_steps(tmp_path: Path, tiny_data_root: Path):
     # tiny profile: 2 shots x 2 copies at batch 2 = 2 batches per epoch; 5 steps -> 3 epochs (6 steps), not 50
     model = Ed(**{**TINY_CONFIGS["Ed"], "epochs": 50, "steps": 5})

@@ -175,6 +175,7 @@ def test_nam_combine_max_keeps_the_larger_of_head_and_nam_per_cell():
     assert float((got.anomaly_map - old.anomaly_map).min()) > 1e-2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window_match", ["union", "own"])
 def test_window_index_model_reloads_and_exports(tmp_path: Path, window_match: str):
     cfg = {k: v for k, v in TINY_CONFIGS["Fdsl"].items() if k not in ("epochs", "pseudo_samples", "batch_size")}

@@ -185,12 +185,14 @@ def test_fused_map_standardises_both_branches_on_the_shots():
         _tiny_model(anomaly_map="cas+prototype", use_cas=False)
 
 
+@pytest.mark.slow  # fits through Engine
 def test_fused_fit_sets_statistics_from_the_shots(tmp_path, tiny_data_root):
     model, _, _ = _fit(tmp_path, tiny_data_root, anomaly_map="cas+prototype", epochs=1)
     assert not torch.equal(model.model.map_statistics, torch.tensor([0.0, 1.0, 0.0, 1.0]))
     assert (model.model.map_statistics[[1, 3]] > 0).all()
 
 
+@pytest.mark.slow  # fits through Engine
 def test_checkpoint_from_before_the_switches_loads_as_it_ran(tmp_path, tiny_data_root):
     # the model such a checkpoint held: no activation, the paper map (the loader restores exactly that)
     model, engine, _ = _fit(tmp_path, tiny_data_root, feature_activation="none", anomaly_map="cas", epochs=1)
@@ -207,6 +209,7 @@ def test_checkpoint_from_before_the_switches_loads_as_it_ran(tmp_path, tiny_data
         torch.testing.assert_close(loaded.model(images).anomaly_map, model.model.eval()(images).anomaly_map)
 
 
+@pytest.mark.slow  # fits through Engine
 def test_pfa_only_fit(tmp_path, tiny_data_root):
     model, engine, _ = _fit(tmp_path, tiny_data_root, use_cas=False, anomaly_map="cas", epochs=2)
     assert model.model.cas is None
@@ -347,6 +350,7 @@ def _fit(tmp_path, tiny_data_root, **overrides):
     return model, engine, datamodule
 
 
+@pytest.mark.slow  # fits through Engine
 def test_one_shot_fit_trains_on_shot_and_jittered_copy(tmp_path, tiny_data_root):
     model, engine, _ = _fit(tmp_path, tiny_data_root, k_shot=1, epochs=2)
     assert engine.trainer.global_step == 2  # one pair per epoch at k = 1, never zero steps
@@ -354,6 +358,7 @@ def test_one_shot_fit_trains_on_shot_and_jittered_copy(tmp_path, tiny_data_root)
     assert model.few_shot_record["k_shot"] == 1
 
 
+@pytest.mark.slow  # fits through Engine
 def test_prototypes_are_frozen_during_training(tmp_path, tiny_data_root):
     model, _, _ = _fit(tmp_path, tiny_data_root, epochs=1)
     before = model.model.prototypes.clone()
@@ -364,6 +369,7 @@ def test_prototypes_are_frozen_during_training(tmp_path, tiny_data_root):
     assert model2.model.radius.detach() != radius  # the radius is learned
 
 
+@pytest.mark.slow  # fits through Engine
 def test_zero_step_fit_is_an_error(tmp_path, tiny_data_root):
     with pytest.raises(ZeroStepsError):
         from anomalib.data import MVTecAD
