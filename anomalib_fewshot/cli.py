@@ -31,8 +31,8 @@ from pathlib import Path
 
 
 def _demo(argv: list[str]) -> int:
+    from anomalib_fewshot.demo import DEMO_MODEL
     from anomalib_fewshot.quiet import add_verbose_flag
-    from anomalib_fewshot.workflows import DEMO_MODEL
 
     parser = argparse.ArgumentParser(prog="anomalib-fewshot demo", description=(__doc__ or "").splitlines()[2])
     parser.add_argument("--output", type=Path, default=Path("anomalib_fewshot_demo"), help="output folder")
@@ -50,7 +50,7 @@ def _demo(argv: list[str]) -> int:
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
 
-    from anomalib_fewshot.workflows import run_demo
+    from anomalib_fewshot.demo import run_demo
 
     summary = run_demo(
         output=args.output,

@@ -35,8 +35,8 @@ from anomalib.data import NumpyImageBatch
 from anomalib.deploy import OpenVINOInferencer
 from PIL import Image
 
-from anomalib_fewshot.components.images import ImageReadError, check_image, read_image, scan_images, to_rgb_tensor
-from anomalib_fewshot.components.inputs import InputImageError, check_input_images
+from anomalib_fewshot.components.io.images import ImageReadError, check_image, read_image, scan_images, to_rgb_tensor
+from anomalib_fewshot.components.io.inputs import InputImageError, check_input_images
 from anomalib_fewshot.errors import InvalidArgumentError, MissingFileError
 
 __all__ = [

@@ -25,7 +25,7 @@ import torch
 
 from anomalib_fewshot.benchmark.job import compute_metrics, evaluation_datamodule
 from anomalib_fewshot.benchmark.store import write_rows
-from anomalib_fewshot.components.spec import ModelSpec
+from anomalib_fewshot.components.lifecycle.spec import ModelSpec
 from anomalib_fewshot.data.dev_split import MANIFEST
 from anomalib_fewshot.models import REGISTRY
 

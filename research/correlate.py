@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalib_fewshot.benchmark.store import read_rows, write_rows
-from anomalib_fewshot.components.io import atomic_write_text
+from anomalib_fewshot.components.io.atomic import atomic_write_text
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 

@@ -8,7 +8,8 @@ r"""Two-branch fused maps (PCSNet, DFD): how the branches are weighted, screened
 Both models fuse two branch maps after an affine normalisation fitted on training data: PCSNet's ``cas+prototype``
 map is ``(c − μ_c)/σ_c + (p − μ_p)/σ_p`` (the smoothed CAS map ``c`` and nearest-prototype distance ``p``, statistics
 of the shots); DFD's map is the mean of ``a_b·S_b − b_b`` over its Gaussian and Perlin discriminators (``a_b`` the mean
-inverse span of the branch's maps on the training pool, :class:`~anomalib_fewshot.components.scoring.BranchNormalizer`),
+inverse span of the branch's maps on the training pool,
+:class:`~anomalib_fewshot.components.nn.scoring.BranchNormalizer`),
 i.e. ``(S_b − μ_b)/σ_b`` with ``σ_b = 1/a_b`` and ``μ_b = b_b/a_b``. For rankings only the ratio of the two ``σ``
 matters, so every rule is one mixing weight ``a`` of the second branch in ``(1 − a)·z_1 + a·z_2``, where ``z``
 standardises by the statistics of normal views of the shots

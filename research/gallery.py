@@ -5,7 +5,7 @@
 Writes two PNGs to ``DIR``:
 
 - ``pool.png``: ``--count`` samples of what a fit on the checkpoint's shots trains on (the model's own generator,
-  seeded like the fit: :meth:`~anomalib_fewshot.components.lightning.ShotModelMixin.training_samples`), the
+  seeded like the fit: :meth:`~anomalib_fewshot.components.lifecycle.lightning.ShotModelMixin.training_samples`), the
   pseudo-anomaly masks outlined in red. ED trains on normal images only: its row shows augmented shots.
 - ``branches.png``: one row per image of ``ROOT``'s test folder (the first defective image of every defect type,
   then the first good one), the image with its ground-truth mask outlined, then every branch's raw map
@@ -91,7 +91,7 @@ def pick_images(root: Path, category: str) -> list[tuple[str, Path, Path | None]
 
 def model_inputs(transform: Any, picks: list[tuple[str, Path, Path | None]]) -> tuple[torch.Tensor, torch.Tensor]:
     """The picked images in the model's geometry ``(N, 3, H, W)`` and their masks ``(N, 1, H, W)`` (nearest)."""
-    from anomalib_fewshot.components.images import read_image
+    from anomalib_fewshot.components.io.images import read_image
 
     images, masks = [], []
     for _, image_path, mask_path in picks:

@@ -22,7 +22,7 @@ def screen_table(rows: list[dict[str, str]]) -> tuple[str, dict[str, str]]:
     |Δ| (accuracy before speed).
     """
     rows = [r for r in rows if r.get("status") == "ok"]
-    from anomalib_fewshot.components.quantization import SCOPES
+    from anomalib_fewshot.components.lifecycle.quantization import SCOPES
 
     scopes = [s for s in SCOPES if any(r.get(f"int8@{s}_image_auroc") for r in rows)]
     lines = [

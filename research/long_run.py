@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 
 from anomalib_fewshot.benchmark.machine import cpu_name
-from anomalib_fewshot.components.io import atomic_write_json
+from anomalib_fewshot.components.io.atomic import atomic_write_json
 from anomalib_fewshot.models import REGISTRY
 
 #: Short-schedule overrides of each lite profile (architecture and inference graph unchanged), from the registry.

@@ -32,8 +32,8 @@ from typing import Any
 import torch
 
 from anomalib_fewshot.benchmark.machine import cpu_name
-from anomalib_fewshot.components.pool import PoolBatch
-from anomalib_fewshot.components.spec import ModelSpec
+from anomalib_fewshot.components.lifecycle.pool import PoolBatch
+from anomalib_fewshot.components.lifecycle.spec import ModelSpec
 from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models import REGISTRY
 

@@ -81,7 +81,7 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 def _int8_setting(config_path: Path, value: Any) -> bool | list[str]:
     """The grid's ``int8``: false, true (each model's own INT8 step) or a list of quantisation scopes to screen."""
-    from anomalib_fewshot.components.quantization import SCOPES
+    from anomalib_fewshot.components.lifecycle.quantization import SCOPES
 
     if isinstance(value, bool):
         return value

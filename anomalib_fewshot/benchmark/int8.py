@@ -3,9 +3,9 @@
 A grid with ``int8: true`` (``configs/benchmark/int8.yaml``) makes every job, after the usual fit and eager
 evaluation, export the model's raw graph (pre-processor and model, no post-processor: metrics need unclamped
 outputs) to OpenVINO once, quantise it to INT8 on the shots only (our models through their own ``INT8_PTQ`` step,
-:meth:`~anomalib_fewshot.components.lightning.ShotModelMixin._post_training_quantization_ov`, which is what the stock
-``anomalib export --compression_type INT8_PTQ`` runs; anomalib's baselines through the same
-:func:`~anomalib_fewshot.components.quantization.quantize_on_shots` on the job's shots), then:
+:meth:`~anomalib_fewshot.components.lifecycle.lightning.ShotModelMixin._post_training_quantization_ov`, which is what
+the stock ``anomalib export --compression_type INT8_PTQ`` runs; anomalib's baselines through the same
+:func:`~anomalib_fewshot.components.lifecycle.quantization.quantize_on_shots` on the job's shots), then:
 
 - evaluates the INT8 graph and the bf16 execution of the FP32 graph on the whole test split (same metrics as the
   eager columns, on raw outputs);
@@ -64,7 +64,7 @@ def export_raw_graphs(
     import openvino as ov
     from anomalib.deploy import ExportType
 
-    from anomalib_fewshot.components.quantization import DEFAULT_SCOPE, pack_shots, quantize_on_shots
+    from anomalib_fewshot.components.lifecycle.quantization import DEFAULT_SCOPE, pack_shots, quantize_on_shots
 
     post = model.post_processor
     model.post_processor = None  # raw outputs: rank metrics on clamped maps would see ties

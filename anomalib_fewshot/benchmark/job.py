@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from anomalib_fewshot.benchmark.machine import cpu_name
-from anomalib_fewshot.components.io import atomic_write_json
+from anomalib_fewshot.components.io.atomic import atomic_write_json
 from anomalib_fewshot.errors import InvalidArgumentError
 
 #: Baselines from anomalib that run offline on the lite backbone (registry weights loaded by us).
@@ -70,7 +70,7 @@ def build_baseline(name: str, image_size: int = 256, **overrides: Any) -> Any:
     from anomalib.pre_processing import PreProcessor
     from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-    from anomalib_fewshot.components.backbones import Backbone
+    from anomalib_fewshot.components.nn.backbones import Backbone
 
     if name not in BASELINES:
         msg = f"unknown baseline '{name}'; available: {sorted(BASELINES)} and the plugin models"
@@ -101,7 +101,7 @@ def _subsample_for_baseline(datamodule: Any, k_shot: int | None, seed: int) -> l
     """Apply our shot selection to a datamodule for an anomalib model that has no k-shot argument."""
     from lightning.pytorch.trainer.states import TrainerFn
 
-    from anomalib_fewshot.components.fewshot import subsample_to_shots
+    from anomalib_fewshot.components.lifecycle.fewshot import subsample_to_shots
 
     datamodule.setup(TrainerFn.FITTING)  # marks the datamodule as set up, so the Engine keeps our subset
     datamodule.train_data, shots, _ = subsample_to_shots(datamodule.train_data, k_shot, seed)

@@ -6,7 +6,7 @@ import io
 import statistics
 from pathlib import Path
 
-from anomalib_fewshot.components.io import atomic_write_bytes
+from anomalib_fewshot.components.io.atomic import atomic_write_bytes
 
 
 def _groups(rows: list[dict[str, str]]) -> dict[tuple[str, str, str], dict[str, list[dict[str, str]]]]:

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from anomalib_fewshot.components.fewshot import list_images
+from anomalib_fewshot.components.lifecycle.fewshot import list_images
 from anomalib_fewshot.data.dev_split import DEFAULT_CAP, link_or_copy
 from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.quiet import add_verbose_flag

@@ -14,7 +14,7 @@ from typing import Any
 
 from anomalib_fewshot.benchmark.machine import machine_description
 from anomalib_fewshot.benchmark.store import finished_keys, job_key, job_label, read_rows
-from anomalib_fewshot.components.io import atomic_write_text
+from anomalib_fewshot.components.io.atomic import atomic_write_text
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1max", "pixel_f1max")
 TIMINGS = ("fit_s", "torch_ms", "openvino_ms", "peak_rss_mb")

@@ -35,7 +35,7 @@ from anomalib_fewshot.benchmark.job import EVAL_BATCH_SIZE
 from anomalib_fewshot.benchmark.machine import cpu_name
 from anomalib_fewshot.benchmark.store import KEY_FIELDS, job_key, job_label, read_rows, upsert_rows
 from anomalib_fewshot.benchmark.timing import Graph, time_interleaved
-from anomalib_fewshot.components.io import atomic_write_text
+from anomalib_fewshot.components.io.atomic import atomic_write_text
 from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError, MissingFileError
 
 if TYPE_CHECKING:

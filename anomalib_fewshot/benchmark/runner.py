@@ -95,7 +95,7 @@ from anomalib_fewshot.benchmark.supersede import (
     SupersedeState,
     write_superseding_row,
 )
-from anomalib_fewshot.components.spec import Prerequisite
+from anomalib_fewshot.components.lifecycle.spec import Prerequisite
 from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.quiet import add_verbose_flag
 

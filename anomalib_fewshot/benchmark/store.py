@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from anomalib_fewshot.components.io import atomic_write_text
+from anomalib_fewshot.components.io.atomic import atomic_write_text
 from anomalib_fewshot.errors import InvalidArgumentError, MissingFileError
 
 KEY_FIELDS = ("model", "variant", "dataset", "k_shot", "seed", "split")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalib_fewshot.benchmark.store import append_rows, job_key, read_rows, upsert_rows
-from anomalib_fewshot.components.io import atomic_write_json
+from anomalib_fewshot.components.io.atomic import atomic_write_json
 from anomalib_fewshot.errors import InvalidArgumentError
 
 STATE_NAME = "supersede.json"

@@ -2,8 +2,9 @@
 
 A development split is built once per dataset and category from its *normal training images* alone:
 
-1. The excluded images are the union of the seeded shots (:func:`~anomalib_fewshot.components.fewshot.select_shots`,
-   the rule every fit uses) of seeds ``0..2`` and ``k = 1..8``; the remaining images form the pool.
+1. The excluded images are the union of the seeded shots
+   (:func:`~anomalib_fewshot.components.lifecycle.fewshot.select_shots`, the rule every fit uses) of seeds ``0..2``
+   and ``k = 1..8``; the remaining images form the pool.
 2. At most ``cap`` (200) pool images are drawn (seeded); half stay clean, half get one synthetic defect of the
    families in :mod:`anomalib_fewshot.data.defects` (cycled, with sizes cycled within a family) with its exact mask.
 3. The split is written in MVTec layout to a cache folder, never into the user's dataset::
@@ -38,9 +39,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from anomalib_fewshot.components.fewshot import select_shots
-from anomalib_fewshot.components.images import read_image
-from anomalib_fewshot.components.io import atomic_write_bytes, atomic_write_json
+from anomalib_fewshot.components.io.atomic import atomic_write_bytes, atomic_write_json
+from anomalib_fewshot.components.io.images import read_image
+from anomalib_fewshot.components.lifecycle.fewshot import select_shots
 from anomalib_fewshot.data.defects import FAMILIES, GENERATOR_VERSION, SIZES, DefectError, add_defect
 from anomalib_fewshot.errors import InvalidArgumentError
 

@@ -5,14 +5,14 @@ Importing this module makes the models visible to the stock ``anomalib`` CLI (``
 
 :data:`REGISTRY` is the one list of models the rest of the package iterates over (benchmark, cost profiler, branch
 diagnosis, lazy names, tests): every model folder exports one
-:class:`~anomalib_fewshot.components.spec.ModelSpec`, and the import of that spec below is the model's only line
-here. ``__all__`` (the model class names) is derived from it.
+:class:`~anomalib_fewshot.components.lifecycle.spec.ModelSpec`, and the import of that spec below is the model's
+only line here. ``__all__`` (the model class names) is derived from it.
 """
 
 # The model classes are imported beside their specs so that ``from anomalib_fewshot.models import Dfd`` keeps its
 # type; they are re-exported through the derived ``__all__``, which ruff cannot read.
 # ruff: noqa: F401
-from anomalib_fewshot.components.spec import ModelSpec, build_registry
+from anomalib_fewshot.components.lifecycle.spec import ModelSpec, build_registry
 from anomalib_fewshot.models.dfd import DFD_SPEC, Dfd
 from anomalib_fewshot.models.ed import ED_SPEC, Ed
 from anomalib_fewshot.models.fdsl import FDSL_SPEC, Fdsl

@@ -17,8 +17,8 @@ from anomalib.engine import Engine
 
 from anomalib_fewshot.config import model_init_args
 from anomalib_fewshot.data.demo import make_demo_dataset
+from anomalib_fewshot.demo import f32_openvino_config, save_heatmap
 from anomalib_fewshot.models import Dfd
-from anomalib_fewshot.workflows import f32_openvino_config, save_heatmap
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from torch import nn
 from anomalib_fewshot.benchmark import int8, runner, store
 from anomalib_fewshot.benchmark.grid import load_grid
 from anomalib_fewshot.benchmark.report import precision_section
-from anomalib_fewshot.components.quantization import ignored_scope, pack_shots, quantize_on_shots
+from anomalib_fewshot.components.lifecycle.quantization import ignored_scope, pack_shots, quantize_on_shots
 from anomalib_fewshot.errors import InvalidArgumentError
 from research import int8_screen
 from tests.helpers import write_fake_grid

@@ -65,7 +65,7 @@ def test_deploy_loads_none_of_our_lightning_modules(tmp_path: Path):
     code = (
         "import sys; import anomalib_fewshot.deploy; "
         "bad = [m for m in sys.modules if m.startswith(('anomalib_fewshot.models', "
-        "'anomalib_fewshot.components.lightning'))]; "
+        "'anomalib_fewshot.components.lifecycle.lightning'))]; "
         "assert not bad, bad"
     )
     _run([sys.executable, "-c", code], tmp_path)

@@ -1,10 +1,10 @@
 """Every model's constructor is fully typed for anomalib's CLI: its own arguments and ShotModel's, through **kwargs.
 
 Each model declares its own typed arguments and forwards the shared ones to
-:class:`~anomalib_fewshot.models.base.ShotModel` with ``**kwargs``; jsonargparse (anomalib's CLI parser) follows
-``super().__init__(**kwargs)`` and Lightning's ``hparams`` expand it. These tests fail if a key of ``hparams``
-has no typed CLI argument, if a type differs from the constructor's annotation, or if the stock CLI form
-``--model.<shared argument>`` stops reaching the base.
+:class:`~anomalib_fewshot.components.lifecycle.lightning.ShotModel` with ``**kwargs``; jsonargparse (anomalib's
+CLI parser) follows ``super().__init__(**kwargs)`` and Lightning's ``hparams`` expand it. These tests fail if a key
+of ``hparams`` has no typed CLI argument, if a type differs from the constructor's annotation, if the stock CLI
+form ``--model.<shared argument>`` stops reaching the base, or if anomalib stops listing a model.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from jsonargparse import ArgumentParser
 
+from anomalib_fewshot.components.lifecycle.lightning import ShotModel
 from anomalib_fewshot.models import REGISTRY
-from anomalib_fewshot.models.base import ShotModel
 from tests.helpers import TINY_CONFIGS
 
 MODEL_NAMES = list(REGISTRY)
@@ -43,6 +43,16 @@ def _cli_types(model_class: type) -> dict[str, Any]:
         for action in parser._actions
         if action.dest.startswith("model.") and hasattr(action, "_typehint") and not action.dest.endswith(".help")
     }
+
+
+def test_anomalib_lists_every_model_and_never_the_base():
+    """anomalib's ``list_models``/``get_model`` see only direct ``AnomalibModule`` subclasses."""
+    from anomalib.models import list_models
+    from anomalib.models.components import AnomalibModule
+
+    assert all(AnomalibModule in REGISTRY[name].model_class.__bases__ for name in MODEL_NAMES)
+    assert set(MODEL_NAMES) <= list_models(case="pascal")
+    assert not issubclass(ShotModel, AnomalibModule)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

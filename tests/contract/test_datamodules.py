@@ -11,7 +11,7 @@ from anomalib.data import Folder, MVTecAD, Visa
 from anomalib.engine import Engine
 
 import anomalib_fewshot.models as plugin_models
-from anomalib_fewshot.components.fewshot import SHOT_FILE_NAME, select_shots
+from anomalib_fewshot.components.lifecycle.fewshot import SHOT_FILE_NAME, select_shots
 from anomalib_fewshot.data.demo import make_demo_dataset
 from tests.helpers import TINY_CONFIGS
 

@@ -23,7 +23,7 @@ import openvino as ov
 import pytest
 import torch
 
-from anomalib_fewshot.components.pool import PoolBatch
+from anomalib_fewshot.components.lifecycle.pool import PoolBatch
 from anomalib_fewshot.models import REGISTRY
 from tests.helpers import TINY_CONFIGS
 

@@ -112,3 +112,10 @@ def test_torch_model_stays_pure_torch(folder: str):
 def test_benchmark_and_cli_reach_models_only_through_the_registry():
     inside = tuple(f"anomalib_fewshot.models.{part}" for part in [*MODEL_FOLDERS, "base"])
     assert not _offenders("anomalib_fewshot.benchmark", inside) + _offenders("anomalib_fewshot.cli", inside)
+
+
+def test_nn_blocks_are_pure_torch():
+    """``components/nn`` is what torch models are built from: it must stay exportable, free of Lightning/anomalib."""
+    assert not _offenders(
+        "anomalib_fewshot.components.nn", ("lightning", "anomalib", "anomalib_fewshot.components.lifecycle")
+    )

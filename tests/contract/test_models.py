@@ -19,7 +19,7 @@ from anomalib.engine import Engine
 from lightning.pytorch import Callback
 
 import anomalib_fewshot.models as plugin_models
-from anomalib_fewshot.components.fewshot import SHOT_FILE_NAME
+from anomalib_fewshot.components.lifecycle.fewshot import SHOT_FILE_NAME
 from tests.helpers import RAW_PARITY_RTOL, TINY_CONFIGS, assert_close_to_range, raw_outputs
 
 pytestmark = pytest.mark.slow
@@ -233,7 +233,7 @@ def test_int8_export_from_the_checkpoint_alone_calibrates_on_the_stored_shots(
     import PIL.Image
     from anomalib.deploy import CompressionType
 
-    from anomalib_fewshot.components.quantization import CALIBRATION_KEY
+    from anomalib_fewshot.components.lifecycle.quantization import CALIBRATION_KEY
     from anomalib_fewshot.errors import InvalidArgumentError
 
     stored = torch.load(fitted.ckpt, map_location="cpu", weights_only=True)[CALIBRATION_KEY]

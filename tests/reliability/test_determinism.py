@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from anomalib_fewshot.components.fewshot import select_shots
+from anomalib_fewshot.components.lifecycle.fewshot import select_shots
 from tests.helpers import fit_tiny, raw_outputs
 from tests.reliability.conftest import FittedModel
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from anomalib.data.utils import read_image as anomalib_read_image
 
-from anomalib_fewshot.components.images import ImageReadError, read_image, read_preview, scan_images
+from anomalib_fewshot.components.io.images import ImageReadError, read_image, read_preview, scan_images
 
 BROKEN = ("zero_byte", "truncated", "not_an_image")
 

@@ -19,11 +19,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import anomalib_fewshot.models as plugin_models
-from anomalib_fewshot.components.backbones import WeightsError
-from anomalib_fewshot.components.fewshot import SHOT_FILE_NAME, FewShotError
-from anomalib_fewshot.components.images import ImageReadError, read_image
-from anomalib_fewshot.components.inputs import InputImageError
-from anomalib_fewshot.components.lightning import CheckpointMismatchError
+from anomalib_fewshot.components.io.images import ImageReadError, read_image
+from anomalib_fewshot.components.io.inputs import InputImageError
+from anomalib_fewshot.components.lifecycle.fewshot import SHOT_FILE_NAME, FewShotError
+from anomalib_fewshot.components.lifecycle.lightning import CheckpointMismatchError
+from anomalib_fewshot.components.nn.backbones import WeightsError
 from anomalib_fewshot.deploy import FewShotInferencer
 from anomalib_fewshot.errors import InvalidArgumentError
 from tests.helpers import RAW_PARITY_RTOL, TINY_CONFIGS, fit_tiny, make_tiny_dataset, raw_outputs
@@ -209,7 +209,7 @@ def test_inferencer_16bit_matches_8bit(inferencer: FewShotInferencer, bad_files:
 
 
 def test_inferencer_large_matches_eager(fitted: FittedModel, inferencer: FewShotInferencer, bad_files: dict[str, Path]):
-    from anomalib_fewshot.components.images import read_image
+    from anomalib_fewshot.components.io.images import read_image
 
     # what Engine batches see: the pre-processor's antialiased resize (the exported graph resizes without it)
     image = torch.nn.functional.interpolate(

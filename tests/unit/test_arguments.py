@@ -1,4 +1,4 @@
-"""The shared constructor-argument checks (anomalib_fewshot.components.arguments)."""
+"""The shared constructor-argument checks (anomalib_fewshot.components.lifecycle.arguments)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Literal
 
 import pytest
 
-from anomalib_fewshot.components.arguments import check_arguments
+from anomalib_fewshot.components.lifecycle.arguments import check_arguments
 from anomalib_fewshot.errors import InvalidArgumentError
 
 

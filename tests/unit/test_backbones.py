@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from anomalib_fewshot.components.backbones import Backbone, WeightsError, imagenet_classifier
+from anomalib_fewshot.components.nn.backbones import Backbone, WeightsError, imagenet_classifier
 
 skimage_data = pytest.importorskip("skimage.data")
 

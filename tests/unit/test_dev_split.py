@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from anomalib_fewshot.components.fewshot import select_shots
+from anomalib_fewshot.components.lifecycle.fewshot import select_shots
 from anomalib_fewshot.data import defects
 from anomalib_fewshot.data.defects import FAMILIES, MIN_PIXELS, SIZES, VISIBLE, DefectError, add_defect
 from anomalib_fewshot.data.dev_split import MANIFEST, build_dev_split, development_pool, excluded_shots

@@ -9,8 +9,8 @@ import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
 
-from anomalib_fewshot.components.fewshot import FewShotError
-from anomalib_fewshot.components.pool import ZeroStepsError
+from anomalib_fewshot.components.lifecycle.fewshot import FewShotError
+from anomalib_fewshot.components.lifecycle.pool import ZeroStepsError
 from anomalib_fewshot.models import Dfd
 from tests.helpers import TINY_CONFIGS
 

@@ -10,7 +10,7 @@ import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
 
-from anomalib_fewshot.components.lightning import FitPlan
+from anomalib_fewshot.components.lifecycle.lightning import FitPlan
 from anomalib_fewshot.models.ed import Ed, EdModel
 from anomalib_fewshot.models.ed.loss import EdLoss, entropy
 from anomalib_fewshot.models.ed.torch_model import (

@@ -12,9 +12,9 @@ from anomalib.data import MVTecAD
 from anomalib.deploy import ExportType, OpenVINOInferencer
 from anomalib.engine import Engine
 
-from anomalib_fewshot.components.backbones import WeightsError
-from anomalib_fewshot.components.pool import PoolBatch
-from anomalib_fewshot.components.tokens import ClipTokens, resize_positional_embedding
+from anomalib_fewshot.components.lifecycle.pool import PoolBatch
+from anomalib_fewshot.components.nn.backbones import WeightsError
+from anomalib_fewshot.components.nn.tokens import ClipTokens, resize_positional_embedding
 from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models import Fdsl
 from anomalib_fewshot.models.fdsl import (

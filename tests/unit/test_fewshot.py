@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from anomalib_fewshot.components.fewshot import (
+from anomalib_fewshot.components.lifecycle.fewshot import (
     FewShotError,
     list_images,
     select_shot_indices,

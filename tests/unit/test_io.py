@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from anomalib_fewshot.components.io import atomic_write_bytes, atomic_write_json
+from anomalib_fewshot.components.io.atomic import atomic_write_bytes, atomic_write_json
 
 
 def test_atomic_write_leaves_no_partial_file_and_uses_the_umask(tmp_path: Path):

@@ -7,10 +7,10 @@ import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
 
-from anomalib_fewshot.components.features import LocalAggregation
-from anomalib_fewshot.components.frequency import GaussianPyramidSplit
-from anomalib_fewshot.components.ops import adaptive_avg_pool_matrix, pool_last_dim, symmetric_pad2d
-from anomalib_fewshot.components.scoring import BranchNormalizer, GaussianSmoothing
+from anomalib_fewshot.components.nn.features import LocalAggregation
+from anomalib_fewshot.components.nn.frequency import GaussianPyramidSplit
+from anomalib_fewshot.components.nn.ops import adaptive_avg_pool_matrix, pool_last_dim, symmetric_pad2d
+from anomalib_fewshot.components.nn.scoring import BranchNormalizer, GaussianSmoothing
 
 
 @pytest.mark.parametrize(("height", "width"), [(64, 64), (48, 80), (256, 256)])

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from anomalib_fewshot.components.anomalies import NSA_CATEGORY_PARAMS, PatchSwapAnomaly, PatchSwapParams
-from anomalib_fewshot.components.pool import ZeroStepsError
+from anomalib_fewshot.components.lifecycle.pool import ZeroStepsError
 from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.pcsnet import Pcsnet, PcsnetModel
 from anomalib_fewshot.models.pcsnet.layers import (

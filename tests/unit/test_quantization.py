@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from anomalib_fewshot.components.quantization import MAX_CALIBRATION_SHOTS, calibration_images, pack_shots
+from anomalib_fewshot.components.lifecycle.quantization import MAX_CALIBRATION_SHOTS, calibration_images, pack_shots
 
 
 def test_calibration_set_is_the_shots_then_their_views():

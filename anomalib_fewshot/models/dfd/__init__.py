@@ -20,12 +20,12 @@ Example:
 
 """
 
-from anomalib_fewshot.components.spec import DemoAccuracy, ModelSpec
+from anomalib_fewshot.components.lifecycle.spec import DemoAccuracy, ModelSpec
 from anomalib_fewshot.models.dfd import diagnostics
 from anomalib_fewshot.models.dfd.lightning_model import Dfd
 from anomalib_fewshot.models.dfd.torch_model import DfdModel
 
-#: DFD's surface for the rest of the package (see :class:`~anomalib_fewshot.components.spec.ModelSpec`).
+#: DFD's surface for the rest of the package (see :class:`~anomalib_fewshot.components.lifecycle.spec.ModelSpec`).
 DFD_SPEC = ModelSpec(
     name="Dfd",
     model_class=Dfd,

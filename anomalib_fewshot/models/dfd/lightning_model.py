@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from anomalib.models.components import AnomalibModule
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_fewshot.components.anomalies import (
@@ -23,10 +24,9 @@ from anomalib_fewshot.components.anomalies import (
     random_rotation,
     resolve_foreground,
 )
-from anomalib_fewshot.components.arguments import select_arguments
-from anomalib_fewshot.components.lightning import FitPlan
-from anomalib_fewshot.components.pool import PoolBatch
-from anomalib_fewshot.models.base import ShotModel
+from anomalib_fewshot.components.lifecycle.arguments import select_arguments
+from anomalib_fewshot.components.lifecycle.lightning import FitPlan, ShotModel
+from anomalib_fewshot.components.lifecycle.pool import PoolBatch
 from anomalib_fewshot.models.dfd.loss import DfdLoss
 from anomalib_fewshot.models.dfd.pool import FeaturePool, cache_features, cache_plan
 from anomalib_fewshot.models.dfd.torch_model import DfdModel
@@ -42,7 +42,7 @@ _LOSS_ARGUMENTS = {
 }
 
 
-class Dfd(ShotModel):
+class Dfd(ShotModel, AnomalibModule):
     """DFD few-shot anomaly detection model.
 
     Trains, per category, a feature adaptor and two discriminators on ``k_shot`` normal images: every shot
@@ -106,7 +106,7 @@ class Dfd(ShotModel):
         cache_stage: what the pool caches per sample: ``"backbone"`` outputs, ``"aggregated"`` tokens (after the
             frozen local aggregation: identical results, no aggregation per step, up to 2x the memory) or
             ``"auto"`` (aggregated when that cache stays under 1 GiB in float32, else backbone outputs).
-        **kwargs: :class:`~anomalib_fewshot.models.base.ShotModel`'s (weights, shot seed and source, pipeline).
+        **kwargs: the arguments of :class:`~anomalib_fewshot.components.lifecycle.lightning.ShotModel`.
 
     Example:
         >>> from anomalib_fewshot.models import Dfd

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalib_fewshot.components.arguments import check_arguments
+from anomalib_fewshot.components.lifecycle.arguments import check_arguments
 
 SimilarityMode = Literal["cosine", "one_minus_cosine"]
 

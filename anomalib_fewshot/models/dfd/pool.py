@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from anomalib_fewshot.components.feature_cache import (
+from anomalib_fewshot.components.lifecycle.feature_cache import (
     CACHE_FP16_ABOVE_BYTES,
     CacheDtype,
     cache_outputs,

@@ -17,11 +17,11 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from anomalib_fewshot.components.arguments import check_arguments
-from anomalib_fewshot.components.backbones import Backbone
-from anomalib_fewshot.components.features import LocalAggregation
-from anomalib_fewshot.components.frequency import GaussianPyramidSplit
-from anomalib_fewshot.components.scoring import BranchNormalizer, GaussianSmoothing
+from anomalib_fewshot.components.lifecycle.arguments import check_arguments
+from anomalib_fewshot.components.nn.backbones import Backbone
+from anomalib_fewshot.components.nn.features import LocalAggregation
+from anomalib_fewshot.components.nn.frequency import GaussianPyramidSplit
+from anomalib_fewshot.components.nn.scoring import BranchNormalizer, GaussianSmoothing
 from anomalib_fewshot.errors import InvalidArgumentError
 
 FrequencyPaths = Literal["low_high", "low", "high", "full"]
@@ -133,7 +133,7 @@ class DfdModel(nn.Module):
     up-sampled, Gaussian-smoothed and normalised with statistics fitted on the training pool).
 
     Args:
-        backbone: backbone name (see :class:`~anomalib_fewshot.components.backbones.Backbone`).
+        backbone: backbone name (see :class:`~anomalib_fewshot.components.nn.backbones.Backbone`).
         layers: two (or more) feature layers; the first sets the token grid.
         pre_trained: load ImageNet weights when fitting starts.
         weights_path: local backbone weights file.

@@ -16,12 +16,12 @@ Example:
 
 """
 
-from anomalib_fewshot.components.spec import DemoAccuracy, ModelSpec
+from anomalib_fewshot.components.lifecycle.spec import DemoAccuracy, ModelSpec
 from anomalib_fewshot.models.ed import diagnostics
 from anomalib_fewshot.models.ed.lightning_model import Ed
 from anomalib_fewshot.models.ed.torch_model import EdModel
 
-#: ED's surface for the rest of the package (see :class:`~anomalib_fewshot.components.spec.ModelSpec`).
+#: ED's surface for the rest of the package (see :class:`~anomalib_fewshot.components.lifecycle.spec.ModelSpec`).
 ED_SPEC = ModelSpec(
     name="Ed",
     model_class=Ed,

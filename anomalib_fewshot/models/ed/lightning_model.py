@@ -11,21 +11,21 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
+from anomalib.models.components import AnomalibModule
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_fewshot.components.anomalies import random_flip_rotate
-from anomalib_fewshot.components.arguments import select_arguments
-from anomalib_fewshot.components.feature_cache import cache_outputs
-from anomalib_fewshot.components.lightning import FitPlan
-from anomalib_fewshot.components.pool import PoolBatch
-from anomalib_fewshot.models.base import ShotModel
+from anomalib_fewshot.components.lifecycle.arguments import select_arguments
+from anomalib_fewshot.components.lifecycle.feature_cache import cache_outputs
+from anomalib_fewshot.components.lifecycle.lightning import FitPlan, ShotModel
+from anomalib_fewshot.components.lifecycle.pool import PoolBatch
 from anomalib_fewshot.models.ed.loss import EdLoss
 from anomalib_fewshot.models.ed.torch_model import EdModel
 
 logger = logging.getLogger(__name__)
 
 
-class Ed(ShotModel):
+class Ed(ShotModel, AnomalibModule):
     """ED anomaly detection model (full-shot as released; few-shot with ``k_shot``).
 
     Frozen backbone levels (3×3 average pooled) are reconstructed by one transformer per level. Each encoder
@@ -69,7 +69,7 @@ class Ed(ShotModel):
         anomaly_map: ``"rec_x_inter"`` (ED's map) or ``"rec"`` (reconstruction error alone, an ablation).
         inter_exponent: ``γ`` of the map ``rec × inter^γ`` (1: ED's map; 0: the reconstruction error alone);
             inference only, so it can be changed on a fitted model (``model.model.inter_exponent``).
-        **kwargs: :class:`~anomalib_fewshot.models.base.ShotModel`'s (weights, shot seed and source, pipeline).
+        **kwargs: the arguments of :class:`~anomalib_fewshot.components.lifecycle.lightning.ShotModel`.
 
     Example:
         >>> from anomalib_fewshot.models import Ed

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from anomalib_fewshot.components.arguments import check_arguments
-from anomalib_fewshot.components.backbones import Backbone
-from anomalib_fewshot.components.scoring import GaussianSmoothing
+from anomalib_fewshot.components.lifecycle.arguments import check_arguments
+from anomalib_fewshot.components.nn.backbones import Backbone
+from anomalib_fewshot.components.nn.scoring import GaussianSmoothing
 from anomalib_fewshot.errors import InvalidArgumentError
 
 Fusion = Literal["d2fusion", "difference"]

@@ -15,7 +15,7 @@ Example:
 
 """
 
-from anomalib_fewshot.components.spec import DemoAccuracy, ModelSpec
+from anomalib_fewshot.components.lifecycle.spec import DemoAccuracy, ModelSpec
 from anomalib_fewshot.models.fdsl import diagnostics
 from anomalib_fewshot.models.fdsl.head import pretrain_head
 from anomalib_fewshot.models.fdsl.head_weights import HeadWeightsError, load_head_weights, save_head_weights
@@ -24,7 +24,7 @@ from anomalib_fewshot.models.fdsl.loss import FdslLoss
 from anomalib_fewshot.models.fdsl.prerequisites import HEAD_PRETRAINING
 from anomalib_fewshot.models.fdsl.torch_model import FdslModel
 
-#: FDSL's surface for the rest of the package (see :class:`~anomalib_fewshot.components.spec.ModelSpec`).
+#: FDSL's surface for the rest of the package (see :class:`~anomalib_fewshot.components.lifecycle.spec.ModelSpec`).
 FDSL_SPEC = ModelSpec(
     name="Fdsl",
     model_class=Fdsl,

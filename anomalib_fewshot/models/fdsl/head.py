@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from anomalib_fewshot.components.arguments import check_arguments
-from anomalib_fewshot.components.fewshot import select_shots
-from anomalib_fewshot.components.images import read_image
+from anomalib_fewshot.components.io.images import read_image
+from anomalib_fewshot.components.lifecycle.arguments import check_arguments
+from anomalib_fewshot.components.lifecycle.fewshot import select_shots
 from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.fdsl.head_weights import save_head_weights
 from anomalib_fewshot.models.fdsl.loss import FdslLoss, head_loss

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from anomalib_fewshot.components.io import atomic_write_bytes
+from anomalib_fewshot.components.io.atomic import atomic_write_bytes
 from anomalib_fewshot.errors import AnomalibFewshotError
 from anomalib_fewshot.models.fdsl.torch_model import FdslModel
 

@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
+from anomalib.models.components import AnomalibModule
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_fewshot.components.anomalies import PerlinImageAnomaly, random_flip_rotate
-from anomalib_fewshot.components.arguments import select_arguments
-from anomalib_fewshot.components.lightning import FitPlan
-from anomalib_fewshot.components.pool import PoolBatch
-from anomalib_fewshot.models.base import ShotModel
+from anomalib_fewshot.components.lifecycle.arguments import select_arguments
+from anomalib_fewshot.components.lifecycle.lightning import FitPlan, ShotModel
+from anomalib_fewshot.components.lifecycle.pool import PoolBatch
 from anomalib_fewshot.models.fdsl.head_weights import load_head_weights
 from anomalib_fewshot.models.fdsl.loss import FdslLoss, head_loss
 from anomalib_fewshot.models.fdsl.torch_model import FdslModel
@@ -25,7 +25,7 @@ from anomalib_fewshot.models.fdsl.torch_model import FdslModel
 logger = logging.getLogger(__name__)
 
 
-class Fdsl(ShotModel):
+class Fdsl(ShotModel, AnomalibModule):
     """FDSL few-shot anomaly detection model.
 
     Patch tokens of a frozen backbone (CLIP ViT-L/14-336 at 518 px, blocks 6/12/18/24, L2-normalised) are
@@ -73,7 +73,7 @@ class Fdsl(ShotModel):
         nam_combine: ``"replace"`` (the code: the final map is the NAM's) or ``"max"`` (the larger of the head's
             raw and the NAM's anomalous probability per cell; inference only, training unchanged).
         quick_gelu: QuickGELU in a CLIP backbone (OpenAI weights need it).
-        **kwargs: :class:`~anomalib_fewshot.models.base.ShotModel`'s (weights, shot seed and source, pipeline).
+        **kwargs: the arguments of :class:`~anomalib_fewshot.components.lifecycle.lightning.ShotModel`.
 
     Example:
         >>> from anomalib_fewshot.models import Fdsl

@@ -1,6 +1,6 @@
 """FDSL stage 1 as a prerequisite: train the class-agnostic head once, on another dataset's annotated test split.
 
-:data:`HEAD_PRETRAINING` is the :class:`~anomalib_fewshot.components.spec.Prerequisite` in FDSL's spec: the
+:data:`HEAD_PRETRAINING` is the :class:`~anomalib_fewshot.components.lifecycle.spec.Prerequisite` in FDSL's spec: the
 ``anomalib-fewshot fdsl-pretrain`` verb (:func:`main`, the sub-command itself) and :func:`head_command`, the command
 line a benchmark grid's ``heads:`` entry turns into. The produced file is passed as ``Fdsl(head_weights=FILE)``.
 """
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from anomalib_fewshot.components.spec import Prerequisite
+from anomalib_fewshot.components.lifecycle.spec import Prerequisite
 from anomalib_fewshot.errors import MissingFileError
 from anomalib_fewshot.quiet import add_verbose_flag
 

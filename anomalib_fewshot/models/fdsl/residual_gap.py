@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from anomalib_fewshot.components.anomalies import random_flip_rotate
-from anomalib_fewshot.components.fewshot import list_images, select_shots
-from anomalib_fewshot.components.images import read_image
+from anomalib_fewshot.components.io.images import read_image
+from anomalib_fewshot.components.lifecycle.fewshot import list_images, select_shots
 from anomalib_fewshot.models.fdsl.lightning_model import Fdsl
 from anomalib_fewshot.models.fdsl.torch_model import FdslModel
 

@@ -16,8 +16,8 @@ from anomalib.data import InferenceBatch
 from anomalib.models.components import DynamicBufferMixin
 from torch import nn
 
-from anomalib_fewshot.components.arguments import check_arguments
-from anomalib_fewshot.components.tokens import ClipTokens, CnnTokens, TokenExtractor
+from anomalib_fewshot.components.lifecycle.arguments import check_arguments
+from anomalib_fewshot.components.nn.tokens import ClipTokens, CnnTokens, TokenExtractor
 from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.fdsl.windows import WindowGrid
 

@@ -17,12 +17,12 @@ Example:
 
 """
 
-from anomalib_fewshot.components.spec import DemoAccuracy, ModelSpec
+from anomalib_fewshot.components.lifecycle.spec import DemoAccuracy, ModelSpec
 from anomalib_fewshot.models.pcsnet import diagnostics
 from anomalib_fewshot.models.pcsnet.lightning_model import Pcsnet
 from anomalib_fewshot.models.pcsnet.torch_model import PcsnetModel
 
-#: PCSNet's surface for the rest of the package (see :class:`~anomalib_fewshot.components.spec.ModelSpec`).
+#: PCSNet's surface for the rest of the package (see :class:`~anomalib_fewshot.components.lifecycle.spec.ModelSpec`).
 PCSNET_SPEC = ModelSpec(
     name="Pcsnet",
     model_class=Pcsnet,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalib_fewshot.components.ops import adaptive_avg_pool_matrix, pool_last_dim
+from anomalib_fewshot.components.nn.ops import adaptive_avg_pool_matrix, pool_last_dim
 from anomalib_fewshot.errors import InvalidArgumentError
 
 

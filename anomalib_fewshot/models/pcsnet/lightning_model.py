@@ -14,21 +14,21 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from anomalib.models.components import AnomalibModule
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_fewshot.components.anomalies import NSA_CATEGORY_PARAMS, PatchSwapAnomaly, PatchSwapParams
-from anomalib_fewshot.components.arguments import select_arguments
-from anomalib_fewshot.components.lightning import FitPlan
-from anomalib_fewshot.components.pool import PoolBatch
+from anomalib_fewshot.components.lifecycle.arguments import select_arguments
+from anomalib_fewshot.components.lifecycle.lightning import FitPlan, ShotModel
+from anomalib_fewshot.components.lifecycle.pool import PoolBatch
 from anomalib_fewshot.errors import InvalidArgumentError
-from anomalib_fewshot.models.base import ShotModel
 from anomalib_fewshot.models.pcsnet.loss import PcsnetLoss
 from anomalib_fewshot.models.pcsnet.torch_model import AnomalyMap, FeatureActivation, PcsnetModel
 
 logger = logging.getLogger(__name__)
 
 
-class Pcsnet(ShotModel):
+class Pcsnet(ShotModel, AnomalibModule):
     """PCSNet few-shot anomaly detection model.
 
     Per category, on ``k_shot`` normal images: a frozen backbone's three levels pass through the PFA descriptor
@@ -89,7 +89,7 @@ class Pcsnet(ShotModel):
         cas_lr: Adam learning rate of the CAS (1e-4).
         weight_decay: Adam weight decay (1e-5, amsgrad as in the code).
         smoothing_sigma: Gaussian smoothing of the map.
-        **kwargs: :class:`~anomalib_fewshot.models.base.ShotModel`'s (weights, shot seed and source, pipeline).
+        **kwargs: the arguments of :class:`~anomalib_fewshot.components.lifecycle.lightning.ShotModel`.
 
     Example:
         >>> from anomalib_fewshot.models import Pcsnet

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalib_fewshot.components.arguments import check_arguments
+from anomalib_fewshot.components.lifecycle.arguments import check_arguments
 from anomalib_fewshot.errors import InvalidArgumentError
 
 AfsMode = Literal["intended", "original"]

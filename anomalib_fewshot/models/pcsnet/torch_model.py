@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from anomalib_fewshot.components.backbones import Backbone
-from anomalib_fewshot.components.scoring import GaussianSmoothing
+from anomalib_fewshot.components.nn.backbones import Backbone
+from anomalib_fewshot.components.nn.scoring import GaussianSmoothing
 from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.pcsnet.layers import ContextAwareSegmentation, PrototypeDescriptor, prototype_distances
 
@@ -42,7 +42,7 @@ class PcsnetModel(nn.Module):
     standardised nearest-prototype distance map (statistics of the shots, buffers set after training).
 
     Args:
-        backbone: backbone name (see :class:`~anomalib_fewshot.components.backbones.Backbone`).
+        backbone: backbone name (see :class:`~anomalib_fewshot.components.nn.backbones.Backbone`).
         layers: three feature layers (``layer1``–``layer3`` of WRN-50 in the paper).
         pre_trained: load ImageNet weights when fitting starts.
         weights_path: local backbone weights file.

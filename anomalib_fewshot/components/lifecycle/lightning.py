@@ -1,8 +1,8 @@
 """Lightning plumbing shared by the plugin's shot-trained models (DFD, PCSNet, ...).
 
 Every model here normalises images inside its torch model (per backbone), trains on its own pool of k shots
-(:class:`~anomalib_fewshot.components.pool.TrainingPoolMixin`), stores the shot list in checkpoints
-(:class:`~anomalib_fewshot.components.fewshot.FewShotMixin`) and uses anomalib's default post-processor. This
+(:class:`~anomalib_fewshot.components.lifecycle.pool.TrainingPoolMixin`), stores the shot list in checkpoints
+(:class:`~anomalib_fewshot.components.lifecycle.fewshot.FewShotMixin`) and uses anomalib's default post-processor. This
 mixin holds that common part once; the model classes stay direct ``AnomalibModule`` subclasses.
 """
 
@@ -16,18 +16,26 @@ from typing import Any
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch, InferenceBatch
+from anomalib.metrics import Evaluator
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import nn
 from torchvision.transforms.v2 import CenterCrop, Compose, Normalize, Resize
 
-from anomalib_fewshot.components.arguments import check_arguments
-from anomalib_fewshot.components.fewshot import FewShotMixin, validate_k_shot
-from anomalib_fewshot.components.images import read_image
-from anomalib_fewshot.components.inputs import InputImageError, check_input_images
-from anomalib_fewshot.components.pool import TrainingPoolMixin
-from anomalib_fewshot.components.quantization import CALIBRATION_KEY, DEFAULT_SCOPE, pack_shots, quantize_on_shots
+from anomalib_fewshot.components.io.images import read_image
+from anomalib_fewshot.components.io.inputs import InputImageError, check_input_images
+from anomalib_fewshot.components.lifecycle.arguments import check_arguments
+from anomalib_fewshot.components.lifecycle.fewshot import FewShotMixin, validate_k_shot
+from anomalib_fewshot.components.lifecycle.pool import TrainingPoolMixin
+from anomalib_fewshot.components.lifecycle.quantization import (
+    CALIBRATION_KEY,
+    DEFAULT_SCOPE,
+    pack_shots,
+    quantize_on_shots,
+)
 from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError
 
 
@@ -131,7 +139,7 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
     default_image_size: tuple[int, int] = (256, 256)
     #: NNCF model type for INT8 quantisation (``"transformer"`` for the attention models).
     quantization_model_type: str | None = None
-    #: What INT8 export quantises (:data:`~anomalib_fewshot.components.quantization.SCOPES`), chosen on the
+    #: What INT8 export quantises (:data:`~anomalib_fewshot.components.lifecycle.quantization.SCOPES`), chosen on the
     #: development split (the model README's Export section lists the measurement).
     quantization_scope: str = DEFAULT_SCOPE
     #: The shots as stored for INT8 calibration (set by a fit or a checkpoint).
@@ -366,7 +374,7 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         """Anomalib's ``INT8_PTQ`` step, calibrated on the stored shots (never on the datamodule's images).
 
         Anomalib's own step calibrates on the validation loader, the test split by default; ``datamodule`` is
-        ignored here. See :mod:`anomalib_fewshot.components.quantization`.
+        ignored here. See :mod:`anomalib_fewshot.components.lifecycle.quantization`.
         """
         del datamodule
         return quantize_on_shots(
@@ -396,3 +404,56 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
     def configure_post_processor(self) -> PostProcessor:
         """Anomalib's default post-processor (thresholds and min–max from validation outputs)."""
         return PostProcessor()
+
+
+class ShotModel(ShotModelMixin):
+    """The base of every plugin model, listed before ``AnomalibModule``: ``class Foo(ShotModel, AnomalibModule)``.
+
+    Every model stays a *direct* subclass of ``AnomalibModule``, since anomalib's ``list_models`` and ``get_model``
+    look only at its direct subclasses; this class is not one, so anomalib lists the models and never the base.
+
+    It owns the arguments every model shares after its own and the constructor prologue: anomalib's pipeline
+    components, the default resize-only pre-processor, the checks of every ``Literal`` argument of the subclass's
+    constructor and of its :attr:`positive_arguments`, and the k-shot arguments. A model declares its own typed
+    arguments and forwards the rest, ``def __init__(self, <own arguments>, **kwargs: Any)`` with
+    ``super().__init__(**kwargs)`` as its first statement; anomalib's CLI (jsonargparse) and Lightning's
+    ``hparams`` see this constructor's arguments as the model's own (``--model.evaluator false`` works as before).
+
+    The subclass's constructor must take ``k_shot`` and ``image_size`` (their defaults are the method's own); the
+    prologue reads every argument from ``hparams``.
+
+    Args:
+        pre_trained: load the backbone's pretrained weights when fitting starts, never at construction (timm's or
+            open_clip's download unless the weights come with an installed package or ``weights_path``).
+        weights_path: local backbone weights file for air-gapped installations: a state dict of the classifier or
+            of the feature extractor (``.pth`` or ``.safetensors``; FDSL's CLIP also takes OpenAI's ``.pt`` file).
+        few_shot_seed: seed of the shot selection and of the fit's randomness (pool, augmentations,
+            pseudo-anomalies, loader order).
+        few_shot_source: folder or list of images to take the shots from instead of the datamodule.
+        pre_processor: anomalib's pre-processor; ``True``: resize (and centre-crop where the model has a
+            ``resize_size``) only, since every model normalises its backbone's input internally.
+        post_processor: anomalib's post-processor (``True``: its default).
+        evaluator: anomalib's evaluator (``True``: its default metrics).
+        visualizer: anomalib's visualizer (``True``: its default).
+
+    """
+
+    #: Integer constructor arguments that must be positive (checked at construction).
+    positive_arguments: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        pre_trained: bool = True,
+        weights_path: str | None = None,
+        few_shot_seed: int = 0,
+        few_shot_source: str | list[str] | None = None,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        super().__init__(  # AnomalibModule's, next in the model's MRO
+            pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator, visualizer=visualizer
+        )
+        del pre_trained, weights_path, few_shot_seed, few_shot_source  # read from hparams, as the subclass's are
+        self.init_shot_model(pre_processor, positive=self.positive_arguments)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalib_fewshot.components.ops import symmetric_pad2d
+from anomalib_fewshot.components.nn.ops import symmetric_pad2d
 from anomalib_fewshot.errors import InvalidArgumentError
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalib_fewshot.components.backbones import Backbone, FrozenExtractor, WeightsError, load_state_dict_file
+from anomalib_fewshot.components.nn.backbones import Backbone, FrozenExtractor, WeightsError, load_state_dict_file
 from anomalib_fewshot.errors import InvalidArgumentError, MissingDependencyError
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalib_fewshot.components.ops import adaptive_avg_pool_matrix, local_patch_features, pool_last_dim
+from anomalib_fewshot.components.nn.ops import adaptive_avg_pool_matrix, local_patch_features, pool_last_dim
 
 
 class LocalAggregation(nn.Module):

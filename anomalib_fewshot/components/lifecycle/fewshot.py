@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from anomalib_fewshot.components.images import scan_images
-from anomalib_fewshot.components.io import atomic_write_json
+from anomalib_fewshot.components.io.atomic import atomic_write_json
+from anomalib_fewshot.components.io.images import scan_images
 from anomalib_fewshot.errors import AnomalibFewshotError
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""End-to-end workflows used by the ``anomalib-fewshot`` command and the examples."""
+"""The ``anomalib-fewshot demo`` verb: generated data, fit, test, OpenVINO export and a heat-map gallery."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def save_heatmap(image_path: str | Path, anomaly_map: Any, output: str | Path) -
     from anomalib.visualization.image.functional import overlay_image, visualize_anomaly_map
     from PIL import Image
 
-    from anomalib_fewshot.components.images import read_preview
+    from anomalib_fewshot.components.io.images import read_preview
 
     image = read_preview(image_path)
     amap = np.asarray(anomaly_map, dtype=np.float32).squeeze()
@@ -63,7 +63,7 @@ def demo_gallery(
     )
     from PIL import Image
 
-    from anomalib_fewshot.components.images import read_preview
+    from anomalib_fewshot.components.io.images import read_preview
 
     tiles, records = [], []
     for truth, paths in (("good", good), ("defective", defective)):

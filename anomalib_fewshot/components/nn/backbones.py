@@ -40,7 +40,7 @@ class WeightsError(AnomalibFewshotError, RuntimeError):
 
 
 class FrozenExtractor(nn.Module):
-    """Base of the frozen feature extractors: :class:`Backbone` and the token extractors of ``components.tokens``.
+    """Base of the frozen feature extractors: :class:`Backbone` and the token extractors of ``components.nn.tokens``.
 
     A subclass registers ``mean``/``std`` buffers (the statistics its weights were trained with) and fills its
     weights in :meth:`load_weights`, never in its constructor. It stays in eval mode with no gradients, so

@@ -1,0 +1,1 @@
+"""Files: safe image reading, the models' input checks and atomic writes."""
