@@ -4,13 +4,17 @@ The split (:mod:`anomalib_fewshot.data.dev_split`) is built once per dataset, be
 ``<dev_cache>/<generator version>/<dataset name>/<category>`` (``dev_cache`` from the grid YAML, default
 ``benchmark_results/dev_splits``), from the dataset's normal training images only; its ``foreign`` defects take
 their texture from the normal training images of the grid's *other* datasets (a procedural texture when the grid
-has one dataset). A job then reads that folder instead of the dataset: it trains on the usual seeded shots (the
-folder holds every training image under its own name) and tests, and validates, on the development split. Nothing
-in a development grid opens a test image of a dataset.
+has one dataset), or of the datasets its ``dev_foreign`` list names: a dataset added to a grid later then leaves
+the existing splits as they were (their foreign pool does not grow). A split already built from another foreign
+pool than the grid now asks for is an error naming its folder, never silently reused. A job then reads that folder
+instead of the dataset: it trains on the usual seeded shots (the folder holds every training image under its own
+name) and tests, and validates, on the development split. Nothing in a development grid opens a test image of a
+dataset.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +41,23 @@ def dev_root(config: dict[str, Any], dataset: str) -> Path:
     return Path(config.get("dev_cache") or DEFAULT_CACHE) / GENERATOR_VERSION / dataset
 
 
+def _foreign_sources(datasets: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """The datasets whose normal training images give ``name``'s foreign textures (``dev_foreign`` or all others)."""
+    by_name = {dataset["name"]: dataset for dataset in datasets}
+    wanted = by_name[name].get("dev_foreign")
+    if wanted is None:
+        return [dataset for dataset in datasets if dataset["name"] != name]
+    unknown = [other for other in wanted if other not in by_name or other == name]
+    if unknown:
+        msg = f"dataset {name}: dev_foreign names {unknown}, not another dataset of this grid ({sorted(by_name)})"
+        raise InvalidArgumentError(msg)
+    return [by_name[other] for other in wanted]
+
+
 def _foreign_images(datasets: list[dict[str, Any]], name: str, seed: int) -> list[str]:
     others = [
         image
-        for dataset in datasets
-        if dataset["name"] != name
+        for dataset in _foreign_sources(datasets, name)
         for image in normal_training_images(Path(dataset["root"]), dataset["category"])
     ]
     if not others:
@@ -64,14 +80,25 @@ def ensure_dev_splits(config: dict[str, Any], names: set[str]) -> dict[str, Path
             msg = f"dataset {name}: a development split is built in MVTec layout; datamodule {dataset['datamodule']}"
             raise InvalidArgumentError(msg)
         root = dev_root(config, name)
-        if not (root / dataset["category"] / MANIFEST).is_file():
-            seed = int(options.get("seed", 0))
+        seed = int(options.get("seed", 0))
+        foreign = _foreign_images(datasets, name, seed)
+        manifest = root / dataset["category"] / MANIFEST
+        if manifest.is_file():
+            built = json.loads(manifest.read_text()).get("foreign_images", [])
+            if [Path(p).resolve() for p in built] != [Path(p).resolve() for p in foreign]:
+                msg = (
+                    f"dataset {name}: the development split in '{manifest.parent}' was built from other foreign "
+                    "images than this grid's datasets give it (a dataset added or removed?). Keep the old pool with "
+                    "the dataset's dev_foreign list, or delete that folder to rebuild the split"
+                )
+                raise InvalidArgumentError(msg)
+        else:
             print(f"building the development split of {name} in {root} (once)")
             build_dev_split(
                 normal_training_images(Path(dataset["root"]), dataset["category"]),
                 root,
                 dataset["category"],
-                foreign_images=_foreign_images(datasets, name, seed),
+                foreign_images=foreign,
                 cap=int(options.get("cap", DEFAULT_CAP)),
                 seed=seed,
                 excluded_seeds=[int(v) for v in options.get("exclude_seeds", EXCLUDED_SEEDS)],

@@ -103,6 +103,33 @@ def test_a_dev_grid_builds_each_split_once_and_points_its_jobs_at_it(tmp_path: P
     assert manifest.stat().st_mtime_ns == stamp
 
 
+def test_a_dataset_added_later_leaves_the_existing_splits_as_they_were(tmp_path: Path):
+    """``dev_foreign`` pins a split's foreign pool: adding a dataset does not change (or silently reuse) old splits."""
+    datasets = _datasets(tmp_path / "data")
+    make_demo_dataset(tmp_path / "data" / "c", "plate", n_train=40, n_test_good=2, n_test_defect=2, size=64, seed=3)
+    added = {"name": "c", "root": str(tmp_path / "data" / "c"), "category": "plate"}
+
+    def config(entries: list[dict[str, Any]], cache: str) -> dict[str, Any]:
+        return {"dev_cache": str(tmp_path / cache), "dev_split": {"cap": 12}, "grid": {"datasets": entries}}
+
+    def manifest(cache: str, name: str) -> dict[str, Any]:
+        return json.loads((tmp_path / cache / dev.GENERATOR_VERSION / name / "plate" / MANIFEST).read_text())
+
+    dev.ensure_dev_splits(config(datasets, "before"), {"a", "b"})
+    pinned = [{**datasets[0], "dev_foreign": ["b"]}, {**datasets[1], "dev_foreign": ["a"]}]
+    dev.ensure_dev_splits(config([*pinned, added], "after"), {"a", "b", "c"})
+    for name in ("a", "b"):
+        before, after = manifest("before", name), manifest("after", name)
+        assert after["foreign_images"] == before["foreign_images"] and after["images"] == before["images"]
+    sources = {Path(p).parts[-5] for p in manifest("after", "c")["foreign_images"]}
+    assert sources == {"a", "b"}  # the new dataset draws from every other one
+    # the old cache read by a grid that gives it another foreign pool: a clear error, not a silent reuse
+    with pytest.raises(InvalidArgumentError, match=r"other foreign images.*dev_foreign"):
+        dev.ensure_dev_splits(config([*datasets, added], "before"), {"a"})
+    with pytest.raises(InvalidArgumentError, match=r"dev_foreign names \['z'\]"):
+        dev.ensure_dev_splits(config([{**datasets[0], "dev_foreign": ["z"]}, datasets[1]], "x"), {"a"})
+
+
 def test_family_metrics_score_each_family_against_the_good_images():
     rng = np.random.default_rng(0)
     families = ["good"] * 4 + ["seen"] * 3 + ["hidden"] * 3
