@@ -37,11 +37,18 @@ def cli_model_args(name: str) -> list[str]:
     return args
 
 
-def fit_tiny(name: str, data_root: Path, run_root: Path, category: str = "tiny", **overrides: Any) -> tuple[Any, Any]:
+def fit_tiny(
+    name: str,
+    data_root: Path,
+    run_root: Path,
+    category: str = "tiny",
+    engine_kwargs: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> tuple[Any, Any]:
     """Fit the tiny configuration of plugin model ``name`` (seeded) on an MVTec-layout dataset.
 
     The per-model hook of the reliability suite: returns ``(model, engine)``; ``overrides`` replace entries of
-    :data:`TINY_CONFIGS`.
+    :data:`TINY_CONFIGS`, ``engine_kwargs`` are added to the Engine's arguments.
     """
     from anomalib.data import MVTecAD
     from anomalib.engine import Engine
@@ -52,7 +59,13 @@ def fit_tiny(name: str, data_root: Path, run_root: Path, category: str = "tiny",
     seed_everything(0, verbose=False)
     model = getattr(plugin_models, name)(**{**TINY_CONFIGS[name], **overrides})
     datamodule = MVTecAD(root=data_root, category=category, num_workers=0, train_batch_size=2, eval_batch_size=4)
-    engine = Engine(default_root_dir=run_root, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    engine = Engine(
+        default_root_dir=run_root,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **(engine_kwargs or {}),
+    )
     engine.fit(model, datamodule=datamodule)
     return model, engine
 

@@ -74,9 +74,22 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 "threads": model.get("threads"),
                 "speed": bool(config.get("speed", True)),
                 "int8": _int8_setting(config_path, config.get("int8", False)),
+                "calibration_rules": _calibration_rules(config_path, config.get("calibration_rules")),
             }
         )
     return config, jobs
+
+
+def _calibration_rules(config_path: Path, value: Any) -> list[str]:
+    """The grid's ``calibration_rules``: extra decision columns per rule (the shipped rule's columns always)."""
+    from anomalib_fewshot.components.lifecycle.calibration import RULES
+
+    rules = [] if value is None else value if isinstance(value, list) else [value]
+    unknown = [rule for rule in rules if rule not in RULES]
+    if unknown:
+        msg = f"{config_path}: calibration_rules must name rules from {list(RULES)}, got {unknown}"
+        raise InvalidArgumentError(msg)
+    return rules
 
 
 def _int8_setting(config_path: Path, value: Any) -> bool | list[str]:

@@ -185,6 +185,106 @@ def family_metrics(
     return out
 
 
+def decision_metrics(
+    post_processor: Any, scores: np.ndarray, maps: np.ndarray, labels: np.ndarray, masks: np.ndarray
+) -> dict[str, float]:
+    """The OK/NG decision at the thresholds ``post_processor`` carries, applied to raw outputs as a deployment does.
+
+    ``image_fpr``: share of good images rejected; ``image_tpr``: share of defective images caught; ``image_f1`` (to
+    compare with the oracle ``image_f1max``); ``pixel_f1`` of the predicted masks. Empty when the post-processor has
+    no image threshold.
+    """
+    from anomalib.data import InferenceBatch
+
+    if torch.isnan(post_processor.image_threshold).item():
+        return {}
+    with torch.no_grad():
+        out = post_processor(
+            InferenceBatch(
+                pred_score=torch.from_numpy(scores).float(),
+                anomaly_map=torch.from_numpy(maps).float(),
+                pred_label=None,
+                pred_mask=None,
+            )
+        )
+    predicted = out.pred_label.reshape(-1).bool().numpy()
+    truth = labels.astype(bool)
+
+    def f1(pred: np.ndarray, target: np.ndarray) -> float:
+        tp = float((pred & target).sum())
+        wrong = float((pred ^ target).sum())
+        return 2 * tp / (2 * tp + wrong) if tp + wrong else 1.0
+
+    result = {
+        "image_fpr": float(predicted[~truth].mean()) if (~truth).any() else float("nan"),
+        "image_tpr": float(predicted[truth].mean()) if truth.any() else float("nan"),
+        "image_f1": f1(predicted, truth),
+    }
+    if out.pred_mask is not None and masks.any():
+        result["pixel_f1"] = f1(out.pred_mask.reshape(masks.shape).bool().numpy(), masks.astype(bool))
+    return {name: round(value, 4) for name, value in result.items()}
+
+
+def calibration_source(model: Any, datamodule: Any) -> tuple[Any, Any]:
+    """``(score, images)`` to calibrate ``model`` the plugin's way: its raw scoring and its good shot images.
+
+    Plugin models score with :meth:`score_raw` on their stored shots; anomalib's baselines run their pre-processor
+    and torch model on the job's shots (the datamodule's subsampled training images) in the model's geometry.
+    """
+    from anomalib.data.transforms.utils import extract_transforms_by_type
+    from torchvision.transforms.v2 import Resize
+
+    if hasattr(model, "calibration_images"):
+        return model.score_raw, model.calibration_images()[0]
+    transform = model.pre_processor.transform
+    resize = extract_transforms_by_type(transform, Resize)[0]
+    images = torch.stack([resize(datamodule.train_data[i].image) for i in range(len(datamodule.train_data))])
+
+    def score(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = model.model(transform(batch))
+        return out.pred_score, out.anomaly_map
+
+    return score, images.clamp(0, 1)
+
+
+def decision_columns(
+    model: Any, datamodule: Any, spec: dict[str, Any], outputs: tuple[np.ndarray, ...]
+) -> dict[str, float]:
+    """The decision columns of a fitted ``model`` (eval mode) on its evaluated split's raw ``outputs``.
+
+    A plugin model's post-processor was calibrated by its fit; a baseline's is calibrated here the same way (same
+    views, defects, rule and seed), replacing the thresholds anomalib's validation pass fitted. Every rule in the
+    spec's ``calibration_rules`` adds the columns it would give, suffixed ``[rule]`` (one scoring of the views).
+    """
+    import copy
+
+    from anomalib_fewshot.components.lifecycle.calibration import (
+        DEFAULT_RULE,
+        DEFAULT_TARGET_FPR,
+        apply_calibration,
+        fit_calibration,
+        score_calibration_sets,
+    )
+
+    score, images = calibration_source(model, datamodule)
+    hparams = getattr(model, "hparams", {})
+    shipped_rule = hparams.get("calibration_rule", DEFAULT_RULE)
+    target_fpr = hparams.get("calibration_fpr", DEFAULT_TARGET_FPR)
+    rules = [rule for rule in spec.get("calibration_rules") or [] if rule != shipped_rule]
+    is_plugin = hasattr(model, "calibration_images")
+    columns: dict[str, float] = {}
+    if rules or not is_plugin:
+        scored = score_calibration_sets(score, images, seed=int(spec["seed"]))
+        if not is_plugin:
+            apply_calibration(model.post_processor, fit_calibration(scored, shipped_rule, target_fpr))
+        for rule in rules:
+            post = copy.deepcopy(model.post_processor)
+            apply_calibration(post, fit_calibration(scored, rule, target_fpr))
+            columns.update({f"{k}[{rule}]": v for k, v in decision_metrics(post, *outputs).items()})
+    columns.update(decision_metrics(model.post_processor, *outputs))
+    return columns
+
+
 def check_finite(scores: np.ndarray, maps: np.ndarray) -> None:
     """Refuse to score NaN/inf outputs (e.g. Padim at k = 1, whose covariance divides by N − 1 = 0)."""
     bad_scores, bad_maps = int((~np.isfinite(scores)).sum()), int((~np.isfinite(maps)).sum())
@@ -196,15 +296,21 @@ def check_finite(scores: np.ndarray, maps: np.ndarray) -> None:
         raise InvalidArgumentError(msg)
 
 
-def split_metrics(model: Any, datamodule: Any, per_family: bool) -> tuple[dict[str, Any], int]:
+def split_metrics(
+    model: Any, datamodule: Any, per_family: bool, spec: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], int]:
     """The runner's scoring of a fitted ``model`` (eval mode) on ``datamodule``'s test folder.
 
     Returns the raw-output metrics (with each defect family's columns when ``per_family``: a development split's
-    families, each against the good images) and the number of test images.
+    families, each against the good images), the decision columns at the shipped thresholds when ``spec`` is given
+    (:func:`decision_columns`), and the number of test images.
     """
-    scores, maps, labels, masks = raw_predictions(model, datamodule.test_dataloader())
+    outputs = raw_predictions(model, datamodule.test_dataloader())
+    scores, maps, labels, masks = outputs
     check_finite(scores, maps)
     metrics: dict[str, Any] = compute_metrics(scores, maps, labels, masks)
+    if spec is not None:
+        metrics.update(decision_columns(model, datamodule, spec, outputs))
     if per_family:
         families = datamodule.test_data.samples["label"].astype(str).tolist()
         metrics.update(family_metrics(scores, maps, labels, masks, families))
@@ -301,9 +407,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 self.end = time.perf_counter()
 
     timer = _FitTimer()
-    # The metrics come from the raw outputs below, never from anomalib's validation pass (it only fits the
-    # post-processor's normalisation, which the exported graph carries either way): one validation batch keeps every
-    # on_validation_start hook (DFD fits its score normalisers there) and saves a whole pass over the test split.
+    # The metrics come from the raw outputs below, never from anomalib's validation pass, and the thresholds from
+    # the shots (our models calibrate at the end of training and ignore validation; the baselines are calibrated
+    # the same way after the fit): one validation batch keeps anomalib's on_validation_start hooks (Patchcore and
+    # Padim build their memory there) and saves a whole pass over the test split.
     engine = Engine(
         default_root_dir=work, logger=False, callbacks=[timer], enable_progress_bar=False, limit_val_batches=1
     )
@@ -313,7 +420,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if shots is None:
         shots = (model.few_shot_record or {}).get("shots")
     model.eval()
-    row, n_test = split_metrics(model, datamodule, per_family=spec.get("split") == "dev")
+    row, n_test = split_metrics(model, datamodule, per_family=spec.get("split") == "dev", spec=spec)
 
     timing_images = spec.get("timing_images", 30)
     if spec.get("speed", True):

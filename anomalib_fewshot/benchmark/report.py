@@ -16,7 +16,7 @@ from anomalib_fewshot.benchmark.machine import machine_description
 from anomalib_fewshot.benchmark.store import finished_keys, job_key, job_label, read_rows
 from anomalib_fewshot.components.io.atomic import atomic_write_text
 
-METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1max", "pixel_f1max")
+METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1max", "pixel_f1max", "image_f1", "image_fpr", "image_tpr")
 TIMINGS = ("fit_s", "torch_ms", "openvino_ms", "peak_rss_mb")
 
 
@@ -89,7 +89,9 @@ def write_report(
         f"progress: {n_done} of {len(jobs)} jobs finished{as_expected}"
         f"{' (complete)' if n_done == len(jobs) else ' (rerun the command to resume)'}\n\n"
         "Metrics on raw model outputs mapped monotonically to [0, 1] (no clamping, no post-processor); "
-        "AUPRO at FPR ≤ 0.3; fit_s = shot selection + weights + pool/bank building + training (excludes "
+        "AUPRO at FPR ≤ 0.3; image_f1 / image_fpr (good parts rejected) / image_tpr (defective parts caught) = "
+        "the OK/NG decision at the threshold the model ships, calibrated from the shots alone (the baselines "
+        "calibrated the same way); fit_s = shot selection + weights + pool/bank building + training (excludes "
         "validation; the runner validates on one batch only, the metrics never use that pass); "
         "torch_ms / openvino_ms = median per image at batch 1 of the full exported pipeline "
         "(OpenVINO f32); peak_rss_mb = peak resident memory of the job process. results.csv also records "

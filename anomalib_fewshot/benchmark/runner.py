@@ -15,6 +15,7 @@ Grid YAML::
     evaluate_on: test                       # or dev: every job tests on the dataset's development split
     speed: true                             # false: no export and no torch/OpenVINO timing (accuracy-only grids)
     int8: false                             # true: FP32/bf16/INT8 OpenVINO columns; [scopes]: a screen (.int8)
+    calibration_rules: [f1, fpr]            # optional: decision columns per calibration rule (image_f1[fpr] ...)
     dev_cache: benchmark_results/dev_splits # dev only: where the splits are built once (see benchmark.dev)
     dev_split: {cap: 200, seed: 0}          # dev only: the split's size and seed
     grid:

@@ -128,6 +128,31 @@ def test_training_step_gives_every_trainable_parameter_a_gradient(case: Case):
     module.release_fit()
 
 
+def test_calibration_from_the_stored_shots_sets_the_decision_the_module_ships(case: Case):
+    """After ``prepare_fit``/``finish_fit`` the module calibrates from its stored shots alone: finite thresholds in
+    the post-processor, and the whole module's ``pred_label`` is the raw score compared with the image threshold."""
+    from anomalib_fewshot.components.lifecycle.quantization import pack_shots
+
+    module = _build(case.name)
+    module.prepare_fit(list(case.shots))
+    module.calibration_shots = pack_shots(list(case.shots))
+    module.finish_fit()
+    calibration = module.calibrate()
+    post = module.post_processor
+    for name in ("image_threshold", "pixel_threshold", "image_min", "image_max", "pixel_min", "pixel_max"):
+        assert torch.isfinite(getattr(post, name)), name
+    assert post.image_threshold.item() == pytest.approx(calibration.image_threshold, rel=1e-6)
+    assert calibration.image_min <= calibration.image_threshold <= calibration.image_max or (
+        calibration.image_threshold < calibration.image_min  # the F1 rule may flag every view
+    )
+    module.eval()
+    with torch.no_grad():
+        raw = module.model(case.test_images).pred_score.reshape(-1)
+        shipped = module(case.test_images).pred_label.reshape(-1)
+    assert shipped.tolist() == (raw > calibration.image_threshold).tolist()
+    module.release_fit()
+
+
 def _raw_module(case: Case) -> tuple[torch.nn.Module, torch.Tensor, dict[str, torch.Tensor]]:
     """The prepared whole module without post-processor, export inputs and its eager raw outputs on them."""
     module = copy.deepcopy(case.module)

@@ -82,27 +82,27 @@ def subsample_to_shots(dataset: Any, k_shot: int | None, seed: int) -> tuple[Any
     return dataset.subsample(positions), shots, len(normal)
 
 
-def list_images(source: str | Path | Sequence[str | Path]) -> list[str]:
-    """Image paths of a folder (recursive) or an explicit list; clear errors for missing files."""
+def list_images(source: str | Path | Sequence[str | Path], argument: str = "few_shot_source") -> list[str]:
+    """Image paths of a folder (recursive) or an explicit list; clear errors (naming ``argument``) for missing files."""
     if isinstance(source, (str, Path)):
         folder = Path(source)
         if not folder.exists():
-            msg = f"few_shot_source '{folder}' does not exist"
+            msg = f"{argument} '{folder}' does not exist"
             raise FewShotError(msg)
         if folder.is_file():
             return [str(folder)]
         paths = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not paths:
-            msg = f"few_shot_source '{folder}' holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+            msg = f"{argument} '{folder}' holds no images ({', '.join(IMAGE_EXTENSIONS)})"
             raise FewShotError(msg)
         return paths
     paths = [str(p) for p in source]
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
-        msg = f"few_shot_source lists missing file(s): {missing}"
+        msg = f"{argument} lists missing file(s): {missing}"
         raise FewShotError(msg)
     if not paths:
-        msg = "few_shot_source is an empty list"
+        msg = f"{argument} is an empty list"
         raise FewShotError(msg)
     return paths
 

@@ -8,10 +8,12 @@ mixin holds that common part once; the model classes stay direct ``AnomalibModul
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from anomalib import LearningType
@@ -28,7 +30,16 @@ from torchvision.transforms.v2 import CenterCrop, Compose, Normalize, Resize
 from anomalib_fewshot.components.io.images import read_image
 from anomalib_fewshot.components.io.inputs import InputImageError, check_input_images
 from anomalib_fewshot.components.lifecycle.arguments import check_arguments
-from anomalib_fewshot.components.lifecycle.fewshot import FewShotMixin, validate_k_shot
+from anomalib_fewshot.components.lifecycle.calibration import (
+    DEFAULT_RULE,
+    DEFAULT_TARGET_FPR,
+    Calibration,
+    ShotPostProcessor,
+    apply_calibration,
+    fit_calibration,
+    score_calibration_sets,
+)
+from anomalib_fewshot.components.lifecycle.fewshot import FewShotMixin, list_images, validate_k_shot
 from anomalib_fewshot.components.lifecycle.pool import TrainingPoolMixin
 from anomalib_fewshot.components.lifecycle.quantization import (
     CALIBRATION_KEY,
@@ -37,6 +48,8 @@ from anomalib_fewshot.components.lifecycle.quantization import (
     quantize_on_shots,
 )
 from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointMismatchError(AnomalibFewshotError, ValueError):
@@ -124,9 +137,11 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
     Lifecycle: ``setup("fit")`` checks the pre-processor, selects the shots (:meth:`apply_few_shot`), loads the
     pretrained weights (:meth:`load_pretrained_weights`), reads the shot images in the model's geometry and hands
     them to the model's :meth:`prepare_fit`, which builds what training needs (pool, banks, prototypes) and
-    returns a :class:`FitPlan`; the datamodule's training loader is replaced by one over that pool. Before the
-    first validation a fit without optimiser steps is an error and :meth:`finish_fit` runs (once per global
-    step); ``teardown("fit")`` restores the loader and calls :meth:`release_fit`. :meth:`prepare_fit` needs no
+    returns a :class:`FitPlan`; the datamodule's training loader is replaced by one over that pool. At the end
+    of training (the first validation or the end of the last epoch, whichever comes first; once per global step) a
+    fit without optimiser steps is an error, :meth:`finish_fit` runs and the post-processor is calibrated from the
+    shots (:meth:`calibrate`: thresholds and normalisation from good images alone, never from the validation
+    images); ``teardown("fit")`` restores the loader and calls :meth:`release_fit`. :meth:`prepare_fit` needs no
     trainer, so a model can be prepared from in-memory images (the fast contract tests, the cost profiler).
 
     The model's ``hparams`` must hold ``image_size``, ``epochs``, ``k_shot``, ``few_shot_seed`` and
@@ -148,6 +163,9 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
     _finished_at_step: int = -1
     #: The datamodule's category during a fit (category tables of pseudo-anomaly generators), else ``None``.
     fit_category: str | None = None
+    #: The last calibration of the post-processor (:meth:`calibrate`), with the seconds it took.
+    last_calibration: Calibration | None = None
+    calibration_seconds: float | None = None
 
     # ------------------------------------------------------------------ construction
     def init_shot_model(self, pre_processor: Any, positive: Sequence[str] = ()) -> None:
@@ -164,6 +182,10 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         self.k_shot = validate_k_shot(hp.k_shot)
         self.few_shot_seed = hp.few_shot_seed
         self.few_shot_source = hp.few_shot_source
+        fpr = hp.get("calibration_fpr", DEFAULT_TARGET_FPR)
+        if not 0.0 <= fpr < 1.0:
+            msg = f"calibration_fpr must be in [0, 1), got {fpr}"
+            raise InvalidArgumentError(msg)
 
     @classmethod
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
@@ -182,7 +204,7 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         """Free what :meth:`prepare_fit` built (after the fit)."""
 
     def finish_fit(self) -> None:
-        """After training, before anomalib's validation pass fits thresholds (e.g. score statistics)."""
+        """After training, before the calibration (e.g. score statistics fitted on the training pool or shots)."""
 
     def load_pretrained_weights(self) -> None:
         """Load the frozen extractor's pretrained weights (when fitting starts, never at construction)."""
@@ -252,8 +274,17 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
             self.fit_category = None
 
     def on_validation_start(self) -> None:
-        """During a fit: refuse a fit without optimiser steps, then :meth:`finish_fit` (once per global step)."""
+        """During a fit: the end of training (:meth:`_end_training`) before the validation pass."""
         super().on_validation_start()
+        self._end_training()
+
+    def on_train_end(self) -> None:
+        """The end of training when no validation pass ran (an empty or switched-off validation loader)."""
+        super().on_train_end()
+        self._end_training()
+
+    def _end_training(self) -> None:
+        """Refuse a fit without optimiser steps, then :meth:`finish_fit` and :meth:`calibrate` (once per step)."""
         trainer = self.trainer
         if trainer.state.fn != "fit" or not self._fit_prepared:
             return
@@ -261,7 +292,68 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
             self.check_optimizer_steps(trainer)
         if self._finished_at_step != trainer.global_step:
             self.finish_fit()
+            if isinstance(self.post_processor, ShotPostProcessor):
+                self.calibrate()
             self._finished_at_step = trainer.global_step
+
+    # ------------------------------------------------------------------ the OK/NG decision
+    def calibration_images(self) -> tuple[torch.Tensor, bool]:
+        """``(images, are_extra)``: good images ``calibration_source`` names, else the stored shots.
+
+        ``are_extra`` says the images are good images that are not shots (scored as normal themselves too).
+        """
+        source = self.hparams.get("calibration_source")
+        if source is not None:
+            return torch.stack(self.read_shot_images(list_images(source, "calibration_source"))), True
+        if self.calibration_shots is None:
+            msg = (
+                f"{type(self).__name__} has no stored shots to calibrate from (a checkpoint written before "
+                "anomalib-fewshot stored them): pass calibration_source, a folder of good images"
+            )
+            raise InvalidArgumentError(msg)
+        return self.calibration_shots.float() / 255, False
+
+    def score_raw(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw image scores and maps of ``(B, 3, S, S)`` images in ``[0, 1]`` in the model's geometry (eval mode)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                output = self.model(images.to(self.device))
+        finally:
+            self.model.train(was_training)
+        return output.pred_score, output.anomaly_map
+
+    def calibrate(
+        self, rule: str | None = None, target_fpr: float | None = None, images: torch.Tensor | None = None
+    ) -> Calibration:
+        """Set the post-processor's thresholds and normalisation from good images alone.
+
+        The views, synthetic defects and rules are those of
+        :mod:`~anomalib_fewshot.components.lifecycle.calibration`; a fit runs this at the end of training with the
+        model's ``calibration_rule`` and ``calibration_fpr``.
+
+        Args:
+            rule: ``"f1"`` or ``"fpr"`` (default: the model's ``calibration_rule``).
+            target_fpr: the ``fpr`` rule's false-alarm rate (default: the model's ``calibration_fpr``).
+            images: good images ``(N, 3, S, S)`` in ``[0, 1]`` that are not shots (default: ``calibration_source``,
+                else the stored shots' views).
+
+        """
+        hp = self.hparams
+        rule = rule or hp.get("calibration_rule", DEFAULT_RULE)
+        target_fpr = hp.get("calibration_fpr", DEFAULT_TARGET_FPR) if target_fpr is None else target_fpr
+        extra = images is not None
+        if images is None:
+            images, extra = self.calibration_images()
+        start = time.perf_counter()
+        scored = score_calibration_sets(self.score_raw, images, seed=int(hp.few_shot_seed), include_images=extra)
+        calibration = fit_calibration(scored, rule, target_fpr)
+        apply_calibration(self.post_processor, calibration)
+        self.last_calibration = calibration
+        self.calibration_seconds = time.perf_counter() - start
+        logger.info("%s calibrated in %.1f s: %s", type(self).__name__, self.calibration_seconds, calibration.summary())
+        return calibration
 
     def require_fit_state(self, ready: bool) -> None:
         """Raise a clear error when a training step runs before :meth:`prepare_fit`."""
@@ -402,8 +494,8 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
             self.check_optimizer_steps(self.trainer)
 
     def configure_post_processor(self) -> PostProcessor:
-        """Anomalib's default post-processor (thresholds and min–max from validation outputs)."""
-        return PostProcessor()
+        """Anomalib's post-processor, calibrated from good images (:meth:`calibrate`) instead of validation."""
+        return ShotPostProcessor()
 
 
 class ShotModel(ShotModelMixin):
@@ -430,6 +522,11 @@ class ShotModel(ShotModelMixin):
         few_shot_seed: seed of the shot selection and of the fit's randomness (pool, augmentations,
             pseudo-anomalies, loader order).
         few_shot_source: folder or list of images to take the shots from instead of the datamodule.
+        calibration_rule: how the OK/NG thresholds are set from the shots' normal views and synthetic defects at
+            the end of training: ``"f1"`` (the F1 optimum between them) or ``"fpr"`` (the normal views' score that
+            ``calibration_fpr`` of them exceed). Never from validation images.
+        calibration_fpr: the ``"fpr"`` rule's false-alarm rate on the normal views, in ``[0, 1)``.
+        calibration_source: folder or list of good images (not shots) to calibrate on instead of the shots' views.
         pre_processor: anomalib's pre-processor; ``True``: resize (and centre-crop where the model has a
             ``resize_size``) only, since every model normalises its backbone's input internally.
         post_processor: anomalib's post-processor (``True``: its default).
@@ -447,6 +544,9 @@ class ShotModel(ShotModelMixin):
         weights_path: str | None = None,
         few_shot_seed: int = 0,
         few_shot_source: str | list[str] | None = None,
+        calibration_rule: Literal["f1", "fpr"] = DEFAULT_RULE,
+        calibration_fpr: float = DEFAULT_TARGET_FPR,
+        calibration_source: str | list[str] | None = None,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -456,4 +556,5 @@ class ShotModel(ShotModelMixin):
             pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator, visualizer=visualizer
         )
         del pre_trained, weights_path, few_shot_seed, few_shot_source  # read from hparams, as the subclass's are
+        del calibration_rule, calibration_fpr, calibration_source
         self.init_shot_model(pre_processor, positive=self.positive_arguments)
