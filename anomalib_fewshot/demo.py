@@ -47,8 +47,8 @@ def demo_gallery(
 
     Each tile is the image with its anomaly map overlaid (post-processed map in [0, 1], the same colour scale for
     every tile, so a good image stays cold) and its normalised score and label written on it. Anomalib's
-    post-processor normalises scores so that the image threshold (set on the validation images) is 0.5: the label
-    is ``score >= 0.5``.
+    post-processor normalises scores so that the image threshold is 0.5: the label is ``score > 0.5``. The threshold
+    was set from the shots alone (normal views and synthetic defects, never the test or validation images).
 
     Returns:
         The gallery path and one ``{"image", "truth", "pred_score", "pred_label"}`` record per tile.
@@ -93,7 +93,10 @@ def demo_gallery(
     tiles_grid = create_image_grid(rows, nrow=columns)
     grid = Image.new("RGB", (tiles_grid.width, tiles_grid.height + tile // 8))  # a caption strip below the tiles
     grid.paste(tiles_grid, (0, 0))
-    caption = "top: good test images, bottom: defective; label = normalised score >= 0.5 (the image threshold)"
+    caption = (
+        "top: good test images, bottom: defective; label = normalised score > 0.5 "
+        "(threshold set from the shots alone, no defect seen)"
+    )
     grid = add_text_to_image(grid, caption, size=max(10, tile // 20), position=(10, tiles_grid.height + tile // 40))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

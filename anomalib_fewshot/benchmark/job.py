@@ -191,8 +191,8 @@ def decision_metrics(
     """The OK/NG decision at the thresholds ``post_processor`` carries, applied to raw outputs as a deployment does.
 
     ``image_fpr``: share of good images rejected; ``image_tpr``: share of defective images caught; ``image_f1`` (to
-    compare with the oracle ``image_f1max``); ``pixel_f1`` of the predicted masks. Empty when the post-processor has
-    no image threshold.
+    compare with the oracle ``image_f1max``); ``pixel_f1`` of the predicted masks; ``score_clamped``: share of images
+    whose normalised score is clamped at 0 or 1. Empty when the post-processor has no image threshold.
     """
     from anomalib.data import InferenceBatch
 
@@ -215,7 +215,10 @@ def decision_metrics(
         wrong = float((pred ^ target).sum())
         return 2 * tp / (2 * tp + wrong) if tp + wrong else 1.0
 
+    normalised = out.pred_score.reshape(-1).numpy()
     result = {
+        # images whose normalised score is clamped at 0 or 1 (beyond the calibration's range: no ranking left)
+        "score_clamped": float(((normalised <= 0) | (normalised >= 1)).mean()),
         "image_fpr": float(predicted[~truth].mean()) if (~truth).any() else float("nan"),
         "image_tpr": float(predicted[truth].mean()) if truth.any() else float("nan"),
         "image_f1": f1(predicted, truth),
@@ -432,6 +435,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         {
             "fit_s": round((timer.end or time.perf_counter()) - (timer.start or start), 1),
             "fit_total_s": round(fit_total, 1),  # engine.fit, including its one validation batch
+            # the end-of-training calibration (scoring 64 views of the shots), not in fit_s
+            "calibration_s": round(getattr(model, "calibration_seconds", None) or 0.0, 1) or None,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
             "n_test": n_test,
             # 1-minute load average when the job ends: above the core count, other work shared the CPU and the
