@@ -250,6 +250,25 @@ def calibration_source(model: Any, datamodule: Any) -> tuple[Any, Any]:
     return score, images.clamp(0, 1)
 
 
+def _write_decision_scores(score: Any, images: Any, spec: dict[str, Any], outputs: tuple[np.ndarray, ...]) -> None:
+    """Write ``decision_scores.json`` (raw image scores) to the job's folder for rules compared offline.
+
+    It holds the evaluated split's raw image scores and labels and the calibration sets' image scores at every view
+    strength (``research.decisions`` compares threshold rules on them).
+    """
+    from anomalib_fewshot.components.lifecycle.calibration import VIEW_STRENGTHS, score_calibration_sets
+
+    scores, _, labels, _ = outputs
+    record: dict[str, Any] = {"scores": scores.round(6).tolist(), "labels": labels.tolist(), "views": {}}
+    for strength in VIEW_STRENGTHS:
+        scored = score_calibration_sets(score, images, seed=int(spec["seed"]), strength=strength)
+        record["views"][strength] = {
+            "normal": scored.normal_scores.numpy().round(6).tolist(),
+            "defect": scored.defect_scores.numpy().round(6).tolist(),
+        }
+    atomic_write_json(Path(spec["work_dir"]) / "decision_scores.json", record)
+
+
 def decision_columns(
     model: Any, datamodule: Any, spec: dict[str, Any], outputs: tuple[np.ndarray, ...]
 ) -> dict[str, float]:
@@ -276,6 +295,8 @@ def decision_columns(
     rules = [rule for rule in spec.get("calibration_rules") or [] if rule != shipped_rule]
     is_plugin = hasattr(model, "calibration_images")
     columns: dict[str, float] = {}
+    if spec.get("calibration_rules"):  # a research grid: keep the image scores for rules chosen offline
+        _write_decision_scores(score, images, spec, outputs)
     if rules or not is_plugin:
         scored = score_calibration_sets(score, images, seed=int(spec["seed"]))
         if not is_plugin:

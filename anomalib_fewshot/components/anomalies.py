@@ -95,19 +95,29 @@ def random_flip_rotate(
 
 
 def normal_views(
-    images: Sequence[torch.Tensor], count: int, max_shift: float, jitter: float, seed: int = 0
+    images: Sequence[torch.Tensor],
+    count: int,
+    max_shift: float,
+    jitter: float,
+    seed: int = 0,
+    rotation: float = 0.0,
 ) -> torch.Tensor:
     """``count`` views of every ``(3, H, W)`` image in ``[0, 1]`` that should still look normal: ``(N·count, 3, H, W)``.
 
     Each view is the image translated by ``U(±max_shift)`` pixels on each axis (sub-pixel, bilinear, reflected at
-    the borders, so no black strip appears) with its brightness and contrast scaled by ``1 + U(±jitter)``. A model
-    scores such views to estimate how its maps vary on *new* good images, which its shots alone cannot tell (a shot
-    is its own nearest neighbour). Seeded: the same arguments give the same views.
+    the borders, so no black strip appears), rotated by ``U(±rotation)`` degrees when ``rotation`` is positive (about
+    the centre, reflected borders) and with its brightness and contrast scaled by ``1 + U(±jitter)``. A model scores
+    such views to estimate how its maps vary on *new* good images, which its shots alone cannot tell (a shot is its
+    own nearest neighbour). Seeded: the same arguments give the same views (``rotation=0`` draws no angle, so the
+    views are those of the function before it had the argument).
     """
-    from kornia.geometry.transform import translate
+    from kornia.geometry.transform import rotate, translate
 
-    if count < 1 or max_shift < 0 or not 0 <= jitter < 1:
-        msg = f"normal_views needs count >= 1, max_shift >= 0 and jitter in [0, 1), got {count}, {max_shift}, {jitter}"
+    if count < 1 or max_shift < 0 or not 0 <= jitter < 1 or rotation < 0:
+        msg = (
+            "normal_views needs count >= 1, max_shift >= 0, jitter in [0, 1) and rotation >= 0, got "
+            f"{count}, {max_shift}, {jitter}, {rotation}"
+        )
         raise InvalidArgumentError(msg)
     rng = np.random.default_rng(seed)
     views = []
@@ -117,6 +127,9 @@ def normal_views(
         moved = translate(batch, shifts.to(image.device), padding_mode="reflection", align_corners=False)
         brightness, contrast = (torch.as_tensor(1.0 + rng.uniform(-jitter, jitter, size=(2, count, 1, 1, 1)),
                                                 dtype=image.dtype, device=image.device))  # fmt: skip
+        if rotation > 0:
+            angles = torch.as_tensor(rng.uniform(-rotation, rotation, size=count), dtype=image.dtype)
+            moved = rotate(moved, angles.to(image.device), padding_mode="reflection", align_corners=False)
         mean = moved.mean(dim=(1, 2, 3), keepdim=True)
         views.append(((moved - mean) * contrast + mean * brightness).clamp(0, 1))
     return torch.cat(views)

@@ -48,9 +48,24 @@ DEFAULT_RULE = "f1"
 DEFAULT_VIEWS = 32
 #: The ``fpr`` rule's default false-alarm rate on the normal views.
 DEFAULT_TARGET_FPR = 0.05
-#: Translation of a normal view, as a fraction of the image side, and its brightness/contrast jitter.
-VIEW_SHIFT = 0.02
-VIEW_JITTER = 0.1
+
+
+@dataclass(frozen=True)
+class ViewStrength:
+    """How far a normal view departs from its image: translation (fraction of the side), jitter, rotation (deg)."""
+
+    shift: float
+    jitter: float
+    rotation: float = 0.0
+
+
+#: Normal-view strengths: ``mild`` is INT8 calibration's (a few pixels, ``±10 %`` light); ``strong`` adds pose and
+#: lighting variation a shot does not show (``±6 %`` shift, ``±10°``, ``±20 %`` light).
+VIEW_STRENGTHS: dict[str, ViewStrength] = {
+    "mild": ViewStrength(shift=0.02, jitter=0.1),
+    "strong": ViewStrength(shift=0.06, jitter=0.2, rotation=10.0),
+}
+DEFAULT_STRENGTH = "mild"
 #: Images scored per forward pass.
 CHUNK = 8
 
@@ -110,7 +125,11 @@ class Calibration:
 
 
 def calibration_sets(
-    images: torch.Tensor, views: int = DEFAULT_VIEWS, seed: int = 0, include_images: bool = False
+    images: torch.Tensor,
+    views: int = DEFAULT_VIEWS,
+    seed: int = 0,
+    include_images: bool = False,
+    strength: str = DEFAULT_STRENGTH,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(normal, defective, masks)``: seeded normal views of ``images`` and as many views with a Perlin defect.
 
@@ -119,9 +138,15 @@ def calibration_sets(
         views: normal views in all (and as many defective ones), spread evenly over the images.
         seed: seed of the views and the defects (the same arguments give the same sets).
         include_images: also count ``images`` themselves as normal (good images that are not shots).
+        strength: the normal views' :data:`VIEW_STRENGTHS` entry.
 
     """
     from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
+
+    if strength not in VIEW_STRENGTHS:
+        msg = f"view strength must be one of {sorted(VIEW_STRENGTHS)}, got {strength!r}"
+        raise InvalidArgumentError(msg)
+    view = VIEW_STRENGTHS[strength]
 
     if images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
         msg = f"calibration needs good images as a (N, 3, S, S) tensor, got shape {tuple(images.shape)}"
@@ -131,8 +156,10 @@ def calibration_sets(
         raise InvalidArgumentError(msg)
     images = images.float().clamp(0, 1)
     per_image = -(-views // len(images))
-    shift = VIEW_SHIFT * float(images.shape[-1])
-    drawn = normal_views(list(images), 2 * per_image, max_shift=shift, jitter=VIEW_JITTER, seed=seed)
+    shift = view.shift * float(images.shape[-1])
+    drawn = normal_views(
+        list(images), 2 * per_image, max_shift=shift, jitter=view.jitter, seed=seed, rotation=view.rotation
+    )
     drawn = drawn.reshape(len(images), 2 * per_image, *images.shape[1:])
     normal = drawn[:, :per_image].reshape(-1, *images.shape[1:])[:views]
     bases = drawn[:, per_image:].reshape(-1, *images.shape[1:])[:views]
@@ -211,9 +238,10 @@ def score_calibration_sets(
     views: int = DEFAULT_VIEWS,
     seed: int = 0,
     include_images: bool = False,
+    strength: str = DEFAULT_STRENGTH,
 ) -> CalibrationScores:
     """Draw the calibration sets of ``images`` (:func:`calibration_sets`) and score them with ``score``."""
-    normal, defective, masks = calibration_sets(images, views, seed, include_images)
+    normal, defective, masks = calibration_sets(images, views, seed, include_images, strength)
     normal_scores, normal_maps = score_in_chunks(score, normal)
     defect_scores, defect_maps = score_in_chunks(score, defective)
     if defect_maps.shape[-2:] != masks.shape[-2:]:
