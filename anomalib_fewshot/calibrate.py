@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from anomalib_fewshot.components.io.atomic import atomic_write_bytes
-from anomalib_fewshot.components.lifecycle.calibration import DEFAULT_TARGET_FPR, RULES
+from anomalib_fewshot.components.lifecycle.calibration import DEFAULT_TARGET_FPR, RULES, VIEW_STRENGTHS
 from anomalib_fewshot.components.lifecycle.lightning import MODEL_CLASS_KEY
 from anomalib_fewshot.errors import InvalidArgumentError
 
@@ -50,6 +50,7 @@ def recalibrate(
     rule: str | None = None,
     target_fpr: float | None = None,
     source: str | None = None,
+    views: str | None = None,
 ) -> dict[str, Any]:
     """Calibrate the model in ``ckpt_path`` again and write the result to ``output``; return a summary.
 
@@ -59,6 +60,7 @@ def recalibrate(
         rule: ``"f1"`` or ``"fpr"`` (default: the checkpoint's ``calibration_rule``).
         target_fpr: the ``fpr`` rule's false-alarm rate (default: the checkpoint's ``calibration_fpr``).
         source: a folder (or file) of good images that are not shots, used instead of the stored shots' views.
+        views: the normal views' strength, ``"mild"`` or ``"strong"`` (default: the checkpoint's).
 
     """
     from anomalib_fewshot.models import REGISTRY
@@ -91,12 +93,14 @@ def recalibrate(
             "them): pass --source, a folder of good images of the part"
         )
         raise InvalidArgumentError(msg)
-    calibration = model.calibrate(rule=rule, target_fpr=target_fpr, images=images)
+    calibration = model.calibrate(rule=rule, target_fpr=target_fpr, images=images, views=views)
     state = model.state_dict()
     for key in BUFFER_KEYS:
         checkpoint["state_dict"][key] = state[key].clone()
     hyper = checkpoint.setdefault("hyper_parameters", {})
     hyper["calibration_rule"] = calibration.rule
+    if views is not None:
+        hyper["calibration_views"] = views
     if calibration.target_fpr is not None:
         hyper["calibration_fpr"] = calibration.target_fpr
     import io
@@ -128,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         "--target_fpr", type=float, default=None,
         help=f"false-alarm rate of the fpr rule on the normal views (default: the checkpoint's, {DEFAULT_TARGET_FPR})",
     )  # fmt: skip
+    parser.add_argument("--views", choices=sorted(VIEW_STRENGTHS), default=None, help="normal views' strength")
     parser.add_argument("--source", default=None, help="folder of good images (not shots) to calibrate on instead")
     parser.add_argument("--output", type=Path, default=None, help="new checkpoint (default: <name>.calibrated.ckpt)")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    summary = recalibrate(args.ckpt_path, args.output, args.rule, args.target_fpr, args.source)
+    summary = recalibrate(args.ckpt_path, args.output, args.rule, args.target_fpr, args.source, args.views)
     print(json.dumps(summary, indent=2))
     return 0

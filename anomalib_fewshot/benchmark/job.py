@@ -271,7 +271,7 @@ def _write_decision_scores(score: Any, images: Any, spec: dict[str, Any], output
 
 def decision_columns(
     model: Any, datamodule: Any, spec: dict[str, Any], outputs: tuple[np.ndarray, ...]
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The decision columns of a fitted ``model`` (eval mode) on its evaluated split's raw ``outputs``.
 
     A plugin model's post-processor was calibrated by its fit; a baseline's is calibrated here the same way (same
@@ -282,6 +282,7 @@ def decision_columns(
 
     from anomalib_fewshot.components.lifecycle.calibration import (
         DEFAULT_RULE,
+        DEFAULT_STRENGTH,
         DEFAULT_TARGET_FPR,
         apply_calibration,
         fit_calibration,
@@ -292,13 +293,14 @@ def decision_columns(
     hparams = getattr(model, "hparams", {})
     shipped_rule = hparams.get("calibration_rule", DEFAULT_RULE)
     target_fpr = hparams.get("calibration_fpr", DEFAULT_TARGET_FPR)
+    strength = hparams.get("calibration_views", DEFAULT_STRENGTH)
     rules = [rule for rule in spec.get("calibration_rules") or [] if rule != shipped_rule]
     is_plugin = hasattr(model, "calibration_images")
-    columns: dict[str, float] = {}
+    columns: dict[str, Any] = {}
     if spec.get("calibration_rules"):  # a research grid: keep the image scores for rules chosen offline
         _write_decision_scores(score, images, spec, outputs)
     if rules or not is_plugin:
-        scored = score_calibration_sets(score, images, seed=int(spec["seed"]))
+        scored = score_calibration_sets(score, images, seed=int(spec["seed"]), strength=strength)
         if not is_plugin:
             apply_calibration(model.post_processor, fit_calibration(scored, shipped_rule, target_fpr))
         for rule in rules:
@@ -306,6 +308,7 @@ def decision_columns(
             apply_calibration(post, fit_calibration(scored, rule, target_fpr))
             columns.update({f"{k}[{rule}]": v for k, v in decision_metrics(post, *outputs).items()})
     columns.update(decision_metrics(model.post_processor, *outputs))
+    columns["calibration"] = f"{shipped_rule}@{strength}"  # the shipped rule and view strength
     return columns
 
 

@@ -126,3 +126,15 @@ def test_decision_metrics_count_the_decisions_at_the_shipped_threshold():
     assert metrics["image_f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1), abs=1e-4)
     assert "pixel_f1" not in metrics  # no defect pixel in the evaluated split
     assert decision_metrics(ShotPostProcessor(), scores, maps, labels, masks) == {}  # never calibrated
+
+
+def test_strong_views_depart_further_from_the_shots_than_mild_ones():
+    images = torch.nn.functional.interpolate(
+        torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)), size=(64, 64), mode="bilinear"
+    )
+    mild = calibration_sets(images, views=8, seed=0, strength="mild")[0]
+    strong = calibration_sets(images, views=8, seed=0, strength="strong")[0]
+    distance = {name: float((views - images).abs().mean()) for name, views in (("mild", mild), ("strong", strong))}
+    assert distance["strong"] > 1.5 * distance["mild"], distance
+    with pytest.raises(InvalidArgumentError, match="view strength"):
+        calibration_sets(images, strength="wild")

@@ -5,10 +5,11 @@ Anomalib fits a model's thresholds and min-max normalisation on its validation p
 labelled defects. Here the post-processor is calibrated from what the user does have, the shots (or good images the
 user passes):
 
-1. **Normal views**: :func:`~anomalib_fewshot.components.anomalies.normal_views` of every shot (a few pixels of
-   translation, brightness and contrast ``±10 %``, seeded: the views INT8 calibration draws). The shots themselves are
-   left out: a shot is its own nearest neighbour and scores lower than any new good part. Good images the user
-   passes (``calibration_source``) are used as they are, plus their views.
+1. **Normal views**: :func:`~anomalib_fewshot.components.anomalies.normal_views` of every shot, seeded, at a
+   :data:`VIEW_STRENGTHS` entry: ``strong`` (default: shifts up to ``±6 %`` of the side, rotations up to ``±10°``,
+   brightness and contrast ``±20 %``) or ``mild`` (a few pixels, ``±10 %``: the views INT8 calibration draws). The
+   shots themselves are left out: a shot is its own nearest neighbour and scores lower than any new good part. Good
+   images the user passes (``calibration_source``) are used as they are, plus their views.
 2. **Synthetic defects**: other views of the same images, each with one Perlin-shaped anomaly of anomalib's
    ``PerlinAnomalyGenerator`` (its own noise as texture). They are not the development split's defect families
    (:mod:`anomalib_fewshot.data.defects`), so the development split still grades the calibration.
@@ -65,7 +66,10 @@ VIEW_STRENGTHS: dict[str, ViewStrength] = {
     "mild": ViewStrength(shift=0.02, jitter=0.1),
     "strong": ViewStrength(shift=0.06, jitter=0.2, rotation=10.0),
 }
-DEFAULT_STRENGTH = "mild"
+#: The default (``calibration_views``): chosen on the development splits, ``research.decisions``
+#: (docs/benchmarks/dev_decision/rules/summary.md): mild views score far below new good parts (a shot is nearly its
+#: own nearest neighbour), so their thresholds rejected most good development images.
+DEFAULT_STRENGTH = "strong"
 #: Images scored per forward pass.
 CHUNK = 8
 

@@ -32,6 +32,7 @@ from anomalib_fewshot.components.io.inputs import InputImageError, check_input_i
 from anomalib_fewshot.components.lifecycle.arguments import check_arguments
 from anomalib_fewshot.components.lifecycle.calibration import (
     DEFAULT_RULE,
+    DEFAULT_STRENGTH,
     DEFAULT_TARGET_FPR,
     Calibration,
     ShotPostProcessor,
@@ -325,7 +326,11 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         return output.pred_score, output.anomaly_map
 
     def calibrate(
-        self, rule: str | None = None, target_fpr: float | None = None, images: torch.Tensor | None = None
+        self,
+        rule: str | None = None,
+        target_fpr: float | None = None,
+        images: torch.Tensor | None = None,
+        views: str | None = None,
     ) -> Calibration:
         """Set the post-processor's thresholds and normalisation from good images alone.
 
@@ -338,16 +343,21 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
             target_fpr: the ``fpr`` rule's false-alarm rate (default: the model's ``calibration_fpr``).
             images: good images ``(N, 3, S, S)`` in ``[0, 1]`` that are not shots (default: ``calibration_source``,
                 else the stored shots' views).
+            views: the normal views' strength, ``"mild"`` or ``"strong"`` (default: the model's
+                ``calibration_views``).
 
         """
         hp = self.hparams
         rule = rule or hp.get("calibration_rule", DEFAULT_RULE)
         target_fpr = hp.get("calibration_fpr", DEFAULT_TARGET_FPR) if target_fpr is None else target_fpr
+        views = views or hp.get("calibration_views", DEFAULT_STRENGTH)
         extra = images is not None
         if images is None:
             images, extra = self.calibration_images()
         start = time.perf_counter()
-        scored = score_calibration_sets(self.score_raw, images, seed=int(hp.few_shot_seed), include_images=extra)
+        scored = score_calibration_sets(
+            self.score_raw, images, seed=int(hp.few_shot_seed), include_images=extra, strength=views
+        )
         calibration = fit_calibration(scored, rule, target_fpr)
         apply_calibration(self.post_processor, calibration)
         self.last_calibration = calibration
@@ -526,6 +536,9 @@ class ShotModel(ShotModelMixin):
             the end of training: ``"f1"`` (the F1 optimum between them) or ``"fpr"`` (the normal views' score that
             ``calibration_fpr`` of them exceed). Never from validation images.
         calibration_fpr: the ``"fpr"`` rule's false-alarm rate on the normal views, in ``[0, 1)``.
+        calibration_views: how far the normal views depart from the shots: ``"strong"`` (``±6 %`` shift, ``±10°``,
+            ``±20 %`` light: the variation new good parts show that a shot does not) or ``"mild"`` (a few pixels,
+            ``±10 %`` light: INT8 calibration's views).
         calibration_source: folder or list of good images (not shots) to calibrate on instead of the shots' views.
         pre_processor: anomalib's pre-processor; ``True``: resize (and centre-crop where the model has a
             ``resize_size``) only, since every model normalises its backbone's input internally.
@@ -546,6 +559,7 @@ class ShotModel(ShotModelMixin):
         few_shot_source: str | list[str] | None = None,
         calibration_rule: Literal["f1", "fpr"] = DEFAULT_RULE,
         calibration_fpr: float = DEFAULT_TARGET_FPR,
+        calibration_views: Literal["mild", "strong"] = DEFAULT_STRENGTH,
         calibration_source: str | list[str] | None = None,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
@@ -556,5 +570,5 @@ class ShotModel(ShotModelMixin):
             pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator, visualizer=visualizer
         )
         del pre_trained, weights_path, few_shot_seed, few_shot_source  # read from hparams, as the subclass's are
-        del calibration_rule, calibration_fpr, calibration_source
+        del calibration_rule, calibration_fpr, calibration_views, calibration_source
         self.init_shot_model(pre_processor, positive=self.positive_arguments)
