@@ -228,20 +228,25 @@ def decision_metrics(
     return {name: round(value, 4) for name, value in result.items()}
 
 
+def baseline_shots(model: Any, datamodule: Any) -> list[torch.Tensor]:
+    """An anomalib baseline's shots (the datamodule's subsampled training images) resized to its geometry."""
+    from anomalib.data.transforms.utils import extract_transforms_by_type
+    from torchvision.transforms.v2 import Resize
+
+    resize = extract_transforms_by_type(model.pre_processor.transform, Resize)[0]
+    return [resize(datamodule.train_data[i].image) for i in range(len(datamodule.train_data))]
+
+
 def calibration_source(model: Any, datamodule: Any) -> tuple[Any, Any]:
     """``(score, images)`` to calibrate ``model`` the plugin's way: its raw scoring and its good shot images.
 
     Plugin models score with :meth:`score_raw` on their stored shots; anomalib's baselines run their pre-processor
     and torch model on the job's shots (the datamodule's subsampled training images) in the model's geometry.
     """
-    from anomalib.data.transforms.utils import extract_transforms_by_type
-    from torchvision.transforms.v2 import Resize
-
     if hasattr(model, "calibration_images"):
         return model.score_raw, model.calibration_images()[0]
     transform = model.pre_processor.transform
-    resize = extract_transforms_by_type(transform, Resize)[0]
-    images = torch.stack([resize(datamodule.train_data[i].image) for i in range(len(datamodule.train_data))])
+    images = torch.stack(baseline_shots(model, datamodule))
 
     def score(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = model.model(transform(batch))
@@ -386,9 +391,6 @@ def _int8_columns(
     model: Any, engine: Any, datamodule: Any, work: Path, timing_images: int, scopes: list[str] | None
 ) -> dict[str, Any]:
     """The INT8 grid's columns (:mod:`anomalib_fewshot.benchmark.int8`) on this job's test split."""
-    from anomalib.data.transforms.utils import extract_transforms_by_type
-    from torchvision.transforms.v2 import Resize
-
     from anomalib_fewshot.benchmark.int8 import int8_columns
 
     def evaluate(graph: Any) -> dict[str, float]:
@@ -398,8 +400,7 @@ def _int8_columns(
 
     shots = None
     if not hasattr(model, "calibration_shots"):  # anomalib's baselines: the job's shots, in the model's geometry
-        resize = extract_transforms_by_type(model.pre_processor.transform, Resize)[0]
-        shots = [resize(datamodule.train_data[i].image) for i in range(len(datamodule.train_data))]
+        shots = baseline_shots(model, datamodule)
     return int8_columns(model, engine, datamodule, work, evaluate, shots, timing_images, scopes)
 
 
