@@ -33,6 +33,10 @@ BUFFER_KEYS = tuple(
 )
 
 
+#: State-dict prefix of the torch model's image-score rule (``image_score``), whose statistics a calibration refits.
+IMAGE_SCORE_PREFIX = "model.image_score."
+
+
 def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         msg = f"--ckpt_path '{path}' is not a file"
@@ -95,7 +99,8 @@ def recalibrate(
         raise InvalidArgumentError(msg)
     calibration = model.calibrate(rule=rule, target_fpr=target_fpr, images=images, views=views)
     state = model.state_dict()
-    for key in BUFFER_KEYS:
+    # the thresholds, and the image score's normal-view statistics where its rule has them (refitted too)
+    for key in [*BUFFER_KEYS, *(k for k in state if k.startswith(IMAGE_SCORE_PREFIX))]:
         checkpoint["state_dict"][key] = state[key].clone()
     hyper = checkpoint.setdefault("hyper_parameters", {})
     hyper["calibration_rule"] = calibration.rule

@@ -8,6 +8,8 @@
   images of one part on its development split (synthetic defects), within a time budget estimated first.
 * ``anomalib-fewshot calibrate --ckpt_path CKPT [--rule fpr --target_fpr 0.01] [--source DIR]``: set a fitted
   checkpoint's OK/NG thresholds again from good images alone (:mod:`anomalib_fewshot.calibrate`).
+* ``anomalib-fewshot profile MODEL.xml [--precision bf16] [--threads N]``: time per op type and the slowest nodes of
+  an exported OpenVINO graph (:mod:`anomalib_fewshot.profile`).
 * ``anomalib-fewshot <verb> ...``: a model's prerequisite step, from the registry (``ModelSpec.prerequisites``), e.g.
   ``anomalib-fewshot fdsl-pretrain``: FDSL stage 1, train the head on an annotated test split (see its ``--help``).
 * ``anomalib-fewshot <anything else>``: exactly ``anomalib <anything else>`` (train, test, export, ...).
@@ -80,7 +82,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 #: The verbs of ours (the registry's prerequisite steps are ours too); anything else is passed to ``anomalib``.
-OWN_VERBS = ("demo", "benchmark", "recommend", "calibrate")
+OWN_VERBS = ("demo", "benchmark", "recommend", "calibrate", "profile")
 
 #: ``--help``'s list of our verbs, the registry's prerequisite steps included (written out so that ``--help`` imports
 #: neither torch nor anomalib; ``tests/cli/test_help.py`` checks it against :data:`OWN_VERBS` and the registry).
@@ -89,6 +91,7 @@ OWN_VERB_HELP = {
     "recommend": "rank the models and shot counts for a folder of good images of your part",
     "benchmark": "run or resume a benchmark grid (configs/benchmark/*.yaml)",
     "calibrate": "set a checkpoint's OK/NG thresholds again from good images (another rule or false-alarm rate)",
+    "profile": "where an exported OpenVINO graph spends its time, per op type and per node",
     "fdsl-pretrain": "FDSL stage 1, train the head on an annotated test split",
 }
 
@@ -175,6 +178,10 @@ def _dispatch(argv: list[str]) -> int:
         from anomalib_fewshot.calibrate import main as calibrate_main
 
         return calibrate_main(argv[1:])
+    if argv and argv[0] == "profile":
+        from anomalib_fewshot.profile import main as profile_main
+
+        return profile_main(argv[1:])
     prerequisite = _prerequisite_main(argv[0]) if argv else None
     if prerequisite is not None:
         return prerequisite(argv[1:])

@@ -39,8 +39,14 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return float(spearmanr(x, y).statistic)
 
 
-def paired_configurations(dev_rows: list[dict[str, str]], test_rows: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """One entry per configuration with ok rows on both splits: seed means of each metric on each split."""
+def paired_configurations(
+    dev_rows: list[dict[str, str]], test_rows: list[dict[str, str]], dev_only: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """One entry per configuration with ok rows on both splits: seed means of each metric on each split.
+
+    ``dev_only`` names further development columns (e.g. per-family ``image_auroc@blob``) averaged the same way; a
+    configuration whose development rows lack one has it as ``None``.
+    """
     by_split: dict[str, dict[tuple[str, ...], dict[str, dict[str, str]]]] = {"dev": {}, "test": {}}
     for split, rows in (("dev", dev_rows), ("test", test_rows)):
         for row in rows:
@@ -59,6 +65,9 @@ def paired_configurations(dev_rows: list[dict[str, str]], test_rows: list[dict[s
             for metric in METRICS:
                 values = [float(by_split[split][config][s][metric]) for s in seeds]
                 entry[f"{split}_{metric}"] = round(statistics.mean(values), 4)
+        for column in dev_only:
+            cells = [by_split["dev"][config][s].get(column) for s in seeds]
+            entry[f"dev_{column}"] = round(statistics.mean(map(float, cells)), 4) if all(cells) else None
         out.append(entry)
     return out
 

@@ -153,6 +153,42 @@ def test_calibration_from_the_stored_shots_sets_the_decision_the_module_ships(ca
     module.release_fit()
 
 
+def test_the_z_image_score_is_fitted_by_calibration_saved_and_exported(case: Case):
+    """``image_score="z"``: the calibration fits its statistics, the thresholds are set on its scores, the shipped
+    ``pred_score`` is the rule applied to the model's own score and map, a state dict carries it, and torch.export
+    reproduces it."""
+    from anomalib_fewshot.components.lifecycle.quantization import pack_shots
+
+    torch.manual_seed(0)
+    module = REGISTRY[case.name].model_class(**{**TINY_CONFIGS[case.name], "image_score": "z"})
+    module.prepare_fit(list(case.shots))
+    module.calibration_shots = pack_shots(list(case.shots))
+    module.finish_fit()
+    calibration = module.calibrate()
+    rule = module.model.image_score
+    assert rule.normal_mean.shape[-2:] == (case.size, case.size)
+    module.eval()
+    with torch.no_grad():
+        out = module.model(case.test_images)
+        with rule.bypassed():
+            own = module.model(case.test_images).pred_score
+        shipped = module(case.test_images).pred_label.reshape(-1)
+    torch.testing.assert_close(out.pred_score, rule(own, out.anomaly_map))
+    assert not torch.allclose(out.pred_score, own), "the rule did not change the image score"
+    assert shipped.tolist() == (out.pred_score.reshape(-1) > calibration.image_threshold).tolist()
+    torch.manual_seed(0)
+    loaded = REGISTRY[case.name].model_class(**{**TINY_CONFIGS[case.name], "image_score": "z"})
+    loaded.load_state_dict(module.state_dict())  # the statistics' buffers take the saved shape
+    loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(case.test_images).pred_score, out.pred_score)
+    module.post_processor = None
+    program = torch.export.export(module, (case.test_images,))
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(case.test_images).pred_score, out.pred_score, rtol=1e-4, atol=1e-5)
+    module.release_fit()
+
+
 def _raw_module(case: Case) -> tuple[torch.nn.Module, torch.Tensor, dict[str, torch.Tensor]]:
     """The prepared whole module without post-processor, export inputs and its eager raw outputs on them."""
     module = copy.deepcopy(case.module)

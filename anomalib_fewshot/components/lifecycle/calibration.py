@@ -39,6 +39,7 @@ import torch
 from anomalib.post_processing import PostProcessor
 
 from anomalib_fewshot.components.anomalies import normal_views
+from anomalib_fewshot.components.nn.scoring import ImageScore
 from anomalib_fewshot.errors import InvalidArgumentError
 
 #: The threshold rules (see the module docstring).
@@ -72,6 +73,8 @@ VIEW_STRENGTHS: dict[str, ViewStrength] = {
 DEFAULT_STRENGTH = "strong"
 #: Images scored per forward pass.
 CHUNK = 8
+#: Seed offset of the normal views an :class:`ImageScore` fits its statistics on (never the calibration sets').
+STATISTICS_SEED_OFFSET = 1000
 
 #: ``(images (B, 3, S, S) in [0, 1]) -> (raw image scores (B,), raw maps (B, H, W))``.
 ScoreFunction = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -251,6 +254,22 @@ def score_calibration_sets(
     if defect_maps.shape[-2:] != masks.shape[-2:]:
         masks = torch.nn.functional.interpolate(masks[:, None].float(), size=defect_maps.shape[-2:])[:, 0] > 0.5
     return CalibrationScores(normal_scores, normal_maps, defect_scores, defect_maps, masks)
+
+
+def fit_image_score(
+    image_score: ImageScore, score: ScoreFunction, images: torch.Tensor, seed: int = 0, strength: str = DEFAULT_STRENGTH
+) -> None:
+    """Fit an :class:`ImageScore`'s normal-view statistics on views of ``images`` other than the calibration sets'.
+
+    The views are drawn with ``seed +`` :data:`STATISTICS_SEED_OFFSET`, so the thresholds are never set on the views
+    the statistics came from; their maps are computed with the model's own image score (:meth:`ImageScore.bypassed`).
+    """
+    if not image_score.needs_statistics:
+        return
+    normal, _, _ = calibration_sets(images, seed=seed + STATISTICS_SEED_OFFSET, strength=strength)
+    with image_score.bypassed():
+        _, maps = score_in_chunks(score, normal)
+    image_score.fit(maps)
 
 
 def fit_calibration(scores: CalibrationScores, rule: str = "f1", target_fpr: float = DEFAULT_TARGET_FPR) -> Calibration:

@@ -38,6 +38,7 @@ from anomalib_fewshot.components.lifecycle.calibration import (
     ShotPostProcessor,
     apply_calibration,
     fit_calibration,
+    fit_image_score,
     score_calibration_sets,
 )
 from anomalib_fewshot.components.lifecycle.fewshot import FewShotMixin, list_images, validate_k_shot
@@ -48,6 +49,7 @@ from anomalib_fewshot.components.lifecycle.quantization import (
     pack_shots,
     quantize_on_shots,
 )
+from anomalib_fewshot.components.nn.scoring import ImageScoreRule
 from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError
 
 logger = logging.getLogger(__name__)
@@ -355,6 +357,8 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         if images is None:
             images, extra = self.calibration_images()
         start = time.perf_counter()
+        if hasattr(self.model, "image_score"):
+            fit_image_score(self.model.image_score, self.score_raw, images, seed=int(hp.few_shot_seed), strength=views)
         scored = score_calibration_sets(
             self.score_raw, images, seed=int(hp.few_shot_seed), include_images=extra, strength=views
         )
@@ -540,6 +544,10 @@ class ShotModel(ShotModelMixin):
             ``±20 %`` light: the variation new good parts show that a shot does not) or ``"mild"`` (a few pixels,
             ``±10 %`` light: INT8 calibration's views).
         calibration_source: folder or list of good images (not shots) to calibrate on instead of the shots' views.
+        image_score: the image score the model ships (:class:`~anomalib_fewshot.components.nn.scoring.ImageScore`):
+            ``"model"`` (the method's own), or from the map: ``"max"``, ``"top1"`` (mean of its highest 1 %),
+            ``"resid"`` (less the shots' normal views' mean map) or ``"z"`` (standardised per pixel by them); the
+            last two fit their statistics at the end of training, from normal views of the shots.
         pre_processor: anomalib's pre-processor; ``True``: resize (and centre-crop where the model has a
             ``resize_size``) only, since every model normalises its backbone's input internally.
         post_processor: anomalib's post-processor (``True``: its default).
@@ -561,6 +569,7 @@ class ShotModel(ShotModelMixin):
         calibration_fpr: float = DEFAULT_TARGET_FPR,
         calibration_views: Literal["mild", "strong"] = DEFAULT_STRENGTH,
         calibration_source: str | list[str] | None = None,
+        image_score: ImageScoreRule = "model",
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -570,5 +579,5 @@ class ShotModel(ShotModelMixin):
             pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator, visualizer=visualizer
         )
         del pre_trained, weights_path, few_shot_seed, few_shot_source  # read from hparams, as the subclass's are
-        del calibration_rule, calibration_fpr, calibration_views, calibration_source
+        del calibration_rule, calibration_fpr, calibration_views, calibration_source, image_score
         self.init_shot_model(pre_processor, positive=self.positive_arguments)

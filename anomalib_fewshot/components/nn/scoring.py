@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,3 +85,90 @@ class BranchNormalizer(nn.Module):
     def normalize_map(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """Apply the fitted global affine map."""
         return anomaly_map * self.map_scale - self.map_shift
+
+
+#: The image-score rules of :class:`ImageScore`.
+ImageScoreRule = Literal["model", "max", "top1", "resid", "z"]
+IMAGE_SCORES: tuple[str, ...] = get_args(ImageScoreRule)
+
+
+class ImageScore(nn.Module):
+    """The image score a model ships, from its own score or from its anomaly map (one rule, fixed at construction).
+
+    - ``"model"``: the model's own image score, unchanged (every paper profile);
+    - ``"max"``: the map's maximum;
+    - ``"top1"``: the mean of the map's highest ``top_share`` of pixels (a single hot pixel weighs less);
+    - ``"resid"``: the maximum of the map less the per-pixel mean map of the shots' normal views (what the shots'
+      own variation explains on average is taken out);
+    - ``"z"``: the maximum of the map standardised per pixel by the normal views' mean and standard deviation (the
+      deviation floored at ``std_floor`` of its mean, so a pixel that never varied cannot dominate).
+
+    ``resid`` and ``z`` keep their statistics in buffers (fitted by :meth:`fit` from normal views' maps at the end of
+    training, before the thresholds are calibrated on scores computed this way); the other rules have no state, so
+    checkpoints written before this class existed load unchanged. Every rule is a static branch: export-safe.
+    """
+
+    def __init__(self, rule: str = "model", top_share: float = 0.01, std_floor: float = 0.1) -> None:
+        super().__init__()
+        if rule not in IMAGE_SCORES:
+            msg = f"image_score must be one of {IMAGE_SCORES}, got {rule!r}"
+            raise InvalidArgumentError(msg)
+        self.rule = rule
+        self.top_share = float(top_share)
+        self.std_floor = float(std_floor)
+        if self.needs_statistics:
+            self.register_buffer("normal_mean", torch.empty(0))
+            self.register_buffer("normal_scale", torch.empty(0))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Take the saved statistics' shape (they are empty until fitted), then load as usual."""
+        for name in ("normal_mean", "normal_scale"):
+            if prefix + name in state_dict and name in self._buffers:
+                self._buffers[name] = torch.empty_like(state_dict[prefix + name])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def bypassed(self) -> Iterator[None]:
+        """Score with the model's own rule inside the block (the maps that :meth:`fit` reads are computed so)."""
+        rule = self.rule
+        self.rule = "model"
+        try:
+            yield
+        finally:
+            self.rule = rule
+
+    @property
+    def needs_statistics(self) -> bool:
+        """Whether the rule reads normal-view statistics (:meth:`fit` before scoring)."""
+        return self.rule in ("resid", "z")
+
+    @torch.no_grad()
+    def fit(self, normal_maps: torch.Tensor) -> None:
+        """Per-pixel statistics from the maps ``(N, [1,] H, W)`` of normal views (no-op for stateless rules)."""
+        if not self.needs_statistics:
+            return
+        maps = normal_maps.reshape(len(normal_maps), *normal_maps.shape[-2:]).float()
+        if len(maps) < 2:
+            msg = f"image_score {self.rule!r} needs the maps of at least 2 normal views, got {len(maps)}"
+            raise InvalidArgumentError(msg)
+        std = maps.std(0)
+        floor = self.std_floor * float(std.mean()) + 1e-12
+        scale = std.clamp_min(floor) if self.rule == "z" else torch.ones_like(std)
+        device = self.normal_mean.device
+        self.normal_mean = maps.mean(0)[None, None].to(device)
+        self.normal_scale = scale[None, None].to(device)
+
+    def forward(self, score: torch.Tensor, anomaly_map: torch.Tensor) -> torch.Tensor:
+        """Image scores ``(B,)`` from the model's ``score`` ``(B,)`` and ``anomaly_map`` ``(B, 1, H, W)``."""
+        if self.rule == "model":
+            return score
+        if self.needs_statistics:
+            if self.normal_mean.numel() == 0:
+                msg = f"image_score {self.rule!r} has no normal-view statistics yet: fit or calibrate the model first"
+                raise InvalidArgumentError(msg)
+            anomaly_map = (anomaly_map - self.normal_mean) / self.normal_scale
+        flat = anomaly_map.flatten(1)
+        if self.rule == "top1":
+            count = max(1, round(self.top_share * flat.shape[1]))
+            return flat.topk(count, dim=1).values.mean(1)
+        return flat.amax(1)

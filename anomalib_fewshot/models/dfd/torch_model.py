@@ -21,7 +21,7 @@ from anomalib_fewshot.components.lifecycle.arguments import check_arguments
 from anomalib_fewshot.components.nn.backbones import Backbone
 from anomalib_fewshot.components.nn.features import LocalAggregation
 from anomalib_fewshot.components.nn.frequency import GaussianPyramidSplit
-from anomalib_fewshot.components.nn.scoring import BranchNormalizer, GaussianSmoothing
+from anomalib_fewshot.components.nn.scoring import BranchNormalizer, GaussianSmoothing, ImageScore, ImageScoreRule
 from anomalib_fewshot.errors import InvalidArgumentError
 
 FrequencyPaths = Literal["low_high", "low", "high", "full"]
@@ -157,6 +157,8 @@ class DfdModel(nn.Module):
         perlin_weight: weight of the Perlin discriminator in the fused score and map, ``w·perlin + (1 − w)·gaussian``
             after each branch's normalisation; ``0.5`` is the code's average. Inference only (used when both
             discriminators are enabled); a plain attribute, so it can be changed on a fitted model.
+        image_score: the image score shipped (:class:`~anomalib_fewshot.components.nn.scoring.ImageScore`):
+            ``"model"`` (the method's own, default), or from the map: ``"max"``, ``"top1"``, ``"resid"``, ``"z"``.
 
     """
 
@@ -182,9 +184,11 @@ class DfdModel(nn.Module):
         use_perlin_discriminator: bool = True,
         smoothing_sigma: float = 4.0,
         perlin_weight: float = 0.5,
+        image_score: ImageScoreRule = "model",
     ) -> None:
         super().__init__()
         check_arguments(DfdModel.__init__, locals(), unit_interval=("perlin_weight",))
+        self.image_score = ImageScore(image_score)
         if not (use_gaussian_discriminator or use_perlin_discriminator):
             msg = "at least one of use_gaussian_discriminator / use_perlin_discriminator must be True"
             raise InvalidArgumentError(msg)
@@ -314,4 +318,4 @@ class DfdModel(nn.Module):
         if self.training:
             return tokens
         score, anomaly_map = self.fuse(self.branch_maps(tokens, images.shape[-2:]))
-        return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)
+        return InferenceBatch(pred_score=self.image_score(score, anomaly_map), anomaly_map=anomaly_map)

@@ -18,7 +18,7 @@ from torch import nn
 
 from anomalib_fewshot.components.lifecycle.arguments import check_arguments
 from anomalib_fewshot.components.nn.backbones import Backbone
-from anomalib_fewshot.components.nn.scoring import GaussianSmoothing
+from anomalib_fewshot.components.nn.scoring import GaussianSmoothing, ImageScore, ImageScoreRule
 from anomalib_fewshot.errors import InvalidArgumentError
 
 Fusion = Literal["d2fusion", "difference"]
@@ -262,6 +262,8 @@ class EdModel(nn.Module):
         inter_exponent: ``γ`` of ``rec × inter^γ`` (``"rec_x_inter"`` only; inference only): ``1`` = ED's map,
             ``0`` = the reconstruction error alone; values between keep both factors with less weight on the
             inter-correlation factor.
+        image_score: the image score shipped (:class:`~anomalib_fewshot.components.nn.scoring.ImageScore`):
+            ``"model"`` (the method's own, default), or from the map: ``"max"``, ``"top1"``, ``"resid"``, ``"z"``.
 
     """
 
@@ -283,9 +285,11 @@ class EdModel(nn.Module):
         token_scale: TokenScale = "none",
         anomaly_map: AnomalyMap = "rec_x_inter",
         inter_exponent: float = 1.0,
+        image_score: ImageScoreRule = "model",
     ) -> None:
         super().__init__()
         check_arguments(EdModel.__init__, locals(), unit_interval=("inter_exponent",))
+        self.image_score = ImageScore(image_score)
         self.token_scale = token_scale
         self.anomaly_map = anomaly_map
         self.inter_exponent = float(inter_exponent)
@@ -422,4 +426,5 @@ class EdModel(nn.Module):
             score = self.level_score(tokens, reconstruction, attention).reshape(-1, 1, *grid)
             maps.append(F.interpolate(score, size=size, mode="bilinear", align_corners=True))
         anomaly_map = self.smoothing(torch.stack(maps).mean(0))
-        return InferenceBatch(pred_score=anomaly_map.amax(dim=(1, 2, 3)), anomaly_map=anomaly_map)
+        score = self.image_score(anomaly_map.amax(dim=(1, 2, 3)), anomaly_map)
+        return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)

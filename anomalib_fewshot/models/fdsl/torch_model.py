@@ -17,6 +17,7 @@ from anomalib.models.components import DynamicBufferMixin
 from torch import nn
 
 from anomalib_fewshot.components.lifecycle.arguments import check_arguments
+from anomalib_fewshot.components.nn.scoring import ImageScore, ImageScoreRule
 from anomalib_fewshot.components.nn.tokens import ClipTokens, CnnTokens, TokenExtractor
 from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.fdsl.windows import WindowGrid
@@ -149,6 +150,8 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         nam_combine: how the final map uses the NAM at inference: ``"replace"`` (the code: the NAM's refined map)
             or ``"max"`` (per cell, the larger anomalous probability of the head's raw map and the refined one, so
             the NAM can widen a response but not erase it). Training is the same in both.
+        image_score: the image score shipped (:class:`~anomalib_fewshot.components.nn.scoring.ImageScore`):
+            ``"model"`` (the method's own, default), or from the map: ``"max"``, ``"top1"``, ``"resid"``, ``"z"``.
 
     """
 
@@ -175,9 +178,11 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         window_index: bool = False,
         window_match: Literal["union", "own"] = "union",
         nam_combine: Literal["replace", "max"] = "replace",
+        image_score: ImageScoreRule = "model",
     ) -> None:
         super().__init__()
         check_arguments(FdslModel.__init__, locals(), unit_interval=("lfe_weight",))
+        self.image_score = ImageScore(image_score)
         self.image_size = int(image_size)
         self.window_index = bool(window_index) and bool(lfe)
         self.window_match = window_match
@@ -432,7 +437,7 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         elif self.score_mode == "map_max":
             score = map_max
         anomaly_map = F.interpolate(anomaly_grid[:, None], size=images.shape[-2:], mode="bilinear", align_corners=True)
-        return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)
+        return InferenceBatch(pred_score=self.image_score(score, anomaly_map), anomaly_map=anomaly_map)
 
     # ------------------------------------------------------------------ head weights
     def head_state_dict(self) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from anomalib_fewshot.components.nn.backbones import Backbone
-from anomalib_fewshot.components.nn.scoring import GaussianSmoothing
+from anomalib_fewshot.components.nn.scoring import GaussianSmoothing, ImageScore, ImageScoreRule
 from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models.pcsnet.layers import ContextAwareSegmentation, PrototypeDescriptor, prototype_distances
 
@@ -62,6 +62,8 @@ class PcsnetModel(nn.Module):
         cas_dropout: dropout in the CAS classifier.
         radius_init: initial value of the learnable radius ``r``.
         smoothing_sigma: Gaussian smoothing of the map (0 disables).
+        image_score: the image score shipped (:class:`~anomalib_fewshot.components.nn.scoring.ImageScore`):
+            ``"model"`` (the method's own, default), or from the map: ``"max"``, ``"top1"``, ``"resid"``, ``"z"``.
 
     """
 
@@ -86,8 +88,10 @@ class PcsnetModel(nn.Module):
         cas_dropout: float = 0.1,
         radius_init: float = 1e-5,
         smoothing_sigma: float = 4.0,
+        image_score: ImageScoreRule = "model",
     ) -> None:
         super().__init__()
+        self.image_score = ImageScore(image_score)
         self.image_size = image_size
         self.grid_size = grid_size
         self.num_nearest = num_nearest
@@ -277,4 +281,5 @@ class PcsnetModel(nn.Module):
             anomaly_map = self.smoothing(self.segment(descriptors, nearest, size))
         else:
             anomaly_map = self.fuse(*self.raw_branch_maps(images))
-        return InferenceBatch(pred_score=anomaly_map.amax(dim=(1, 2, 3)), anomaly_map=anomaly_map)
+        score = self.image_score(anomaly_map.amax(dim=(1, 2, 3)), anomaly_map)
+        return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)

@@ -1,0 +1,188 @@
+"""Which image score from the map? Candidate rules compared offline on a development grid's checkpoints.
+
+    python -m research.score_rules -c research/grids/decision_dev.yaml
+        --output docs/benchmarks/dev_decision/score_rules [--only MODEL ...]              (one line)
+
+For every finished job of the grid whose checkpoint is still in its ``jobs_dir`` (our models; the baselines are not
+ours to change), the checkpoint is loaded once and scores, without gradients and in the model's geometry:
+
+- the evaluated development split (raw image scores and maps, as the runner reads them);
+- the calibration sets the shipped threshold comes from (:func:`calibration_sets` of the stored shots: normal views
+  and Perlin defects, the model's seed, ``strong`` views);
+- the normal views the standardising rules fit their per-pixel statistics on (another seed, so that the threshold
+  is never set on the views the statistics came from).
+
+Each rule of :class:`~anomalib_fewshot.components.nn.scoring.ImageScore` (what ``image_score`` ships) turns the
+model's score and map into an image score: ``model`` (the model's own), ``max``, ``top1`` (mean of the highest 1 %),
+``resid`` (the map less the normal views' mean map) and ``z`` (standardised per pixel by the normal views); the last
+two fit their statistics exactly as a fit does (:func:`fit_image_score`: other views than the calibration sets).
+
+Per job and rule: image AUROC and oracle F1-max on the development split, and the decision at the ``f1`` rule's
+threshold set on the calibration sets scored by the same rule (F1, FPR, TPR, ``gap = f1max - f1``). The maps are
+not changed by any rule, so the pixel metrics are those of the job's row. Writes ``rules.csv`` (resumable: a job
+with rows is not scored again) and ``summary.md``. Chooses nothing by itself; the model README's Deviations table
+records a choice made on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchmetrics.classification import BinaryAUROC
+
+from anomalib_fewshot.benchmark.dev import ensure_dev_splits
+from anomalib_fewshot.benchmark.grid import job_work_dir, jobs_dir_of, load_grid, select_jobs
+from anomalib_fewshot.benchmark.job import evaluation_datamodule
+from anomalib_fewshot.benchmark.store import job_key, read_rows, write_rows
+from anomalib_fewshot.components.io.atomic import atomic_write_text
+from anomalib_fewshot.components.lifecycle.calibration import calibration_sets, fit_image_score, score_in_chunks
+from anomalib_fewshot.components.nn.scoring import IMAGE_SCORES, ImageScore
+from anomalib_fewshot.errors import InvalidArgumentError
+from anomalib_fewshot.models import REGISTRY
+from research.branch_pairs import checkpoint_of
+from research.decisions import decision, f1_threshold, f1max
+
+#: The views the shipped threshold is calibrated on (the default strength).
+STRENGTH = "strong"
+
+
+def split_maps(model: Any, root: Path, category: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Raw scores, maps and labels of the test folder of ``root``, read as the runner reads it."""
+    datamodule = evaluation_datamodule(model, root, category)
+    transform = model.pre_processor.transform
+    scores, maps, labels = [], [], []
+    for batch in datamodule.test_dataloader():
+        chunk_scores, chunk_maps = score_in_chunks(model.score_raw, transform(batch.image))
+        scores.append(chunk_scores)
+        maps.append(chunk_maps)
+        labels.append(batch.gt_label.int())
+    return torch.cat(scores), torch.cat(maps), torch.cat(labels).numpy()
+
+
+def job_rows(model: Any, root: Path, category: str) -> list[dict[str, Any]]:
+    """One row per rule of :data:`IMAGE_SCORES` for a loaded checkpoint on the development split of ``root``."""
+    seed = int(model.hparams.few_shot_seed)
+    images, extra = model.calibration_images()
+    normal, defective, _ = calibration_sets(images, seed=seed, include_images=extra, strength=STRENGTH)
+    calibration = {"normal": score_in_chunks(model.score_raw, normal)}
+    calibration["defect"] = score_in_chunks(model.score_raw, defective)
+    scores, maps, labels = split_maps(model, root, category)
+    rows = []
+    for name in IMAGE_SCORES:
+        rule = ImageScore(name)
+        fit_image_score(rule, model.score_raw, images, seed=seed, strength=STRENGTH)
+
+        def rescored(outputs: tuple[torch.Tensor, torch.Tensor], rule: ImageScore = rule) -> np.ndarray:
+            raw, raw_maps = outputs
+            return rule(raw, raw_maps[:, None]).numpy()
+
+        values = rescored((scores, maps))
+        threshold = f1_threshold(rescored(calibration["normal"]), rescored(calibration["defect"]))
+        auroc = float(BinaryAUROC()(torch.from_numpy(values).double(), torch.from_numpy(labels).int()))
+        best = f1max(values, labels)
+        result = decision(values, labels, threshold)
+        rows.append(
+            {
+                "rule": name,
+                "image_auroc": round(auroc, 4),
+                "image_f1max": round(best, 4),
+                "image_f1": round(result["f1"], 4),
+                "gap": round(best - result["f1"], 4),
+                "image_fpr": round(result["fpr"], 4),
+                "image_tpr": round(result["tpr"], 4),
+            }
+        )
+    return rows
+
+
+def score_rules(config_path: Path, output: Path, only: list[str] | None = None) -> Path:
+    """Score every rule on the grid's finished development jobs of our models; return ``rules.csv``."""
+    config, jobs = load_grid(config_path)
+    if config.get("evaluate_on") != "dev":
+        msg = f"{config_path}: score rules are compared on a development grid (evaluate_on: dev)"
+        raise InvalidArgumentError(msg)
+    grid_output = Path(config.get("output", "benchmark_results"))
+    ok = {job_key(row) for row in read_rows(grid_output / "results.csv") if row.get("status") == "ok"}
+    csv_path = output / "rules.csv"
+    rows = read_rows(csv_path)
+    done = {row["job"] for row in rows}
+    jobs_dir = jobs_dir_of(config, grid_output)
+    datasets = {d["name"]: d for d in config["grid"]["datasets"]}
+    todo = [job for job in select_jobs(jobs, only) if job["model"] in REGISTRY and job_key(job) in ok]
+    roots = ensure_dev_splits(config, {job["dataset"] for job in todo})
+    for job in todo:
+        work_dir = job_work_dir(jobs_dir, job)
+        label = work_dir.name
+        if label in done:
+            continue
+        ckpt = checkpoint_of(work_dir)
+        if ckpt is None:
+            print(f"{label}: no checkpoint (re-run the job to score its rules)")
+            continue
+        model = REGISTRY[job["model"]].model_class.load_from_checkpoint(ckpt, weights_only=True).eval()
+        meta = {"job": label, **{k: job[k] for k in ("model", "dataset", "k_shot", "seed")}}
+        category = datasets[job["dataset"]]["category"]
+        rows += [{**meta, **row} for row in job_rows(model, roots[job["dataset"]], category)]
+        write_rows(csv_path, rows)  # after every job: a kill loses at most one
+        print(f"{label}: scored")
+    atomic_write_text(output / "summary.md", summarise(rows, grid_output / "results.csv"))
+    return csv_path
+
+
+def summarise(rows: list[dict[str, Any]], results_csv: Path) -> str:
+    """Markdown: per model and rule the mean image AUROC, the cells at or above Patchcore, the mean decision gap."""
+    baseline = {
+        (r["dataset"], str(r["k_shot"]), str(r["seed"])): float(r["image_auroc"])
+        for r in read_rows(results_csv)
+        if r["model"] == "Patchcore" and r.get("status") == "ok"
+    }
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["model"], row["rule"])].append(row)
+    lines = [
+        "# Image-score rules on the development splits",
+        "",
+        f"Rows: {len(rows)} ({len({r['job'] for r in rows})} jobs). Per model and rule, over its jobs (datasets x k): "
+        "mean image AUROC, the jobs at or above Patchcore's image AUROC on the same split and shots, the mean gap "
+        "between the oracle F1-max and the F1 at the threshold calibrated by the same rule (f1 rule, strong views), "
+        "and the jobs within 0.05. Pixel metrics do not depend on the rule.",
+        "",
+        "| model | rule | jobs | mean image AUROC | at/above Patchcore | mean gap | within 0.05 | mean FPR "
+        "| mean TPR |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (model, rule), group in sorted(groups.items()):
+        above = [
+            float(r["image_auroc"]) >= baseline[key]
+            for r in group
+            if (key := (r["dataset"], str(r["k_shot"]), str(r["seed"]))) in baseline
+        ]
+        gaps = [float(r["gap"]) for r in group]
+        lines.append(
+            f"| {model} | {rule} | {len(group)} | {statistics.mean(float(r['image_auroc']) for r in group):.3f} | "
+            f"{sum(above)}/{len(above)} | {statistics.mean(gaps):.3f} | {sum(g <= 0.05 for g in gaps)}/{len(gaps)} | "
+            f"{statistics.mean(float(r['image_fpr']) for r in group):.2f} | "
+            f"{statistics.mean(float(r['image_tpr']) for r in group):.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m research.score_rules -c GRID --output DIR [--only MODEL ...]``."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("-c", "--config", type=Path, required=True, help="a development grid YAML")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--only", nargs="+", default=None, metavar="MODEL[:VARIANT]")
+    args = parser.parse_args(argv)
+    print(score_rules(args.config, args.output, args.only))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Where each model's OpenVINO graph spends its time: ``anomalib-fewshot profile`` of a grid's fitted checkpoints.
+
+    python -m research.speed_profiles -c research/grids/decision_dev.yaml --dataset mvtec_screw --k-shot 1
+        --output docs/benchmarks/speed/before [--threads 1] [--runs 20]                      (one line)
+
+For every finished job of the grid on ``--dataset`` at ``--k-shot`` (seed 0 unless ``--seed``) whose checkpoint is
+still in its ``jobs_dir``, the checkpoint is exported as a user would (``Engine.export`` to OpenVINO, and to ONNX so
+that the profile names the modules), then profiled with :func:`anomalib_fewshot.profile.profile_graph` (f32, one
+stream, ``--threads``). Writes ``<output>/<model>.md`` per model and ``<output>/summary.md``: each model's wall time
+and its three costliest op types, Patchcore's first (the reference of issue 48's target). One machine, one run: only
+the ratios and shares mean anything; the summary names the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from anomalib_fewshot.benchmark.grid import job_work_dir, jobs_dir_of, load_grid
+from anomalib_fewshot.benchmark.machine import machine_description
+from anomalib_fewshot.benchmark.store import job_key, read_rows
+from anomalib_fewshot.components.io.atomic import atomic_write_text
+from anomalib_fewshot.errors import InvalidArgumentError
+from anomalib_fewshot.profile import Profile, format_profile, profile_graph
+from research.branch_pairs import checkpoint_of
+
+ONNX_KWARGS = {"opset_version": 18}
+
+
+def load_checkpoint(model_name: str, ckpt: Path) -> Any:
+    """A grid job's checkpoint as a module: a registered model's own loader, else anomalib's model class."""
+    from anomalib_fewshot.models import REGISTRY
+
+    if model_name in REGISTRY:
+        return REGISTRY[model_name].model_class.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    import anomalib.models as anomalib_models
+
+    return getattr(anomalib_models, model_name).load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+
+
+def export_both(model: Any, folder: Path) -> Path:
+    """Export ``model`` to OpenVINO and ONNX under ``folder``; the ONNX file is put beside the ``.xml``."""
+    from anomalib.deploy import ExportType
+    from anomalib.engine import Engine
+
+    engine = Engine(default_root_dir=folder, logger=False)
+    xml = Path(engine.export(model, ExportType.OPENVINO, export_root=folder / "ov", onnx_kwargs=ONNX_KWARGS))
+    onnx_path = Path(engine.export(model, ExportType.ONNX, export_root=folder / "onnx", onnx_kwargs=ONNX_KWARGS))
+    target = xml.with_suffix(".onnx")
+    target.write_bytes(onnx_path.read_bytes())
+    data = onnx_path.with_name(onnx_path.name + ".data")
+    if data.is_file():
+        target.with_name(target.name + ".data").write_bytes(data.read_bytes())
+    return xml
+
+
+def summary(profiles: dict[str, Profile]) -> str:
+    """Markdown: each model's wall time, its ratio to Patchcore's, and its three costliest op types."""
+    reference = profiles.get("Patchcore")
+    lines = [
+        "# OpenVINO profiles of the lite exports",
+        "",
+        f"{machine_description()}. f32, one stream; Patchcore's time is per inference of its fixed export batch.",
+        "",
+        "| model | ms / inference | x Patchcore | costliest op types (share of node time) |",
+        "|---|---|---|---|",
+    ]
+    order = sorted(profiles, key=lambda name: (name != "Patchcore", name))
+    for name in order:
+        profile = profiles[name]
+        ratio = f"{profile.wall_ms / reference.wall_ms:.2f}" if reference is not None else "–"
+        top = ", ".join(f"{row['op_type']} {row['share']:.0%}" for row in profile.by_type()[:3])
+        lines.append(f"| [{name}]({name}.md) | {profile.wall_ms:.1f} | {ratio} | {top} |")
+    return "\n".join(lines) + "\n"
+
+
+def speed_profiles(
+    config_path: Path, dataset: str, k_shot: int, output: Path, seed: int = 0, threads: int = 1, runs: int = 20
+) -> dict[str, Profile]:
+    """Export and profile the grid's finished jobs on ``dataset`` at ``k_shot``; write the reports to ``output``."""
+    config, jobs = load_grid(config_path)
+    grid_output = Path(config.get("output", "benchmark_results"))
+    ok = {job_key(row) for row in read_rows(grid_output / "results.csv") if row.get("status") == "ok"}
+    jobs_dir = jobs_dir_of(config, grid_output)
+    chosen = [j for j in jobs if j["dataset"] == dataset and int(j["k_shot"]) == k_shot and int(j["seed"]) == seed]
+    chosen = [job for job in chosen if job_key(job) in ok]
+    if not chosen:
+        msg = f"{config_path}: no finished job on {dataset} at k = {k_shot}, seed {seed}"
+        raise InvalidArgumentError(msg)
+    output.mkdir(parents=True, exist_ok=True)
+    profiles = {}
+    for job in chosen:
+        work_dir = job_work_dir(jobs_dir, job)
+        ckpt = checkpoint_of(work_dir)
+        if ckpt is None:
+            print(f"{work_dir.name}: no checkpoint (re-run the job to profile its export)")
+            continue
+        xml = export_both(load_checkpoint(job["model"], ckpt), work_dir / "profile_export")
+        profile = profile_graph(xml, threads=threads, runs=runs)
+        profiles[job["model"]] = profile
+        atomic_write_text(output / f"{job['model']}.md", format_profile(profile))
+        print(f"{job['model']}: {profile.wall_ms:.1f} ms")
+    atomic_write_text(output / "summary.md", summary(profiles))
+    return profiles
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m research.speed_profiles -c GRID --dataset D --k-shot K --output DIR``."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("-c", "--config", type=Path, required=True, help="a grid YAML whose jobs kept checkpoints")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--k-shot", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    speed_profiles(args.config, args.dataset, args.k_shot, args.output, args.seed, args.threads, args.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
