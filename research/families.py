@@ -12,7 +12,8 @@ split; the families' scores are then compared by the mean of those correlations 
 The mix is chosen by a rule fixed before any number was seen: the subset of families with the highest mean
 correlation over the (dataset, k) cells (ties: more families, the broader proxy). Because that choice reads the
 test splits, it is checked by leaving each dataset out: the mix chosen on the other datasets alone is scored on the
-one left out, which is the estimate for a part none of the correlations saw.
+one left out, which is the estimate for a part none of the correlations saw; the mix replaces the pooled split only
+if that estimate beats the pooled split's on the same cells.
 
 Nothing here changes a model default; the chosen mix is what ``recommend`` ranks with
 (:data:`anomalib_fewshot.benchmark.recommend.RANKING_FAMILIES`).
@@ -149,6 +150,17 @@ def families(dev_csv: Path, test_csvs: list[Path], output: Path) -> str:
     ]
     lines += [f"| {r['dataset']} | {r['k_shot']} | {r['mix']} | {_fmt(r['spearman'])} | {_fmt(r['all'])} |"
               for r in held_out]  # fmt: skip
+    scored = [r for r in held_out if r["spearman"] is not None and r["all"] is not None]
+    if scored:
+        mix_mean = statistics.mean(r["spearman"] for r in scored)
+        pooled_mean = statistics.mean(r["all"] for r in scored)
+        verdict = "adopt the mix" if mix_mean > pooled_mean else "keep the pooled split"
+        lines += [
+            f"| **mean** | | | {_fmt(mix_mean)} | {_fmt(pooled_mean)} |",
+            "",
+            f"Verdict (rule: a mix replaces the pooled split only if, chosen without a dataset, it ranks that dataset "
+            f"better on average): **{verdict}**.",
+        ]
     text = "\n".join(lines) + "\n"
     atomic_write_text(output / "families.md", text)
     return text

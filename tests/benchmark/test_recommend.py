@@ -10,6 +10,7 @@ from PIL import Image
 
 from anomalib_fewshot import cli
 from anomalib_fewshot.benchmark import recommend
+from anomalib_fewshot.data.defects import FAMILIES
 from anomalib_fewshot.errors import InvalidArgumentError
 
 
@@ -24,27 +25,31 @@ def _good_images(folder: Path, n: int, size: int = 64) -> Path:
     return folder
 
 
-def _row(model: str, pooled: float, ranked: float, other: float) -> dict[str, str]:
-    """A result row whose ranking families score ``ranked`` and every other family ``other``."""
+MIX = ("scratch", "blob")
+
+
+def _row(model: str, pooled: float, mixed: float, other: float) -> dict[str, str]:
+    """A result row whose families in :data:`MIX` score ``mixed`` and every other family ``other``."""
     row = {"model": model, "k_shot": "1", "status": "ok", "image_auroc": str(pooled), "pixel_auroc": "0.9",
            "aupro": "0.5"}  # fmt: skip
-    for family in recommend.FAMILIES:
-        row[f"image_auroc@{family}"] = str(ranked if family in recommend.RANKING_FAMILIES else other)
+    for family in FAMILIES:
+        row[f"image_auroc@{family}"] = str(mixed if family in MIX else other)
     return row
 
 
-def test_models_are_ranked_by_the_ranking_families_not_the_pooled_split():
-    # A wins on the pooled split (and on any family outside the mix); B wins on the families the mix keeps.
-    rows = [_row("A", pooled=0.95, ranked=0.70, other=0.99), _row("B", pooled=0.80, ranked=0.75, other=0.50)]
-    assert [r["model"] for r in recommend._ranked(rows)] == ["B", "A"]
-    assert recommend.ranking_score(rows[1]) == pytest.approx(0.75)
+def test_models_are_ranked_by_the_pooled_split_or_by_a_family_mix():
+    # A wins on the pooled split (and on the families outside the mix); B wins on the mix's families
+    rows = [_row("A", pooled=0.95, mixed=0.70, other=0.99), _row("B", pooled=0.80, mixed=0.75, other=0.50)]
+    assert recommend.RANKING_FAMILIES == ()  # the evidence kept the pooled split (research.families)
+    assert [r["model"] for r in recommend._ranked(rows)] == ["A", "B"]
+    assert [r["model"] for r in recommend._ranked(rows, MIX)] == ["B", "A"]
+    assert recommend.ranking_score(rows[1], MIX) == pytest.approx(0.75)
     table = recommend.format_table(recommend._ranked(rows))
-    assert "| 1 | B | 1 | 0.750 | 0.800 |" in table
-    assert ", ".join(recommend.RANKING_FAMILIES) in table
-    assert recommend.RANKING_EVIDENCE in table
-    del rows[0][f"image_auroc@{recommend.RANKING_FAMILIES[0]}"]
-    with pytest.raises(InvalidArgumentError, match=f"A k=1: no image_auroc .*{recommend.RANKING_FAMILIES[0]}"):
-        recommend._ranked(rows)
+    assert "| 1 | A | 1 | 0.950 | 0.900 | 0.500 |" in table  # no ranking column: the pooled split ranks
+    assert recommend.RANKING_RULE in table.replace("\n", " ") and "screw +0.30" in table.replace("\n", " ")
+    del rows[0]["image_auroc@blob"]
+    with pytest.raises(InvalidArgumentError, match=r"A k=1: no image_auroc .*blob"):
+        recommend._ranked(rows, MIX)
 
 
 def test_bad_requests_are_refused_before_any_work(tmp_path: Path):
