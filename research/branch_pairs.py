@@ -20,6 +20,8 @@ measurement of that correlation; no default, epoch or threshold is chosen from t
 from __future__ import annotations
 
 import argparse
+from collections.abc import Container
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,39 @@ def checkpoint_of(work_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+@dataclass(frozen=True)
+class DevJobs:
+    """A development grid's finished jobs of some models, where their checkpoints and development splits are."""
+
+    config: dict[str, Any]
+    grid_output: Path
+    jobs: list[dict[str, Any]]
+    jobs_dir: Path
+    datasets: dict[str, dict[str, Any]]
+    dev_roots: dict[str, Path]
+
+    def work_dir(self, job: dict[str, Any]) -> Path:
+        """The job's folder (its name labels the job's rows)."""
+        return job_work_dir(self.jobs_dir, job)
+
+
+def finished_dev_jobs(config_path: Path, only: list[str] | None, models: Container[str], what: str) -> DevJobs:
+    """The ``ok`` jobs of ``models`` (``--only`` applied) of a development grid, its splits built if needed.
+
+    ``what`` names the tool's rows in the error for a grid that is not a development grid.
+    """
+    config, jobs = load_grid(config_path)
+    if config.get("evaluate_on") != "dev":
+        msg = f"{config_path}: {what} come from a development grid (evaluate_on: dev)"
+        raise InvalidArgumentError(msg)
+    grid_output = Path(config.get("output", "benchmark_results"))
+    ok = {job_key(row) for row in read_rows(grid_output / "results.csv") if row.get("status") == "ok"}
+    todo = [job for job in select_jobs(jobs, only) if job["model"] in models and job_key(job) in ok]
+    datasets = {d["name"]: d for d in config["grid"]["datasets"]}
+    dev_roots = ensure_dev_splits(config, {job["dataset"] for job in todo})
+    return DevJobs(config, grid_output, todo, jobs_dir_of(config, grid_output), datasets, dev_roots)
+
+
 def branch_pairs(
     config_path: Path, output: Path, only: list[str] | None = None, splits: tuple[str, ...] = SPLITS
 ) -> Path:
@@ -46,22 +81,13 @@ def branch_pairs(
     if unknown or not splits:
         msg = f"--splits {' '.join(splits)}: choose from {', '.join(SPLITS)}"
         raise InvalidArgumentError(msg)
-    config, jobs = load_grid(config_path)
-    if config.get("evaluate_on") != "dev":
-        msg = f"{config_path}: branch pairs come from a development grid (evaluate_on: dev)"
-        raise InvalidArgumentError(msg)
-    grid_output = Path(config.get("output", "benchmark_results"))
-    results = read_rows(grid_output / "results.csv")
-    ok = {job_key(row) for row in results if row.get("status") == "ok"}
+    found = finished_dev_jobs(config_path, only, BRANCHES, "branch pairs")
+    datasets, dev_roots = found.datasets, found.dev_roots
     csv_path = output / "branches.csv"
     rows = read_rows(csv_path)
     done = {(row["job"], row["split"]) for row in rows}
-    jobs_dir = jobs_dir_of(config, grid_output)
-    datasets = {d["name"]: d for d in config["grid"]["datasets"]}
-    todo = [job for job in select_jobs(jobs, only) if job["model"] in BRANCHES and job_key(job) in ok]
-    dev_roots = ensure_dev_splits(config, {job["dataset"] for job in todo})
-    for job in todo:
-        work_dir = job_work_dir(jobs_dir, job)
+    for job in found.jobs:
+        work_dir = found.work_dir(job)
         name = work_dir.name
         if all((name, split) in done for split in splits):
             continue

@@ -36,16 +36,13 @@ import numpy as np
 import torch
 from torchmetrics.classification import BinaryAUROC
 
-from anomalib_fewshot.benchmark.dev import ensure_dev_splits
-from anomalib_fewshot.benchmark.grid import job_work_dir, jobs_dir_of, load_grid, select_jobs
 from anomalib_fewshot.benchmark.job import evaluation_datamodule
-from anomalib_fewshot.benchmark.store import job_key, read_rows, write_rows
+from anomalib_fewshot.benchmark.store import read_rows, write_rows
 from anomalib_fewshot.components.io.atomic import atomic_write_text
 from anomalib_fewshot.components.lifecycle.calibration import calibration_sets, fit_image_score, score_in_chunks
 from anomalib_fewshot.components.nn.scoring import IMAGE_SCORES, ImageScore
-from anomalib_fewshot.errors import InvalidArgumentError
 from anomalib_fewshot.models import REGISTRY
-from research.branch_pairs import checkpoint_of
+from research.branch_pairs import checkpoint_of, finished_dev_jobs
 from research.decisions import decision, f1_threshold, f1max
 
 #: The views the shipped threshold is calibrated on (the default strength).
@@ -103,21 +100,12 @@ def job_rows(model: Any, root: Path, category: str) -> list[dict[str, Any]]:
 
 def score_rules(config_path: Path, output: Path, only: list[str] | None = None) -> Path:
     """Score every rule on the grid's finished development jobs of our models; return ``rules.csv``."""
-    config, jobs = load_grid(config_path)
-    if config.get("evaluate_on") != "dev":
-        msg = f"{config_path}: score rules are compared on a development grid (evaluate_on: dev)"
-        raise InvalidArgumentError(msg)
-    grid_output = Path(config.get("output", "benchmark_results"))
-    ok = {job_key(row) for row in read_rows(grid_output / "results.csv") if row.get("status") == "ok"}
+    found = finished_dev_jobs(config_path, only, REGISTRY, "score rules")
     csv_path = output / "rules.csv"
     rows = read_rows(csv_path)
     done = {row["job"] for row in rows}
-    jobs_dir = jobs_dir_of(config, grid_output)
-    datasets = {d["name"]: d for d in config["grid"]["datasets"]}
-    todo = [job for job in select_jobs(jobs, only) if job["model"] in REGISTRY and job_key(job) in ok]
-    roots = ensure_dev_splits(config, {job["dataset"] for job in todo})
-    for job in todo:
-        work_dir = job_work_dir(jobs_dir, job)
+    for job in found.jobs:
+        work_dir = found.work_dir(job)
         label = work_dir.name
         if label in done:
             continue
@@ -127,11 +115,11 @@ def score_rules(config_path: Path, output: Path, only: list[str] | None = None) 
             continue
         model = REGISTRY[job["model"]].model_class.load_from_checkpoint(ckpt, weights_only=True).eval()
         meta = {"job": label, **{k: job[k] for k in ("model", "dataset", "k_shot", "seed")}}
-        category = datasets[job["dataset"]]["category"]
-        rows += [{**meta, **row} for row in job_rows(model, roots[job["dataset"]], category)]
+        category = found.datasets[job["dataset"]]["category"]
+        rows += [{**meta, **row} for row in job_rows(model, found.dev_roots[job["dataset"]], category)]
         write_rows(csv_path, rows)  # after every job: a kill loses at most one
         print(f"{label}: scored")
-    atomic_write_text(output / "summary.md", summarise(rows, grid_output / "results.csv"))
+    atomic_write_text(output / "summary.md", summarise(rows, found.grid_output / "results.csv"))
     return csv_path
 
 

@@ -70,6 +70,8 @@ def test_a_dataset_left_out_is_scored_with_the_mix_chosen_without_it(tmp_path: P
     assert held["d2"]["mix"] == "scratch+blur+shift+foreign"
     assert held["d2"]["spearman"] == pytest.approx(-1.0)
     assert held["d1"]["mix"] != held["d2"]["mix"]
+    # left out, the mix does no better than the pooled split (-1 each on d2): the pooled split stays
+    assert "**keep the pooled split**" in families.families(dev, [test], tmp_path / "out")
 
 
 def test_no_paired_cell_is_a_clear_error(tmp_path: Path):

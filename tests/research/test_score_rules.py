@@ -10,7 +10,7 @@ import torch
 
 from anomalib_fewshot.benchmark import store
 from anomalib_fewshot.components.nn.scoring import IMAGE_SCORES
-from research import score_rules
+from research import branch_pairs, score_rules
 from tests.helpers import write_fake_grid
 
 SIZE = 32
@@ -75,7 +75,7 @@ def test_the_grid_loop_resumes_and_summarises_against_patchcore(tmp_path: Path, 
 
     monkeypatch.setattr(score_rules, "REGISTRY", {"Dfd": SimpleNamespace(model_class=_FakeModel)})
     monkeypatch.setattr(score_rules, "job_rows", fake_rows)
-    monkeypatch.setattr(score_rules, "ensure_dev_splits", lambda config, names: {"d": tmp_path / "dev_root"})
+    monkeypatch.setattr(branch_pairs, "ensure_dev_splits", lambda config, names: {"d": tmp_path / "dev_root"})
     out = tmp_path / "rules"
     score_rules.score_rules(path, out)
     score_rules.score_rules(path, out)  # resumes: the job is not scored again
