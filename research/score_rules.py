@@ -49,6 +49,18 @@ from research.decisions import decision, f1_threshold, f1max
 STRENGTH = "strong"
 
 
+def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """AUROC of raw ``scores`` of any scale, computed on their ranks scaled into ``[0, 1]``.
+
+    torchmetrics squashes scores outside ``[0, 1]`` with a sigmoid, which ties large raw scores (PCSNet's are in the
+    hundreds) at 1; ranks keep every ordering and tie.
+    """
+    from scipy.stats import rankdata
+
+    ranks = torch.from_numpy(rankdata(scores) / len(scores))
+    return float(BinaryAUROC()(ranks, torch.from_numpy(labels).int()))
+
+
 def split_maps(model: Any, root: Path, category: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Raw scores, maps and labels of the test folder of ``root``, read as the runner reads it."""
     datamodule = evaluation_datamodule(model, root, category)
@@ -81,7 +93,7 @@ def job_rows(model: Any, root: Path, category: str) -> list[dict[str, Any]]:
 
         values = rescored((scores, maps))
         threshold = f1_threshold(rescored(calibration["normal"]), rescored(calibration["defect"]))
-        auroc = float(BinaryAUROC()(torch.from_numpy(values).double(), torch.from_numpy(labels).int()))
+        auroc = image_auroc(values, labels)
         best = f1max(values, labels)
         result = decision(values, labels, threshold)
         rows.append(

@@ -38,10 +38,11 @@ class _FakeModel:
 
 
 def _maps(highlight: torch.Tensor, spot: torch.Tensor) -> torch.Tensor:
+    """Raw maps in the hundreds, as PCSNet's are (a sigmoid-squashed AUROC would see them all tied)."""
     maps = torch.zeros(len(highlight), SIZE, SIZE)
     maps[:, :3, :3] = highlight[:, None, None]
     maps[:, 10, 10] = spot
-    return maps
+    return 100 * maps
 
 
 def test_each_rule_is_scored_on_the_split_and_calibrated_on_its_own_scores(monkeypatch):
@@ -56,6 +57,13 @@ def test_each_rule_is_scored_on_the_split_and_calibrated_on_its_own_scores(monke
     assert rows["z"]["image_auroc"] == 1.0 and rows["resid"]["image_auroc"] == 1.0  # the spot decides
     for row in rows.values():
         assert 0 <= row["gap"] <= 1 and row["gap"] == round(row["image_f1max"] - row["image_f1"], 4)
+
+
+def test_the_auroc_ranks_raw_scores_of_any_scale():
+    # raw scores in the hundreds (PCSNet's): a sigmoid would tie them all at 1 and report 0.5
+    labels = np.array([0, 0, 1, 1])
+    assert score_rules.image_auroc(np.array([200.0, 210.0, 220.0, 230.0]), labels) == 1.0
+    assert score_rules.image_auroc(np.array([230.0, 210.0, 220.0, 200.0]), labels) == 0.25
 
 
 def test_the_grid_loop_resumes_and_summarises_against_patchcore(tmp_path: Path, monkeypatch):
