@@ -167,10 +167,10 @@ def profile_graph(
         msg = f"'{xml}' has {len(model.inputs)} inputs; the profiler runs graphs of one image input"
         raise InvalidArgumentError(msg)
     partial = model.inputs[0].get_partial_shape()
-    shape = tuple(1 if dim.is_dynamic else dim.get_length() for dim in partial)
-    if partial.rank.is_dynamic or len(shape) != 4 or any(partial[i].is_dynamic for i in (1, 2, 3)):
+    if partial.rank.is_dynamic or partial.rank.get_length() != 4 or any(partial[i].is_dynamic for i in (1, 2, 3)):
         msg = f"'{xml}': input shape {partial} is not (batch, channels, height, width) with a static image size"
         raise InvalidArgumentError(msg)
+    shape = tuple(1 if dim.is_dynamic else dim.get_length() for dim in partial)
     if partial[0].is_dynamic:
         model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
     config: dict[str, Any] = {"PERF_COUNT": "YES", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": precision}
