@@ -34,9 +34,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchmetrics.classification import BinaryAUROC
 
-from anomalib_fewshot.benchmark.job import evaluation_datamodule
+from anomalib_fewshot.benchmark.job import evaluation_datamodule, image_auroc
 from anomalib_fewshot.benchmark.store import read_rows, write_rows
 from anomalib_fewshot.components.io.atomic import atomic_write_text
 from anomalib_fewshot.components.lifecycle.calibration import calibration_sets, fit_image_score, score_in_chunks
@@ -47,18 +46,6 @@ from research.decisions import decision, f1_threshold, f1max
 
 #: The views the shipped threshold is calibrated on (the default strength).
 STRENGTH = "strong"
-
-
-def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """AUROC of raw ``scores`` of any scale, computed on their ranks scaled into ``[0, 1]``.
-
-    torchmetrics squashes scores outside ``[0, 1]`` with a sigmoid, which ties large raw scores (PCSNet's are in the
-    hundreds) at 1; ranks keep every ordering and tie.
-    """
-    from scipy.stats import rankdata
-
-    ranks = torch.from_numpy(rankdata(scores) / len(scores))
-    return float(BinaryAUROC()(ranks, torch.from_numpy(labels).int()))
 
 
 def split_maps(model: Any, root: Path, category: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:

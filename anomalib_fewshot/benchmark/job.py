@@ -142,6 +142,16 @@ def _monotone01(values: np.ndarray) -> torch.Tensor:
     return torch.from_numpy((values - lo) / (hi - lo if hi > lo else 1.0)).float()
 
 
+def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """AUROC of raw image ``scores`` of any scale, mapped into ``[0, 1]`` by :func:`_monotone01` first.
+
+    torchmetrics would squash scores outside ``[0, 1]`` by a sigmoid, tying large raw scores (PCSNet's) at 1.
+    """
+    from torchmetrics.classification import BinaryAUROC
+
+    return float(BinaryAUROC()(_monotone01(scores), torch.from_numpy(labels).int()))
+
+
 def compute_metrics(scores: np.ndarray, maps: np.ndarray, labels: np.ndarray, masks: np.ndarray) -> dict[str, float]:
     """Image AUROC, pixel AUROC, AUPRO (FPR ≤ 0.3), image and pixel F1-max on raw scores."""
     from anomalib.metrics.aupro import _AUPRO
@@ -155,7 +165,7 @@ def compute_metrics(scores: np.ndarray, maps: np.ndarray, labels: np.ndarray, ma
     image_scores, image_target = _monotone01(scores), torch.from_numpy(labels).int()
     pixel_scores, pixel_target = _monotone01(maps), torch.from_numpy(masks).int()
     metrics = {
-        "image_auroc": float(BinaryAUROC()(image_scores, image_target)),
+        "image_auroc": image_auroc(scores, labels),
         "image_f1max": f1max(image_scores, image_target),
         "pixel_auroc": float(BinaryAUROC()(pixel_scores.flatten(), pixel_target.flatten())),
         "pixel_f1max": f1max(pixel_scores.flatten(), pixel_target.flatten()),
