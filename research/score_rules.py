@@ -20,8 +20,9 @@ two fit their statistics exactly as a fit does (:func:`fit_image_score`: other v
 Per job and rule: image AUROC and oracle F1-max on the development split, and the decision at the ``f1`` rule's
 threshold set on the calibration sets scored by the same rule (F1, FPR, TPR, ``gap = f1max - f1``). The maps are
 not changed by any rule, so the pixel metrics are those of the job's row. Writes ``rules.csv`` (resumable: a job
-with rows is not scored again) and ``summary.md``. Chooses nothing by itself; the model README's Deviations table
-records a choice made on it.
+with rows is not scored again) and ``summary.md``, which also names each model's rule by :func:`choose` (the rule
+below, written on 2026-12-07 after the first partial rows had been seen); the model README's Deviations table records
+a choice made on it.
 """
 
 from __future__ import annotations
@@ -122,6 +123,48 @@ def score_rules(config_path: Path, output: Path, only: list[str] | None = None) 
     return csv_path
 
 
+#: A rule replaces the model's own score only when it is paired-better on this share of the model's jobs or more.
+PAIRED_SHARE = 5 / 6
+
+
+def choose(rows: list[dict[str, Any]], baseline: dict[tuple[str, str, str], float]) -> dict[str, str]:
+    """Per model, the rule the lite profile ships: ``model`` unless another rule beats it on the same fits.
+
+    Another rule qualifies when its image AUROC is higher than the model's own score's on at least
+    :data:`PAIRED_SHARE` of the model's jobs (same checkpoint, same split: a paired comparison, so one dataset's large
+    gain cannot outvote the others), its mean decision gap is not larger and it is at or above Patchcore on no fewer
+    jobs; of the qualifying rules the one with the highest mean image AUROC is chosen.
+    """
+    by_job: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        by_job[row["job"]][row["rule"]] = row
+    chosen = {}
+    for model in sorted({row["model"] for row in rows}):
+        jobs = [rules for rules in by_job.values() if next(iter(rules.values()))["model"] == model and "model" in rules]
+        candidates = []
+        for rule in sorted({r for rules in jobs for r in rules} - {"model"}):
+            paired = [rules for rules in jobs if rule in rules]
+            if not paired:
+                continue
+            ours, own = [rules[rule] for rules in paired], [rules["model"] for rules in paired]
+            wins = sum(float(a["image_auroc"]) > float(b["image_auroc"]) for a, b in zip(ours, own, strict=True))
+            gap = statistics.mean(float(r["gap"]) for r in ours) <= statistics.mean(float(r["gap"]) for r in own)
+            above = _at_or_above(ours, baseline) >= _at_or_above(own, baseline)
+            if wins >= PAIRED_SHARE * len(paired) and gap and above:
+                candidates.append((statistics.mean(float(r["image_auroc"]) for r in ours), rule))
+        chosen[model] = max(candidates)[1] if candidates else "model"
+    return chosen
+
+
+def _at_or_above(group: list[dict[str, Any]], baseline: dict[tuple[str, str, str], float]) -> int:
+    """How many of ``group``'s jobs have an image AUROC at or above Patchcore's on the same split and shots."""
+    return sum(
+        float(r["image_auroc"]) >= baseline[key]
+        for r in group
+        if (key := (r["dataset"], str(r["k_shot"]), str(r["seed"]))) in baseline
+    )
+
+
 def summarise(rows: list[dict[str, Any]], results_csv: Path) -> str:
     """Markdown: per model and rule the mean image AUROC, the cells at or above Patchcore, the mean decision gap."""
     baseline = {
@@ -145,18 +188,24 @@ def summarise(rows: list[dict[str, Any]], results_csv: Path) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (model, rule), group in sorted(groups.items()):
-        above = [
-            float(r["image_auroc"]) >= baseline[key]
-            for r in group
-            if (key := (r["dataset"], str(r["k_shot"]), str(r["seed"]))) in baseline
-        ]
+        compared = sum((r["dataset"], str(r["k_shot"]), str(r["seed"])) in baseline for r in group)
         gaps = [float(r["gap"]) for r in group]
         lines.append(
             f"| {model} | {rule} | {len(group)} | {statistics.mean(float(r['image_auroc']) for r in group):.3f} | "
-            f"{sum(above)}/{len(above)} | {statistics.mean(gaps):.3f} | {sum(g <= 0.05 for g in gaps)}/{len(gaps)} | "
+            f"{_at_or_above(group, baseline)}/{compared} | {statistics.mean(gaps):.3f} | "
+            f"{sum(g <= 0.05 for g in gaps)}/{len(gaps)} | "
             f"{statistics.mean(float(r['image_fpr']) for r in group):.2f} | "
             f"{statistics.mean(float(r['image_tpr']) for r in group):.2f} |"
         )
+    chosen = choose(rows, baseline)
+    lines += [
+        "",
+        f"**Chosen** (the model's own score unless another rule has a higher image AUROC on at least "
+        f"{PAIRED_SHARE:.0%} of the model's jobs, same fits, without a larger mean gap or fewer jobs at or above "
+        "Patchcore; of those, the highest mean image AUROC): "
+        + ", ".join(f"{model} `{rule}`" for model, rule in chosen.items())
+        + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -93,3 +93,22 @@ def test_the_grid_loop_resumes_and_summarises_against_patchcore(tmp_path: Path, 
     summary = (out / "summary.md").read_text()
     assert "| Dfd | z | 1 | 0.900 | 1/1 | 0.020 | 1/1 |" in summary  # at or above Patchcore's 0.85
     assert "| Dfd | max | 1 | 0.800 | 0/1 |" in summary
+
+
+def test_a_rule_replaces_the_models_own_only_when_it_wins_paired_on_most_jobs():
+    def row(job, rule, auroc, gap=0.05):
+        return {"job": job, "model": "M", "dataset": job, "k_shot": 1, "seed": 0, "rule": rule,
+                "image_auroc": auroc, "gap": gap}  # fmt: skip
+
+    # "resid" wins the mean on one large gain but loses the other jobs; "max" wins every job by a little
+    rows = [row(j, "model", 0.80) for j in "abcdef"]
+    rows += [row("a", "resid", 0.99)] + [row(j, "resid", 0.79) for j in "bcdef"]
+    rows += [row(j, "max", 0.81) for j in "abcdef"]
+    assert score_rules.choose(rows, {}) == {"M": "max"}
+    # a larger mean gap disqualifies it
+    wider = [r if r["rule"] != "max" else {**r, "gap": 0.06} for r in rows]
+    assert score_rules.choose(wider, {}) == {"M": "model"}
+    # fewer jobs at or above Patchcore disqualify it (here it loses one job to the own score, 5/6 still wins)
+    below = [r if r["rule"] != "max" or r["job"] != "a" else {**r, "image_auroc": 0.79} for r in rows]
+    assert score_rules.choose(below, {}) == {"M": "max"}
+    assert score_rules.choose(below, {(j, "1", "0"): 0.80 for j in "abcdef"}) == {"M": "model"}
