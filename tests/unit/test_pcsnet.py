@@ -106,6 +106,18 @@ def test_prototypes_and_nearest_map():
     assert own < 1e-2 * typical
 
 
+def test_the_inference_selection_equals_the_root_of_every_distance():
+    # the square root after the selection (and a minimum for k = 1) gives what selecting on the roots gives,
+    # ties included: the descriptor itself among the prototypes is at distance ~0 from several equal copies
+    model = _tiny_model().eval()
+    with torch.no_grad():
+        descriptors = model.describe(torch.rand(2, 3, 64, 64))
+        model.set_prototypes(torch.cat([descriptors[:1], descriptors[:1]]))  # the mean of two equal shots
+        for k in (1, 3, model.num_nearest):
+            expected = model.nearest(model.distances(descriptors), k)
+            torch.testing.assert_close(model.nearest_distances(descriptors, k), expected, rtol=0, atol=0)
+
+
 def test_per_shot_prototypes_keep_every_shot_position():
     model = _tiny_model(prototype_sets=3).eval()
     images = torch.rand(3, 3, 64, 64)

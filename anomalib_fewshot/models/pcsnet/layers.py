@@ -195,6 +195,12 @@ def prototype_distances(
         ``(B, g·g, M)`` distances ``sqrt(‖φ‖² + ‖c‖² − 2 φ·c)``.
 
     """
+    return prototype_sq_distances(features, prototypes, prototype_sq_norms).clamp_min(eps).sqrt()
+
+
+def prototype_sq_distances(
+    features: torch.Tensor, prototypes: torch.Tensor, prototype_sq_norms: torch.Tensor
+) -> torch.Tensor:
+    """``(B, g·g, M)`` *squared* distances ``‖φ‖² + ‖c‖² − 2 φ·c`` (not floored) of :func:`prototype_distances`."""
     tokens = features.flatten(2).transpose(1, 2)
-    squared = tokens.pow(2).sum(-1, keepdim=True) + prototype_sq_norms - 2.0 * tokens @ prototypes.t()
-    return squared.clamp_min(eps).sqrt()
+    return tokens.pow(2).sum(-1, keepdim=True) + prototype_sq_norms - 2.0 * tokens @ prototypes.t()

@@ -18,7 +18,12 @@ from torch import nn
 from anomalib_fewshot.components.nn.backbones import Backbone
 from anomalib_fewshot.components.nn.scoring import GaussianSmoothing, ImageScore, ImageScoreRule
 from anomalib_fewshot.errors import InvalidArgumentError
-from anomalib_fewshot.models.pcsnet.layers import ContextAwareSegmentation, PrototypeDescriptor, prototype_distances
+from anomalib_fewshot.models.pcsnet.layers import (
+    ContextAwareSegmentation,
+    PrototypeDescriptor,
+    prototype_distances,
+    prototype_sq_distances,
+)
 
 #: MVTec AD / MPDD categories for which the reference code uses the reduced descriptor.
 ROTATION_OBJECTS = ("grid", "screw", "bracket_black", "bracket_brown", "tubes")
@@ -202,6 +207,19 @@ class PcsnetModel(nn.Module):
         """The ``k`` smallest distances per position, ascending: ``(B, g·g, k)``."""
         return torch.topk(distances, k, dim=-1, largest=False, sorted=True).values
 
+    def nearest_distances(self, descriptors: torch.Tensor, k: int) -> torch.Tensor:
+        """``nearest(distances(descriptors), k)`` with the square root taken after the selection.
+
+        The root is monotone, so selecting on squared distances picks the same values; it is then taken on ``k``
+        distances per position instead of all ``M`` (the inference path: 2304 × 2304 roots per image at the lite
+        geometry); ``k = 1`` is a minimum. Equal to the two-step form (unit-tested); training keeps the full matrix,
+        which its loss needs.
+        """
+        squared = prototype_sq_distances(descriptors, self.prototypes, self.prototype_sq_norms)
+        if k == 1:  # a static choice (k is the model's setting): ReduceMin instead of a TopK in the graph
+            return squared.amin(dim=-1, keepdim=True).clamp_min(1e-12).sqrt()
+        return torch.topk(squared, k, dim=-1, largest=False, sorted=True).values.clamp_min(1e-12).sqrt()
+
     def distance_map(self, nearest: torch.Tensor) -> torch.Tensor:
         """``(B, g·g, K)`` nearest distances → ``(B, K, g, g)`` CAS input."""
         return nearest.transpose(1, 2).reshape(nearest.shape[0], -1, self.grid_size, self.grid_size)
@@ -221,7 +239,7 @@ class PcsnetModel(nn.Module):
         """The CAS map and the nearest-prototype distance map before smoothing, each ``(B, 1, H, W)``."""
         size = tuple(images.shape[-2:])
         descriptors = self.describe(images)
-        nearest = self.nearest(self.distances(descriptors), self.num_nearest)
+        nearest = self.nearest_distances(descriptors, self.num_nearest)
         return self.segment(descriptors, nearest, size), self.prototype_map(nearest, size)
 
     def branch_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,12 +290,12 @@ class PcsnetModel(nn.Module):
             return self.describe(images)
         if self.cas is None:
             size = tuple(images.shape[-2:])
-            nearest = self.nearest(self.distances(self.describe(images)), 1)
+            nearest = self.nearest_distances(self.describe(images), 1)
             anomaly_map = self.smoothing(self.prototype_map(nearest, size))
         elif self.anomaly_map == "cas":
             size = tuple(images.shape[-2:])
             descriptors = self.describe(images)
-            nearest = self.nearest(self.distances(descriptors), self.num_nearest)
+            nearest = self.nearest_distances(descriptors, self.num_nearest)
             anomaly_map = self.smoothing(self.segment(descriptors, nearest, size))
         else:
             anomaly_map = self.fuse(*self.raw_branch_maps(images))
