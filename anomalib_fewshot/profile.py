@@ -1,12 +1,14 @@
 """``anomalib-fewshot profile``: where an exported OpenVINO graph spends its time, per op type and per node.
 
     anomalib-fewshot profile exported/weights/openvino/model.xml [--precision f32|bf16] [--threads N]
-            [--runs 20] [--top 15] [--onnx model.onnx] [--output profile.md]                     (one line)
+            [--runs 20] [--top 15] [--onnx model.onnx] [--size H W] [--output profile.md]        (one line)
 
 The graph is compiled on the CPU with OpenVINO's per-node counters on (``PERF_COUNT``), one stream, the requested
 inference precision and thread count, and run on seeded random images in ``[0, 1]`` of its input shape (the models
-take images, not features: the time does not depend on their content). After a warm-up, every run's counters are
-collected; a node's time is its median over the runs. Printed (and written with ``--output``):
+take images, not features: the time does not depend on their content), batch 1 where the batch is dynamic;
+anomalib's exports take any image size (they resize inside the graph), so ``--size`` names the one to time. After
+a warm-up, every run's counters are collected; a node's time is its median over the runs. Printed (and written
+with ``--output``):
 
 - the machine, OpenVINO's version, the precision OpenVINO actually used (a CPU without bf16 runs f32 whatever is
   asked), threads, the graph's median wall time per inference;
@@ -137,12 +139,15 @@ def profile_graph(
     runs: int = 20,
     onnx_path: Path | None = None,
     seed: int = 0,
+    size: tuple[int, int] | None = None,
 ) -> Profile:
     """Compile ``xml`` with per-node counters and run it ``runs`` times (after :data:`WARMUP`); return the profile.
 
     ``onnx_path``: the ONNX export of the same model, whose node metadata names the modules (default: an ``.onnx``
     beside the graph, if any; anomalib's OpenVINO export deletes its intermediate ONNX file, and
     ``anomalib export --export_type onnx`` of the same checkpoint gives the same node names).
+    ``size``: the image ``(H, W)`` fed to a graph whose image size is dynamic (anomalib's exports resize inside
+    the graph and take any size: give the model's ``image_size``); a static graph is run at its own size.
     """
     import numpy as np
     import openvino as ov
@@ -167,11 +172,25 @@ def profile_graph(
         msg = f"'{xml}' has {len(model.inputs)} inputs; the profiler runs graphs of one image input"
         raise InvalidArgumentError(msg)
     partial = model.inputs[0].get_partial_shape()
-    if partial.rank.is_dynamic or partial.rank.get_length() != 4 or any(partial[i].is_dynamic for i in (1, 2, 3)):
-        msg = f"'{xml}': input shape {partial} is not (batch, channels, height, width) with a static image size"
+    if partial.rank.is_dynamic or partial.rank.get_length() != 4 or partial[1].is_dynamic:
+        msg = f"'{xml}': input shape {partial} is not (batch, channels, height, width)"
         raise InvalidArgumentError(msg)
-    shape = tuple(1 if dim.is_dynamic else dim.get_length() for dim in partial)
-    if partial[0].is_dynamic:
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        msg = f"--size must be two positive integers (height width), got {list(size)}"
+        raise InvalidArgumentError(msg)
+    spatial = [None if partial[i].is_dynamic else partial[i].get_length() for i in (2, 3)]
+    if None in spatial and size is None:
+        msg = (
+            f"'{xml}': its image size is dynamic ({partial}); give the size to profile at with --size H W "
+            "(the model's image_size, e.g. --size 256 256)"
+        )
+        raise InvalidArgumentError(msg)
+    if size is not None and None not in spatial and tuple(spatial) != tuple(size):
+        msg = f"'{xml}' takes {spatial[0]}x{spatial[1]} images only, got --size {size[0]} {size[1]}"
+        raise InvalidArgumentError(msg)
+    height, width = size if size is not None else spatial
+    shape = (1 if partial[0].is_dynamic else partial[0].get_length(), partial[1].get_length(), height, width)
+    if partial.is_dynamic:
         model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
     config: dict[str, Any] = {"PERF_COUNT": "YES", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": precision}
     if threads is not None:
@@ -251,10 +270,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="counted runs after the warm-up (default 20)")
     parser.add_argument("--top", type=int, default=15, help="slowest nodes to list (default 15)")
     parser.add_argument("--onnx", type=Path, default=None, help="the same model's ONNX export, to name modules")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="image size for a graph with a dynamic one (anomalib's exports; the model's image_size)",
+    )
     parser.add_argument("--output", type=Path, default=None, help="also write the report to this Markdown file")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    profile = profile_graph(args.graph, args.precision, args.threads, args.runs, args.onnx)
+    size = tuple(args.size) if args.size is not None else None
+    profile = profile_graph(args.graph, args.precision, args.threads, args.runs, args.onnx, size=size)
     report = format_profile(profile, args.top)
     print(report)
     if args.output is not None:

@@ -39,6 +39,20 @@ def load_checkpoint(model_name: str, ckpt: Path) -> Any:
     return getattr(anomalib_models, model_name).load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
 
 
+def image_size(model: Any) -> tuple[int, int]:
+    """The ``(H, W)`` the model was fitted at: its ``image_size``, else its pre-processor's ``Resize`` (baselines)."""
+    size = getattr(model, "hparams", {}).get("image_size")
+    if size is not None:
+        return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    transform = getattr(getattr(model, "pre_processor", None), "transform", None)
+    for step in getattr(transform, "transforms", [transform]):
+        if type(step).__name__ == "Resize":
+            height, width = step.size if len(step.size) == 2 else (step.size[0], step.size[0])
+            return int(height), int(width)
+    msg = f"{type(model).__name__}: no image_size and no Resize in its pre-processor to profile it at"
+    raise InvalidArgumentError(msg)
+
+
 def export_both(model: Any, folder: Path) -> Path:
     """Export ``model`` to OpenVINO and ONNX under ``folder``; the ONNX file is put beside the ``.xml``."""
     from anomalib.deploy import ExportType
@@ -96,8 +110,9 @@ def speed_profiles(
         if ckpt is None:
             print(f"{work_dir.name}: no checkpoint (re-run the job to profile its export)")
             continue
-        xml = export_both(load_checkpoint(job["model"], ckpt), work_dir / "profile_export")
-        profile = profile_graph(xml, threads=threads, runs=runs)
+        model = load_checkpoint(job["model"], ckpt)
+        xml = export_both(model, work_dir / "profile_export")
+        profile = profile_graph(xml, threads=threads, runs=runs, size=image_size(model))
         profiles[job["model"]] = profile
         atomic_write_text(output / f"{job['model']}.md", format_profile(profile))
         print(f"{job['model']}: {profile.wall_ms:.1f} ms")

@@ -73,9 +73,27 @@ def test_the_verb_writes_the_report(graph: Path, tmp_path: Path, capsys: pytest.
     assert "## Time per op type" in capsys.readouterr().out
 
 
+def test_a_graph_of_any_image_size_is_profiled_at_the_size_given(tmp_path: Path):
+    import openvino as ov
+
+    # anomalib's exports take any batch and image size (the resize is inside the graph)
+    onnx_path = tmp_path / "dynamic.onnx"
+    shapes = {"images": {0: torch.export.Dim("batch"), 2: torch.export.Dim("h"), 3: torch.export.Dim("w")}}
+    torch.onnx.export(_Tiny().eval(), (torch.rand(2, 3, 32, 32),), str(onnx_path), dynamo=True, dynamic_shapes=shapes)
+    xml = tmp_path / "dynamic.xml"
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml))
+    assert ov.Core().read_model(str(xml)).inputs[0].get_partial_shape().is_dynamic
+    with pytest.raises(InvalidArgumentError, match=r"dynamic.*--size H W"):
+        profiler.profile_graph(xml, threads=1, runs=1)
+    assert profiler.profile_graph(xml, threads=1, runs=1, size=(40, 24)).input_shape == (1, 3, 40, 24)
+    assert cli.main(["profile", str(xml), "--threads", "1", "--runs", "1", "--size", "24", "24"]) == 0
+
+
 def test_bad_input_is_a_clear_error(graph: Path, tmp_path: Path):
     with pytest.raises(InvalidArgumentError, match="not an OpenVINO graph"):
         profiler.profile_graph(tmp_path / "missing.xml")
+    with pytest.raises(InvalidArgumentError, match="takes 32x32 images only"):
+        profiler.profile_graph(graph, size=(64, 64))
     (tmp_path / "lonely.xml").write_text("<net/>")
     with pytest.raises(InvalidArgumentError, match=r"its \.bin beside it"):
         profiler.profile_graph(tmp_path / "lonely.xml")
