@@ -144,6 +144,9 @@ def test_symmetric_kl_and_entropy():
     q = torch.softmax(torch.randn(3, 5), -1)
     torch.testing.assert_close(symmetric_kl(p, q), symmetric_kl(q, p))
     assert (symmetric_kl(p, q) > 0).all()
+    # the inference map's one-logarithm form is the same sum (peaked attention maps, as ED's)
+    p, q = torch.softmax(torch.randn(2, 64, 64) * 4, -1), torch.softmax(torch.randn(2, 64, 64) * 4, -1)
+    torch.testing.assert_close(symmetric_kl(p, q, one_log=True), symmetric_kl(p, q), rtol=1e-6, atol=0)
     uniform = torch.full((2, 4), 0.25)
     assert entropy(uniform).item() == pytest.approx(math.log(4), abs=1e-3)
 
