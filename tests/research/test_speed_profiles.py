@@ -22,10 +22,11 @@ def test_the_profiled_size_is_the_models_own():
 
 
 def test_the_summary_puts_patchcore_first_with_the_ratios():
-    def profile(ms: float, op: str) -> Profile:
-        return Profile("m.xml", "f32", 1, 1, (1, 3, 8, 8), ms, [NodeTime("n", op, "jit", ms, "")])
+    def profile(ms: float, op: str, batch: int = 1) -> Profile:
+        return Profile("m.xml", "f32", 1, 1, (batch, 3, 8, 8), ms, [NodeTime("n", op, "jit", ms, "")])
 
-    text = speed_profiles.summary({"Pcsnet": profile(50.0, "TopK"), "Patchcore": profile(20.0, "Convolution")})
-    rows = [line for line in text.splitlines() if line.startswith("| [")]
-    assert rows[0].startswith("| [Patchcore]") and "| 1.00 |" in rows[0]
-    assert rows[1].startswith("| [Pcsnet]") and "| 2.50 | TopK 100% |" in rows[1]
+    # Patchcore's export has a fixed batch of 2: the ratio is per image
+    profiles = {"Pcsnet": profile(50.0, "TopK"), "Patchcore": profile(40.0, "Convolution", batch=2)}
+    rows = [line for line in speed_profiles.summary(profiles, {"Pcsnet": 3e-6}).splitlines() if line.startswith("| [")]
+    assert rows[0].startswith("| [Patchcore]") and "| 2 | 40.0 | 20.0 | 1.00 | – |" in rows[0]
+    assert rows[1].startswith("| [Pcsnet]") and "| 1 | 50.0 | 50.0 | 2.50 | 3.0e-06 | TopK 100% |" in rows[1]
