@@ -31,8 +31,8 @@ def lower_median(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``torch.median(x, dim).values`` (the lower median for even sizes) as a top-k, which exports to ONNX.
 
     The median is the largest of the ``k`` smallest values, so they are selected unsorted and reduced by a maximum:
-    the same value, and OpenVINO's TopK skips the sort (ED lite's first level: 6.3 instead of 11.8 ms per node,
-    f32, one thread; docs/benchmarks/speed).
+    the same value without asking for a sort (OpenVINO, f32, one thread: never slower in ``research.speed_micro``,
+    sometimes faster; ED lite's four median nodes 26.3 → 20.9 ms in one profile each, docs/benchmarks/speed).
     """
     k = (x.shape[dim] - 1) // 2 + 1
     return torch.topk(x, k, dim=dim, largest=False, sorted=False).values.amax(dim)
@@ -229,9 +229,9 @@ def symmetric_kl(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-4, one_log: b
     """``KL(p‖q) + KL(q‖p)`` over the last axis with the reference code's ``log(· + 1e-4)``: shape ``p[..., 0]``.
 
     ``one_log``: the same sum as ``Σ (p − q) · log((p + ε) / (q + ε))``, one logarithm instead of two; the
-    inference map uses it (OpenVINO's CPU plugin runs ``Log`` on its generic reference kernel: 11 instead of 19 ms
-    per attention map of ED lite's first level, f32, one thread; equal within 5e-7 relative). The training loss
-    keeps the reference form: rounding differences there would compound over a fit.
+    inference map uses it (OpenVINO's CPU plugin runs ``Log`` on its generic reference kernel: ED lite's ``Log``
+    nodes 25.3 → 12.7 ms per image, f32, one thread, docs/benchmarks/speed; equal within 5e-7 relative). The
+    training loss keeps the reference form: rounding differences there would compound over a fit.
     """
     if one_log:
         return ((p - q) * torch.log((p + eps) / (q + eps))).sum(-1)

@@ -98,7 +98,7 @@ def nearest_residuals(
         if half_norms is not None:  # argmax of q·m − |m|²/2 = argmin |q − m|
             similarity = similarity - (half_norms[:, None] if per_image else half_norms)
         index = similarity.argmax(dim=-1)
-        if per_image:  # rows of the flattened banks: a Gather (OpenVINO's GatherElements runs a reference kernel)
+        if per_image:  # rows of the flattened banks (GatherElements on a broadcast index: reference kernels, 15 ms)
             offsets = torch.arange(bank.shape[0], device=index.device)[:, None] * bank.shape[1]
             flat = bank.reshape(-1, bank.shape[-1])
             nearest = flat[(index + offsets).reshape(-1)].reshape(*index.shape, bank.shape[-1])
