@@ -73,29 +73,27 @@ def raw_parity(model: Any, folder: Path, size: tuple[int, int], images: int = 2)
     """Largest ``|OpenVINO − eager|`` of the raw map over the eager map's range, on seeded random images.
 
     The model is exported once more without its post-processor (whose clamp could hide a difference), converted by
-    OpenVINO from the ONNX file and run in f32 beside the eager model on the same ``images`` images of ``size``.
+    OpenVINO from the ONNX file and run in f32 (:class:`~anomalib_fewshot.benchmark.int8.CompiledGraph`, which feeds a
+    fixed-batch graph whole batches) beside the eager model on the same ``images`` images of ``size``.
     """
     import copy
 
     import numpy as np
-    import openvino as ov
     import torch
     from anomalib.deploy import ExportType
     from anomalib.engine import Engine
+
+    from anomalib_fewshot.benchmark.int8 import CompiledGraph
 
     raw = copy.deepcopy(model).eval()
     raw.post_processor = None
     engine = Engine(default_root_dir=folder, logger=False)
     onnx_path = engine.export(raw, ExportType.ONNX, export_root=folder / "raw", onnx_kwargs=ONNX_KWARGS)
-    compiled = ov.Core().compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    batch = compiled.inputs[0].get_partial_shape()[0]
-    count = batch.get_length() if batch.is_static else images
-    data = torch.rand(count, 3, *size, generator=torch.Generator().manual_seed(0))
+    data = torch.rand(images, 3, *size, generator=torch.Generator().manual_seed(0))
+    _, got = CompiledGraph(Path(onnx_path), {"INFERENCE_PRECISION_HINT": "f32"})(data)
     with torch.no_grad():
-        expected = raw(data).anomaly_map.reshape(count, -1).numpy()
-    names = {port.get_any_name(): port for port in compiled.outputs}
-    got = np.asarray(compiled(data.numpy())[names["anomaly_map"]]).reshape(count, -1)
-    return float(np.abs(got - expected).max() / max(float(np.ptp(expected)), 1e-12))
+        expected = raw(data).anomaly_map.reshape(got.shape).numpy()
+    return float(np.abs(got.numpy() - expected).max() / max(float(np.ptp(expected)), 1e-12))
 
 
 def summary(profiles: dict[str, Profile], parity: dict[str, float] | None = None) -> str:
@@ -153,10 +151,11 @@ def speed_profiles(
             print(f"{work_dir.name}: no checkpoint (re-run the job to profile its export)")
             continue
         model = load_checkpoint(job["model"], ckpt)
+        size = image_size(model)
         xml = export_both(model, work_dir / "profile_export")
-        profile = profile_graph(xml, threads=threads, runs=runs, size=image_size(model))
+        profile = profile_graph(xml, threads=threads, runs=runs, size=size)
         profiles[job["model"]] = profile
-        parity[job["model"]] = raw_parity(model, work_dir / "profile_export", image_size(model))
+        parity[job["model"]] = raw_parity(model, work_dir / "profile_export", size)
         atomic_write_text(output / f"{job['model']}.md", format_profile(profile))
         print(f"{job['model']}: {profile.wall_ms:.1f} ms, raw parity {parity[job['model']]:.1e}")
     atomic_write_text(output / "summary.md", summary(profiles, parity))

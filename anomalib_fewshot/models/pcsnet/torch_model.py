@@ -218,7 +218,7 @@ class PcsnetModel(nn.Module):
         squared = prototype_sq_distances(descriptors, self.prototypes, self.prototype_sq_norms)
         if k == 1:  # a static choice (k is the model's setting): ReduceMin instead of a TopK in the graph
             return squared.amin(dim=-1, keepdim=True).clamp_min(1e-12).sqrt()
-        return torch.topk(squared, k, dim=-1, largest=False, sorted=True).values.clamp_min(1e-12).sqrt()
+        return self.nearest(squared, k).clamp_min(1e-12).sqrt()
 
     def distance_map(self, nearest: torch.Tensor) -> torch.Tensor:
         """``(B, g·g, K)`` nearest distances → ``(B, K, g, g)`` CAS input."""
