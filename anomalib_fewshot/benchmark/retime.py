@@ -9,7 +9,9 @@ of them on the first N test images of that dataset: warm-up on the first 3 image
 each image each graph once, in an order rotated by one graph per image. A graph with a static batch (anomalib's
 Patchcore exports with batch 2) gets the image repeated to its batch and its time divided by it, as in the job.
 The figure per row is the median ms per image; the ratio to the Patchcore row of the same dataset/k/seed is the
-comparable result.
+comparable result. Then, one graph at a time, what else a deployment pays
+(:func:`.timing.deployment_figures`): compile time without a model cache, first inference, size on disk and
+images/s in OpenVINO's throughput mode at batch 8.
 
     anomalib-fewshot benchmark -c configs/benchmark/real.yaml --retime --only Ed
     python -m anomalib_fewshot.benchmark.retime -c configs/benchmark/real.yaml --only Ed [--images 30]
@@ -34,7 +36,7 @@ from anomalib_fewshot.benchmark.grid import job_work_dir, jobs_dir_of, load_grid
 from anomalib_fewshot.benchmark.job import EVAL_BATCH_SIZE
 from anomalib_fewshot.benchmark.machine import cpu_name
 from anomalib_fewshot.benchmark.store import KEY_FIELDS, job_key, job_label, read_rows, upsert_rows
-from anomalib_fewshot.benchmark.timing import Graph, time_interleaved
+from anomalib_fewshot.benchmark.timing import Graph, deployment_figures, time_interleaved
 from anomalib_fewshot.components.io.atomic import atomic_write_text
 from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError, MissingFileError
 
@@ -143,6 +145,9 @@ def retime_grid(
         images = load_test_images(group[0], n_images)
         graphs = {job_key(job): load_graph(exports[job_key(job)]) for job in group}
         ms = time_interleaved(graphs, images)
+        batches = {key: batch for key, (_, batch) in graphs.items()}
+        del graphs  # the deployment figures below compile and run one graph at a time
+        figures = {job_key(job): deployment_figures(exports[job_key(job)], images[0]) for job in group}
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
         reference = {}
         for job in group:
@@ -159,15 +164,15 @@ def retime_grid(
                     "patchcore_ms_per_image": "" if ref is None else round(ref, 2),
                     "ratio_to_patchcore": "" if ref is None else round(ms[key] / ref, 3),
                     "results_openvino_ms": ok_rows[key].get("openvino_ms", ""),
-                    "openvino_batch": graphs[key][1],
+                    "openvino_batch": batches[key],
                     "n_images": len(images),
+                    **figures[key],
                     "export": str(exports[key]),
                     "machine": machine,
                     "timed_utc": stamp,
                     "command": command,
                 }
             )
-        del graphs
     missing = sorted(job_label(r) for r in out_rows if r["ratio_to_patchcore"] == "")
     if missing:
         print(f"--retime: no finished {BASELINE} row of the same dataset/k/seed (no ratio) for: {', '.join(missing)}")
@@ -192,14 +197,16 @@ def write_retime_report(output: Path) -> Path:
         )
 
     header = ["model", "variant", "dataset", "k", "seed", "split", "ms / image", "ratio to Patchcore",
-              "Patchcore ms / image", "results.csv openvino_ms", "batch", "images", "machine",
+              "Patchcore ms / image", "results.csv openvino_ms", "batch", "images", "compile s",
+              "first inference ms", "size MB", "images/s (throughput)", "throughput batch", "machine",
               "timed (UTC)"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in sorted(rows, key=order):
         cells = [row[f] for f in KEY_FIELDS]
         cells += [row.get(f) or "–" for f in ("ms_per_image", "ratio_to_patchcore", "patchcore_ms_per_image",
-                                              "results_openvino_ms", "openvino_batch", "n_images", "machine",
-                                              "timed_utc")]  # fmt: skip
+                                              "results_openvino_ms", "openvino_batch", "n_images", "compile_s",
+                                              "first_inference_ms", "size_mb", "throughput_ips", "throughput_batch",
+                                              "machine", "timed_utc")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     runs = dict.fromkeys((row.get("timed_utc", ""), row.get("command", "")) for row in rows)
     commands = "".join(f"- {stamp} UTC: `{command}`\n" for stamp, command in sorted(runs))
@@ -211,7 +218,13 @@ def write_retime_report(output: Path) -> Path:
         "differ up to 2×, so the ratio to the Patchcore row of the same dataset, k and seed (timed in the same "
         "run) is the comparable figure: each row keeps the Patchcore time of its own run (Patchcore ms / image), "
         "also when a later run re-times that Patchcore row. results.csv openvino_ms is the job's own measurement, "
-        "for comparison.\n\n" + "\n".join(lines) + "\n\nTimed by:\n" + commands
+        "for comparison. Then, one graph at a time: compile s = reading and compiling the graph in a fresh OpenVINO "
+        "Core without a model cache (an edge PC's first start), first inference ms = its first run, size MB = .xml + "
+        ".bin, images/s = throughput with OpenVINO's THROUGHPUT hint and its optimal number of parallel requests, "
+        "each request a batch of 8 images (a static export batch kept: throughput batch).\n\n"
+        + "\n".join(lines)
+        + "\n\nTimed by:\n"
+        + commands
     )
     return atomic_write_text(output / "retime.md", text)
 

@@ -75,9 +75,20 @@ def fake_grid(tmp_path: Path, monkeypatch) -> dict[str, Any]:
     def load_test_images(job: dict[str, Any], n_images: int) -> list[np.ndarray]:
         return [np.full((1, 3, 4, 4), i, dtype=np.float32) for i in range(n_images)]
 
+    def deployment_figures(xml: Path, image: np.ndarray) -> dict[str, Any]:
+        assert image.shape == (1, 3, 4, 4) and (image == 0).all()  # the dataset's first image
+        cost, batch = COST[xml.read_text()]
+        figures.append(xml)
+        return {"compile_s": cost / 10, "first_inference_ms": 3 * cost, "size_mb": cost / 5,
+                "throughput_ips": 700 / cost, "throughput_batch": batch if batch > 1 else 8,
+                "throughput_requests": 2}  # fmt: skip
+
+    figures: list[Path] = []
     monkeypatch.setattr(retime, "load_graph", load_graph)
     monkeypatch.setattr(retime, "load_test_images", load_test_images)
-    return {"path": path, "out": tmp_path / "out", "jobs": tmp_path / "jobs", "calls": calls, "loaded": loaded}
+    monkeypatch.setattr(retime, "deployment_figures", deployment_figures)
+    return {"path": path, "out": tmp_path / "out", "jobs": tmp_path / "jobs", "calls": calls, "loaded": loaded,
+            "figures": figures}  # fmt: skip
 
 
 def test_retime_writes_ms_per_image_and_ratios_to_patchcore_of_the_same_dataset_k_and_seed(fake_grid):
@@ -99,8 +110,11 @@ def test_retime_writes_ms_per_image_and_ratios_to_patchcore_of_the_same_dataset_
     assert {r["openvino_batch"] for r in rows if r["model"] == "Patchcore"} == {"2"}
     assert row["export"].endswith("model.xml")
     report = (fake_grid["out"] / "retime.md").read_text()
-    assert "| Dfd | v | d | 1 | 0 | test | 35.0 | 3.5 | 10.0 | 99.0 | 1 | 5 |" in report
-    assert "| Dfd | v | e | 1 | 1 | test | 35.0 | – | – | 99.0 | 1 | 5 |" in report
+    assert "| Dfd | v | d | 1 | 0 | test | 35.0 | 3.5 | 10.0 | 99.0 | 1 | 5 | 3.5 | 105.0 | 7.0 | 20.0 | 8 |" in report
+    assert "| Dfd | v | e | 1 | 1 | test | 35.0 | – | – | 99.0 | 1 | 5 | 3.5 | 105.0 | 7.0 | 20.0 | 8 |" in report
+    patchcore = "| Patchcore |  | d | 1 | 0 | test | 10.0 | 1.0 | 10.0 | 99.0 | 2 | 5 | 1.0 | 30.0 | 2.0 | 70.0 | 2 |"
+    assert patchcore in report
+    assert sorted(fake_grid["figures"]) == sorted(Path(r["export"]) for r in rows)  # once per timed graph
     assert f"UTC: `anomalib-fewshot benchmark {' '.join(command)}`" in report
 
     # dataset e: its 3 graphs in one interleaved loop, warm-up on the first 3 images, then every graph once per
@@ -143,7 +157,7 @@ def test_retime_without_an_export_names_the_row_and_folder_and_times_nothing(fak
     assert f"expected an .xml under {export} " in err and "Traceback" not in err
     assert retime.main(["-c", str(fake_grid["path"])]) == 2
     assert "row Patchcore//e/1/0 has no exported OpenVINO graph" in capsys.readouterr().err
-    assert fake_grid["loaded"] == [] and fake_grid["calls"] == []
+    assert fake_grid["loaded"] == [] and fake_grid["calls"] == [] and fake_grid["figures"] == []
     assert not (fake_grid["out"] / "retime.csv").exists()
 
 
@@ -168,3 +182,27 @@ def test_retime_loads_the_first_test_images_as_the_job_does(tmp_path: Path):
     assert all(0 <= image.min() and image.max() <= 1 for image in images)
     with pytest.raises(MissingFileError, match="category 'plate' of dataset demo not found"):
         retime.load_test_images({**job, "root": str(tmp_path / "nowhere")}, 3)
+
+
+def _conv_graph(path: Path, batch: int) -> Path:
+    """A real OpenVINO graph: one 3x3 convolution (1000 filters, 0.1 MB), input (batch or dynamic, 3, 16, 16)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    image = ops.parameter([batch, 3, 16, 16], np.float32)
+    weights = ops.constant(np.random.default_rng(0).random((1000, 3, 3, 3), dtype=np.float32))
+    conv = ops.convolution(image, weights, [1, 1], [1, 1], [1, 1], [1, 1])
+    ov.save_model(ov.Model([ops.relu(conv)], [image]), path, compress_to_fp16=False)
+    return path
+
+
+@pytest.mark.parametrize(("batch", "per_request"), [(-1, 8), (2, 2)])
+def test_deployment_figures_compile_and_run_the_real_graph(tmp_path: Path, batch: int, per_request: int):
+    xml = _conv_graph(tmp_path / "model.xml", batch)
+    image = np.random.default_rng(1).random((1, 3, 16, 16), dtype=np.float32)
+    figures = timing.deployment_figures(xml, image, seconds=0.2)
+    on_disk = (xml.stat().st_size + xml.with_suffix(".bin").stat().st_size) / 1e6
+    assert figures["size_mb"] == round(on_disk, 2) and 0.1 < on_disk < 1  # 1000 x 3 x 3 x 3 float32 weights
+    assert figures["throughput_batch"] == per_request  # batch 8 unless the export's batch is static
+    assert figures["throughput_requests"] >= 1
+    assert figures["compile_s"] >= 0 and figures["first_inference_ms"] > 0 and figures["throughput_ips"] > 0
