@@ -6,6 +6,8 @@
 * ``anomalib-fewshot benchmark -c CONFIG``: run (or resume) a benchmark grid, see ``configs/benchmark``.
 * ``anomalib-fewshot recommend --images DIR --output OUT``: rank the models and shot counts for a folder of good
   images of one part on its development split (synthetic defects), within a time budget estimated first.
+* ``anomalib-fewshot fit-parts PARTS.yaml [--ray [ADDRESS]]``: one model per part of a plant (fit on its good
+  images, check on its development split, export) into a catalogue ``parts.csv`` (:mod:`.benchmark.parts`).
 * ``anomalib-fewshot calibrate --ckpt_path CKPT [--rule fpr --target_fpr 0.01] [--source DIR]``: set a fitted
   checkpoint's OK/NG thresholds again from good images alone (:mod:`anomalib_fewshot.calibrate`).
 * ``anomalib-fewshot profile MODEL.xml [--precision bf16] [--threads N]``: time per op type and the slowest nodes of
@@ -82,13 +84,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 #: The verbs of ours (the registry's prerequisite steps are ours too); anything else is passed to ``anomalib``.
-OWN_VERBS = ("demo", "benchmark", "recommend", "calibrate", "profile")
+OWN_VERBS = ("demo", "benchmark", "recommend", "fit-parts", "calibrate", "profile")
 
 #: ``--help``'s list of our verbs, the registry's prerequisite steps included (written out so that ``--help`` imports
 #: neither torch nor anomalib; ``tests/cli/test_help.py`` checks it against :data:`OWN_VERBS` and the registry).
 OWN_VERB_HELP = {
     "demo": "generate demo data, train, test, export and draw a heat-map gallery (one command)",
     "recommend": "rank the models and shot counts for a folder of good images of your part",
+    "fit-parts": "one model per part (fit, check, export) into a catalogue, locally or on Ray (parts.yaml)",
     "benchmark": "run or resume a benchmark grid (configs/benchmark/*.yaml)",
     "calibrate": "set a checkpoint's OK/NG thresholds again from good images (another rule or false-alarm rate)",
     "profile": "where an exported OpenVINO graph spends its time, per op type and per node",
@@ -174,6 +177,10 @@ def _dispatch(argv: list[str]) -> int:
         from anomalib_fewshot.benchmark.recommend import main as recommend_main
 
         return recommend_main(argv[1:])
+    if argv and argv[0] == "fit-parts":
+        from anomalib_fewshot.benchmark.parts import main as parts_main
+
+        return parts_main(argv[1:])
     if argv and argv[0] == "calibrate":
         from anomalib_fewshot.calibrate import main as calibrate_main
 

@@ -195,6 +195,10 @@ def family_metrics(
     return out
 
 
+#: The job folder's sub-folder of the deployable INT8 export (``deploy_int8`` in the spec; ``fit-parts``).
+DEPLOY_INT8_DIR = "export_int8_ptq"
+
+
 def decision_metrics(
     post_processor: Any, scores: np.ndarray, maps: np.ndarray, labels: np.ndarray, masks: np.ndarray
 ) -> dict[str, float]:
@@ -235,7 +239,9 @@ def decision_metrics(
     }
     if out.pred_mask is not None and masks.any():
         result["pixel_f1"] = f1(out.pred_mask.reshape(masks.shape).bool().numpy(), masks.astype(bool))
-    return {name: round(value, 4) for name, value in result.items()}
+    # the raw image score at which the shipped model says NG (6 significant digits: raw scores have any scale)
+    threshold = float(f"{float(post_processor.image_threshold):.6g}")
+    return {**{name: round(value, 4) for name, value in result.items()}, "image_threshold": threshold}
 
 
 def baseline_shots(model: Any, datamodule: Any) -> list[torch.Tensor]:
@@ -466,6 +472,16 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("int8"):
         scopes = spec["int8"] if isinstance(spec["int8"], list) else None
         row.update(_int8_columns(model, engine, datamodule, work, timing_images, scopes))
+    if spec.get("deploy_int8"):  # fit-parts: a deployable INT8 model (post-processor included), our models only
+        from anomalib.deploy import CompressionType, ExportType
+
+        engine.export(
+            model,
+            ExportType.OPENVINO,
+            export_root=work / DEPLOY_INT8_DIR,
+            compression_type=CompressionType.INT8_PTQ,
+            onnx_kwargs={"opset_version": 18},
+        )
     row.update(
         {
             "fit_s": round((timer.end or time.perf_counter()) - (timer.start or start), 1),

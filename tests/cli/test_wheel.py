@@ -16,7 +16,7 @@ LAB_TOOLS = sorted(p.stem for p in (ROOT / "research").glob("*.py") if p.stem !=
 LAB_GRIDS = sorted(p.name for p in (ROOT / "research" / "grids").glob("*.yaml"))
 #: What the runner's documented options and the user verbs need (must ship).
 PRODUCT_MODULES = ("runner", "grid", "job", "store", "report", "plots", "retime", "supersede", "int8", "timing", "dev",
-                   "recommend", "cost", "machine", "ray_executor", "lifeline")  # fmt: skip
+                   "recommend", "cost", "machine", "ray_executor", "lifeline", "parts")  # fmt: skip
 #: Folders of the repository that are not installed: a default in shipped code may not point into them.
 REPOSITORY_FOLDERS = ("docs/", "research/", "tests/", "examples/", "../shared")
 

@@ -125,6 +125,7 @@ def test_decision_metrics_count_the_decisions_at_the_shipped_threshold():
     assert metrics["image_tpr"] == pytest.approx(2 / 3, abs=1e-4)
     assert metrics["image_f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1), abs=1e-4)
     assert "pixel_f1" not in metrics  # no defect pixel in the evaluated split
+    assert metrics["image_threshold"] == pytest.approx(0.5)  # the raw score the shipped model says NG at
     assert decision_metrics(ShotPostProcessor(), scores, maps, labels, masks) == {}  # never calibrated
 
 
