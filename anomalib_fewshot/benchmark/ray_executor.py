@@ -142,7 +142,7 @@ def job_resources(job: dict[str, Any], settings: RaySettings) -> dict[str, float
         raise InvalidArgumentError(msg)
     resources = {"num_cpus": numbers["threads"]}
     if numbers["memory_gb"]:
-        resources["memory"] = numbers["memory_gb"] * 2**30
+        resources["memory"] = int(numbers["memory_gb"] * 2**30)
     if numbers["gpus"]:
         resources["num_gpus"] = numbers["gpus"]
     return resources

@@ -64,10 +64,12 @@ class Cluster:
             return []
 
 
-def _start_node(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+def _start_node(args: list[str], log: Path, env: dict[str, str], worker_ports: int) -> subprocess.Popen:
+    """One node: ``ray start --block`` bound to 127.0.0.1, one CPU, its own ports (workers from ``worker_ports``)."""
     ray_cli = Path(sys.executable).with_name("ray")
     command = [
         str(ray_cli), "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0",
+        "--min-worker-port", str(worker_ports), "--max-worker-port", str(worker_ports + 199),
         "--object-store-memory", str(100 * 2**20), "--disable-usage-stats",
         "--node-manager-port", str(_free_port()), "--object-manager-port", str(_free_port()),
         "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
@@ -112,7 +114,7 @@ def cluster() -> Iterator[Cluster]:
     head = _start_node(
         ["--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", str(temp),
          "--ray-client-server-port", str(_free_port())],
-        temp / "head.log", env,
+        temp / "head.log", env, worker_ports=31000,
     )  # fmt: skip
     worker = None
     try:
@@ -120,7 +122,7 @@ def cluster() -> Iterator[Cluster]:
         while _alive_nodes(address) < 1:
             assert head.poll() is None and time.monotonic() < deadline, (temp / "head.log").read_text()
             time.sleep(1)
-        worker = _start_node(["--address", address], temp / "worker.log", env)
+        worker = _start_node(["--address", address], temp / "worker.log", env, worker_ports=31200)
         while _alive_nodes(address) < 2:
             assert worker.poll() is None and time.monotonic() < deadline, (temp / "worker.log").read_text()
             time.sleep(1)
