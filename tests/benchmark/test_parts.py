@@ -48,7 +48,7 @@ def _parts_file(tmp_path: Path, entries: list[dict[str, Any]], **extra: Any) -> 
 def test_a_bad_parts_file_is_named(tmp_path: Path, parts_list, message):
     with pytest.raises(InvalidArgumentError, match=message):
         parts.load_parts(_parts_file(tmp_path, parts_list))
-    with pytest.raises(MissingFileError, match="parts file '.*nowhere.yaml' not found"):
+    with pytest.raises(MissingFileError, match=r"parts file '.*nowhere.yaml' not found"):
         parts.load_parts(tmp_path / "nowhere.yaml")
 
 
