@@ -201,7 +201,7 @@ def test_a_grid_on_ray_gives_the_rows_of_the_local_runner(cluster: Cluster, tmp_
 
 
 def test_a_node_lost_while_its_job_runs_costs_a_retry_and_nothing_else(cluster: Cluster, tmp_path: Path):
-    path = _grid(tmp_path, [0, 1, 2])
+    path = _grid(tmp_path, [0, 1])
     driver = subprocess.Popen(
         [sys.executable, "-m", "anomalib_fewshot.cli", "benchmark", "-c", str(path), "--ray", cluster.address],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -222,12 +222,12 @@ def test_a_node_lost_while_its_job_runs_costs_a_retry_and_nothing_else(cluster: 
 
     assert driver.wait(timeout=900) == 0, driver.stderr.read()
     rows = _rows(tmp_path)
-    assert len(rows) == 6 and all(row["status"] == "ok" for row in rows.values()), rows
+    assert len(rows) == 4 and all(row["status"] == "ok" for row in rows.values()), rows
     assert not [p for p in _job_processes() if p.info["cmdline"] and str(tmp_path) in " ".join(p.info["cmdline"])]
 
 
 def test_a_killed_driver_resumes_without_redoing_finished_jobs(cluster: Cluster, tmp_path: Path):
-    path = _grid(tmp_path, [3, 4])
+    path = _grid(tmp_path, [3])
     command = [sys.executable, "-m", "anomalib_fewshot.cli", "benchmark", "-c", str(path), "--ray", cluster.address]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     csv = tmp_path / "out" / "results.csv"
@@ -238,10 +238,10 @@ def test_a_killed_driver_resumes_without_redoing_finished_jobs(cluster: Cluster,
     driver.kill()
     driver.wait()
     first = {store.job_key(row): row for row in store.read_rows(csv)}
-    assert 1 <= len(first) < 4
+    assert len(first) == 1
     assert subprocess.run(command, stdout=subprocess.DEVNULL, timeout=900, check=False).returncode == 0
     rows = _rows(tmp_path)
-    assert len(rows) == 4 and all(row["status"] == "ok" for row in rows.values())
+    assert len(rows) == 2 and all(row["status"] == "ok" for row in rows.values())
     for key, row in first.items():
         assert rows[key]["finished_utc"] == row["finished_utc"]  # not run again
     assert {tuple(row[f] for f in KEY_FIELDS) for row in rows.values()} == set(rows)
