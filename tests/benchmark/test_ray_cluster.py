@@ -227,7 +227,7 @@ def test_a_node_lost_while_its_job_runs_costs_a_retry_and_nothing_else(cluster: 
 
 
 def test_a_killed_driver_resumes_without_redoing_finished_jobs(cluster: Cluster, tmp_path: Path):
-    path = _grid(tmp_path, [3])
+    path = _grid(tmp_path, [3, 4])
     command = [sys.executable, "-m", "anomalib_fewshot.cli", "benchmark", "-c", str(path), "--ray", cluster.address]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     csv = tmp_path / "out" / "results.csv"
@@ -238,10 +238,10 @@ def test_a_killed_driver_resumes_without_redoing_finished_jobs(cluster: Cluster,
     driver.kill()
     driver.wait()
     first = {store.job_key(row): row for row in store.read_rows(csv)}
-    assert len(first) == 1
+    assert 1 <= len(first) < 4
     assert subprocess.run(command, stdout=subprocess.DEVNULL, timeout=900, check=False).returncode == 0
     rows = _rows(tmp_path)
-    assert len(rows) == 2 and all(row["status"] == "ok" for row in rows.values())
+    assert len(rows) == 4 and all(row["status"] == "ok" for row in rows.values())
     for key, row in first.items():
         assert rows[key]["finished_utc"] == row["finished_utc"]  # not run again
     assert {tuple(row[f] for f in KEY_FIELDS) for row in rows.values()} == set(rows)
