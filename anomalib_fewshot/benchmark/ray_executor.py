@@ -55,7 +55,7 @@ class RaySettings:
         address: The cluster's address (``HOST:PORT``, ``ray://...``, ``auto``); None starts a single-node cluster.
         cpus_per_job: CPUs per job when its model entry sets no ``threads``.
         memory_gb: Memory per job (GiB) when its model entry sets no ``memory_gb``; None: Ray counts no memory.
-        max_retries: Times a task is run again when its worker or node is lost.
+        max_retries: Times a task is run again when its worker or node is lost (-1: no limit).
 
     """
 
@@ -100,13 +100,14 @@ def executor_settings(config_path: Path, config: dict[str, Any], ray: bool | str
 def _checked(config_path: Path, settings: RaySettings) -> RaySettings:
     """``settings`` if its numbers are in range, else a clear error."""
     try:
-        good = float(settings.cpus_per_job) > 0 and int(settings.max_retries) >= 0
+        good = float(settings.cpus_per_job) > 0 and int(settings.max_retries) >= -1
         good = good and (settings.memory_gb is None or float(settings.memory_gb) > 0)
     except (TypeError, ValueError):
         good = False
     if not good:
         msg = (
-            f"{config_path}: executor.ray needs cpus_per_job > 0, memory_gb > 0 (or null) and max_retries >= 0, got "
+            f"{config_path}: executor.ray needs cpus_per_job > 0, memory_gb > 0 (or null) and max_retries >= -1 (-1: "
+            f"no limit), got "
             f"{settings}"
         )
         raise InvalidArgumentError(msg)

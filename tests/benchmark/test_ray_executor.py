@@ -51,7 +51,7 @@ def test_executor_settings_follow_the_yaml_unless_a_flag_says_otherwise():
         ({"ray": {"cpus": 2}}, r"executor.ray takes \['address', 'cpus_per_job', .*\], got \['cpus'\]"),
         ({"ray": {"cpus_per_job": 0}}, "executor.ray needs cpus_per_job > 0"),
         ({"ray": {"memory_gb": "lots"}}, "executor.ray needs cpus_per_job > 0, memory_gb > 0"),
-        ({"ray": {"max_retries": -1}}, "max_retries >= 0"),
+        ({"ray": {"max_retries": -2}}, r"executor.ray needs .* and max_retries >= -1"),
         ({"dask": {}}, "executor must be 'local' or"),
         ("ray", "executor must be 'local' or"),
     ],
