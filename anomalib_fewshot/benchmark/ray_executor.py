@@ -189,12 +189,18 @@ class _Tracker:
 
 
 def run_task(job: dict[str, Any], jobs_dir: str, cwd: str, tracker: Any = None) -> tuple[dict[str, Any], str]:
-    """The body of one Ray task: run the job as the local runner does; return its row and a failed job's log tail."""
+    """The body of one Ray task: run the job as the local runner does; return its row and a failed job's log tail.
+
+    The row gets a ``ray_node`` column: the id of the node that ran the job.
+    """
     from anomalib_fewshot.benchmark.runner import run_job
 
     if tracker is not None:
         tracker.start.remote(job_key(job))
+    import ray
+
     row = run_job(job, Path(jobs_dir), float(job["timeout_s"]), cwd=cwd if Path(cwd).is_dir() else None)
+    row["ray_node"] = ray.get_runtime_context().get_node_id()  # the node that ran it (its last try)
     log = ""
     if row.get("status") != "ok":
         path = job_work_dir(Path(jobs_dir), job) / "log.txt"

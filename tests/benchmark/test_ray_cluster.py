@@ -1,12 +1,15 @@
 """The benchmark runner on a real Ray cluster: a head and a worker node on 127.0.0.1, one CPU each.
 
 Each node is a ``ray start --block`` process of this test; teardown stops exactly those processes and what they
-started (never ``ray stop``, which would end every Ray process of the machine). A tiny grid gives the same rows on
+started (never ``ray stop``, which would end every Ray process of the machine). Ray registers a node started with
+``--node-ip-address 127.0.0.1`` under the host's own address (it replaces a loopback address by a reachable one), so
+the nodes and drivers meet on this host's address; nothing leaves the machine. A tiny grid gives the same rows on
 Ray as on the local runner; a worker node killed while its job runs costs nothing but time; a killed driver resumes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -94,7 +97,10 @@ def _stop(launcher: subprocess.Popen) -> None:
 
 def _alive_nodes(address: str) -> int:
     code = f"import ray; ray.init({address!r}, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    env = dict(os.environ)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, check=False
+    )
     return int(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 and result.stdout.strip() else 0
 
 
@@ -112,8 +118,7 @@ def cluster() -> Iterator[Cluster]:
     port = _free_port()
     address = f"127.0.0.1:{port}"
     head = _start_node(
-        ["--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", str(temp),
-         "--ray-client-server-port", str(_free_port())],
+        ["--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", str(temp)],
         temp / "head.log", env, worker_ports=31000,
     )  # fmt: skip
     worker = None
@@ -190,6 +195,9 @@ def test_a_grid_on_ray_gives_the_rows_of_the_local_runner(cluster: Cluster, tmp_
     assert runner.main(["-c", str(_grid(remote, [0, 1])), "--ray", cluster.address]) == 0
     local_rows, ray_rows = _rows(local), _rows(remote)
     assert sorted(local_rows) == sorted(ray_rows) and len(ray_rows) == 4
+    nodes = {row["ray_node"] for row in ray_rows.values()}
+    assert len(nodes) == 2 and "" not in nodes  # every job ran as a Ray task, on both nodes (one CPU each)
+    assert all("ray_node" not in row for row in local_rows.values())
     for key, row in ray_rows.items():
         assert row["status"] == "ok", row
         for metric in METRICS:
@@ -202,34 +210,42 @@ def test_a_grid_on_ray_gives_the_rows_of_the_local_runner(cluster: Cluster, tmp_
 
 def test_a_node_lost_while_its_job_runs_costs_a_retry_and_nothing_else(cluster: Cluster, tmp_path: Path):
     path = _grid(tmp_path, [0, 1])
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "anomalib_fewshot.cli", "benchmark", "-c", str(path), "--ray", cluster.address],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    log = tmp_path / "driver.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "anomalib_fewshot.cli", "benchmark", "-c", str(path), "--ray", cluster.address],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     deadline = time.monotonic() + 300
     victim = None
     while victim is None:
-        assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read() if driver.stderr else ""
+        assert driver.poll() is None and time.monotonic() < deadline, log.read_text()
         on_node = _job_processes(under=cluster.worker.pid)
         victim = on_node[0] if on_node else None
         time.sleep(0.2)
-    # the node dies (its launcher, raylet and workers), as a machine would; the job process is left to its lifeline
+    spec = json.loads(victim.info["cmdline"][-2])
+    # the node dies (its launcher, raylet and workers), as a machine would; the job process is not killed here: it
+    # must end by itself (its lifeline, benchmark.lifeline, and Ray's own clean-up of a dead worker's children both
+    # end it; the lifeline alone is tested in test_ray_executor.py)
     for process in Cluster.processes(cluster.worker):
         if process.pid != victim.pid:
             process.kill()
     psutil.wait_procs([victim], timeout=20)
     assert not victim.is_running() or victim.status() == psutil.STATUS_ZOMBIE, "an orphan job process"
 
-    assert driver.wait(timeout=900) == 0, driver.stderr.read()
+    assert driver.wait(timeout=900) == 0, log.read_text()
     rows = _rows(tmp_path)
     assert len(rows) == 4 and all(row["status"] == "ok" for row in rows.values()), rows
+    assert len({row["ray_node"] for row in rows.values()}) == 1  # the lost node returned no row: all ran on the head
+    assert rows[store.job_key(spec)]["status"] == "ok"  # the killed job, run again
     assert not [p for p in _job_processes() if p.info["cmdline"] and str(tmp_path) in " ".join(p.info["cmdline"])]
 
 
 def test_a_killed_driver_resumes_without_redoing_finished_jobs(cluster: Cluster, tmp_path: Path):
     path = _grid(tmp_path, [3, 4])
     command = [sys.executable, "-m", "anomalib_fewshot.cli", "benchmark", "-c", str(path), "--ray", cluster.address]
-    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ)
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     csv = tmp_path / "out" / "results.csv"
     deadline = time.monotonic() + 300
     while not (csv.is_file() and store.read_rows(csv)):
@@ -239,7 +255,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_jobs(cluster: Cluster,
     driver.wait()
     first = {store.job_key(row): row for row in store.read_rows(csv)}
     assert 1 <= len(first) < 4
-    assert subprocess.run(command, stdout=subprocess.DEVNULL, timeout=900, check=False).returncode == 0
+    assert subprocess.run(command, stdout=subprocess.DEVNULL, timeout=900, env=env, check=False).returncode == 0
     rows = _rows(tmp_path)
     assert len(rows) == 4 and all(row["status"] == "ok" for row in rows.values())
     for key, row in first.items():
