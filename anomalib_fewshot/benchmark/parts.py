@@ -173,6 +173,9 @@ def part_job(part: dict[str, Any], output: Path, found: list[str]) -> dict[str, 
     if model != BASELINE:
         entry["profile"] = part.get("profile") or REGISTRY[model].lite_profile
         entry["overrides"] = part.get("overrides") or {}
+        if entry["overrides"]:  # the grid would name the variant by the whole overrides: too long for a folder
+            digest = hashlib.sha256(json.dumps(entry["overrides"], sort_keys=True).encode()).hexdigest()[:8]
+            entry["variant"] = f"{entry['profile']}+{digest}"
     entry.update({k: part[k] for k in ("threads", "memory_gb", "timeout_s") if part.get(k)})
     seed, k_shot = int(part["seed"]), int(part["k_shot"])
     config = {
