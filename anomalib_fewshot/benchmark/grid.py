@@ -22,19 +22,34 @@ FULL = "full"
 SPLITS = ("test", "dev")
 
 
-def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Read a benchmark YAML and expand it into job specs."""
+def read_config(path: Path, kind: str, section: str, hint: str = "") -> dict[str, Any]:
+    """The YAML mapping in ``path`` that has a ``section`` key, or an error naming the file (``kind``: what it is).
+
+    Raises:
+        MissingFileError: No such file.
+        InvalidArgumentError: Not YAML, not a mapping, or no ``section``.
+
+    """
     import yaml
 
-    if not config_path.is_file():
-        msg = f"benchmark config '{config_path}' not found (see configs/benchmark/ for examples)"
+    if not path.is_file():
+        msg = f"{kind} '{path}' not found{hint}"
         raise MissingFileError(msg)
     try:
-        config = yaml.safe_load(config_path.read_text())
-        grid = config["grid"]
-    except (yaml.YAMLError, TypeError, KeyError) as exc:
-        msg = f"{config_path}: not a benchmark config (YAML with a 'grid:' section): {exc}"
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        msg = f"{path}: not a {kind} (YAML with a '{section}:' section): {exc}"
         raise InvalidArgumentError(msg) from exc
+    if not isinstance(config, dict) or section not in config:
+        msg = f"{path}: not a {kind} (YAML with a '{section}:' section)"
+        raise InvalidArgumentError(msg)
+    return config
+
+
+def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Read a benchmark YAML and expand it into job specs."""
+    config = read_config(config_path, "benchmark config", "grid", " (see configs/benchmark/ for examples)")
+    grid = config["grid"]
     split = str(config.get("evaluate_on", DEFAULT_SPLIT))
     if split not in SPLITS:
         msg = f"{config_path}: evaluate_on must be one of {SPLITS}, got {split!r}"

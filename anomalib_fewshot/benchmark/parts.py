@@ -64,18 +64,13 @@ def load_parts(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         InvalidArgumentError: Not a parts file, an unknown key, a bad or repeated part name.
 
     """
-    import yaml
+    from anomalib_fewshot.benchmark.grid import read_config
 
-    if not path.is_file():
-        msg = f"parts file '{path}' not found"
-        raise MissingFileError(msg)
-    try:
-        config = yaml.safe_load(path.read_text())
-        entries = config["parts"]
-        assert isinstance(entries, list) and entries
-    except (yaml.YAMLError, TypeError, KeyError, AssertionError) as exc:
-        msg = f"{path}: not a parts file (YAML with a non-empty 'parts:' list of {{name, images}})"
-        raise InvalidArgumentError(msg) from exc
+    config = read_config(path, "parts file", "parts")
+    entries = config["parts"]
+    if not isinstance(entries, list) or not entries:
+        msg = f"{path}: not a parts file ('parts:' must be a non-empty list of {{name, images}})"
+        raise InvalidArgumentError(msg)
     defaults = {**DEFAULTS, **(config.get("defaults") or {})}
     unknown = sorted(set(defaults) - set(PART_KEYS))
     if unknown:
@@ -278,7 +273,7 @@ def fit_parts(path: Path, output: Path | None = None, ray: bool | str | None = N
     if settings is not None:
         by_key = {_key(job): (part, job) for part, job in jobs}
         run_on_ray(
-            [job for _, job in jobs], jobs_dir, settings, lambda row: finish(*by_key[_key(row)], row),
+            run_job, [job for _, job in jobs], jobs_dir, settings, lambda row: finish(*by_key[_key(row)], row),
             total=len(parts), done=len(parts) - len(jobs),
         )  # fmt: skip
     else:

@@ -46,6 +46,9 @@ LOG_TAIL_CHARS = 64_000
 
 _RAY_KEYS = ("address", "cpus_per_job", "memory_gb", "max_retries")
 
+#: The local runner's job function: ``(job, jobs_dir, timeout_s, cwd=...) -> row``.
+RunJob = Callable[..., dict[str, Any]]
+
 
 @dataclass(frozen=True)
 class RaySettings:
@@ -188,13 +191,13 @@ class _Tracker:
         return self.started
 
 
-def run_task(job: dict[str, Any], jobs_dir: str, cwd: str, tracker: Any = None) -> tuple[dict[str, Any], str]:
-    """The body of one Ray task: run the job as the local runner does; return its row and a failed job's log tail.
+def run_task(
+    run_job: RunJob, job: dict[str, Any], jobs_dir: str, cwd: str, tracker: Any = None
+) -> tuple[dict[str, Any], str]:
+    """The body of one Ray task: ``run_job`` (the local runner's) on the worker; return the row and a failed job's log.
 
     The row gets a ``ray_node`` column: the id of the node that ran the job.
     """
-    from anomalib_fewshot.benchmark.runner import run_job
-
     if tracker is not None:
         tracker.start.remote(job_key(job))
     import ray
@@ -246,6 +249,7 @@ def connect(ray: Any, settings: RaySettings) -> bool:
 
 
 def run_on_ray(
+    run_job: RunJob,
     jobs: list[dict[str, Any]],
     jobs_dir: Path,
     settings: RaySettings,
@@ -256,6 +260,7 @@ def run_on_ray(
     """Run ``jobs`` as Ray tasks; ``record`` each row on the driver as its task returns.
 
     Args:
+        run_job: Runs one job in a process and returns its row (:func:`.runner.run_job`; pickled by reference).
         jobs: The jobs to run (development split and heads already resolved by the runner).
         jobs_dir: The jobs folder (the same path on every node).
         settings: The cluster and the default resources.
@@ -287,7 +292,7 @@ def run_on_ray(
             request = requests[job_label(job)]
             job = {**job, "threads": job.get("threads") or max(1, round(request["num_cpus"]))}
             options = {**request, "max_retries": int(settings.max_retries), "retry_exceptions": False}
-            pending[task.options(**options).remote(job, str(jobs_dir), os.getcwd(), tracker)] = job
+            pending[task.options(**options).remote(run_job, job, str(jobs_dir), os.getcwd(), tracker)] = job
         _collect(ray, pending, tracker, jobs_dir, record, total, done)
     finally:
         if started_here:

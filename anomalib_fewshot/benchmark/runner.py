@@ -317,7 +317,7 @@ def run_grid(
         record(row)
     done = len(chosen) - len(todo) + len(failed)
     if ray_settings is not None:
-        run_on_ray(runnable, jobs_dir, ray_settings, record, total=len(chosen), done=done)
+        run_on_ray(run_job, runnable, jobs_dir, ray_settings, record, total=len(chosen), done=done)
     else:
         from rich.progress import Progress
 
