@@ -43,7 +43,7 @@ from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError, 
 CATALOGUE_FIELDS = (
     "part", "status", "model", "profile", "k_shot", "seed", "int8", "images", "n_images", "shots", "image_auroc",
     "pixel_auroc", "aupro", "image_threshold", "image_fpr", "image_tpr", "image_f1", "fit_s", "openvino_ms",
-    "export", "export_int8", "images_sha256", "settings", "finished_utc", "error",
+    "export", "export_int8", "images_sha256", "settings", "ray_node", "finished_utc", "error",
 )  # fmt: skip
 #: What a part may set (and ``defaults`` may give every part).
 PART_KEYS = ("model", "profile", "overrides", "k_shot", "seed", "int8", "threads", "memory_gb", "timeout_s")

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anomalib_fewshot.benchmark import runner, store
+from anomalib_fewshot import cli
+from anomalib_fewshot.benchmark import parts, runner, store
 from anomalib_fewshot.benchmark.store import KEY_FIELDS
 from anomalib_fewshot.data.demo import make_demo_dataset
 from tests.helpers import TINY_CONFIGS
@@ -206,6 +207,33 @@ def test_a_grid_on_ray_gives_the_rows_of_the_local_runner(cluster: Cluster, tmp_
             else:
                 assert float(row[metric]) == pytest.approx(float(local_rows[key][metric]), abs=1e-6), (key, metric)
     assert not ray.is_initialized()  # the runner disconnected from the cluster it did not start
+
+
+def test_a_request_no_node_offers_stops_before_any_job(cluster: Cluster, tmp_path: Path, capsys):
+    path = _grid(tmp_path, [0])
+    config = yaml.safe_load(path.read_text())
+    config["grid"]["models"][1]["memory_gb"] = 1000  # Patchcore asks for more memory than a node has
+    path.write_text(yaml.safe_dump(config))
+    assert cli.main(["benchmark", "-c", str(path), "--ray", cluster.address]) == 2
+    err = capsys.readouterr().err
+    assert "error: Ray: job Patchcore//demo/1/0 asks for 1 CPU, 1000.0 GiB memory, which no node of the cluster " in err
+    assert "Traceback" not in err
+    assert not store.read_rows(tmp_path / "out" / "results.csv") and not (tmp_path / "jobs").exists()
+    assert not ray.is_initialized()
+
+
+def test_fit_parts_on_ray_catalogues_each_part_once_with_its_node(cluster: Cluster, tmp_path: Path):
+    from tests.benchmark.test_parts import _good_images, _parts_file
+
+    _good_images(tmp_path / "images" / "bracket", 21, seed=1)
+    _good_images(tmp_path / "images" / "gasket", 21, seed=2)
+    entries = [{"name": "bracket", "images": "images/bracket"}, {"name": "gasket", "images": "images/gasket"}]
+    path = _parts_file(tmp_path, entries, output="out", executor={"ray": {"address": cluster.address}})
+    assert parts.main([str(path)]) == 0  # the YAML's executor: no flag needed
+    rows = {row["part"]: row for row in store.read_rows(tmp_path / "out" / "parts.csv")}
+    assert sorted(rows) == ["bracket", "gasket"] and all(row["status"] == "ok" for row in rows.values()), rows
+    assert all(row["ray_node"] and Path(row["export"]).is_file() for row in rows.values())
+    assert not ray.is_initialized()
 
 
 def test_a_node_lost_while_its_job_runs_costs_a_retry_and_nothing_else(cluster: Cluster, tmp_path: Path):
