@@ -226,7 +226,7 @@ def fit_parts(path: Path, output: Path | None = None, ray: bool | str | None = N
     """
     from anomalib_fewshot.benchmark.ray_executor import executor_settings, run_on_ray
     from anomalib_fewshot.benchmark.runner import run_job
-    from anomalib_fewshot.benchmark.store import read_rows, write_rows
+    from anomalib_fewshot.benchmark.store import job_key, read_rows, write_rows
 
     config, parts = load_parts(path)
     settings = executor_settings(path, config, ray)
@@ -271,9 +271,9 @@ def fit_parts(path: Path, output: Path | None = None, ray: bool | str | None = N
         record(part, job, row)
 
     if settings is not None:
-        by_key = {_key(job): (part, job) for part, job in jobs}
+        by_key = {job_key(job): (part, job) for part, job in jobs}
         run_on_ray(
-            run_job, [job for _, job in jobs], jobs_dir, settings, lambda row: finish(*by_key[_key(row)], row),
+            run_job, [job for _, job in jobs], jobs_dir, settings, lambda row: finish(*by_key[job_key(row)], row),
             total=len(parts), done=len(parts) - len(jobs),
         )  # fmt: skip
     else:
@@ -282,29 +282,19 @@ def fit_parts(path: Path, output: Path | None = None, ray: bool | str | None = N
     return catalogue
 
 
-def _key(row: dict[str, Any]) -> tuple[str, ...]:
-    from anomalib_fewshot.benchmark.store import job_key
-
-    return job_key(row)
-
-
 def main(argv: list[str] | None = None) -> int:
     """``anomalib-fewshot fit-parts PARTS.yaml [--output OUT] [--ray [ADDRESS] | --local]``."""
+    from anomalib_fewshot.benchmark.ray_executor import add_executor_flags, executor_choice
     from anomalib_fewshot.quiet import add_verbose_flag
 
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="anomalib-fewshot fit-parts", description=__doc__.splitlines()[0])
     parser.add_argument("parts", type=Path, help="the parts YAML (see the module doc)")
     parser.add_argument("--output", type=Path, default=None, help="output folder (default: the YAML's output)")
-    executor = parser.add_mutually_exclusive_group()
-    executor.add_argument(
-        "--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
-        help="fit the parts as Ray tasks: on the cluster at ADDRESS, else a single-node cluster started here",
-    )  # fmt: skip
-    executor.add_argument("--local", action="store_true", help="fit the parts here, one after another")
+    add_executor_flags(parser, "the parts", "parts")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    catalogue = fit_parts(args.parts, args.output, ray=False if args.local else args.ray)
+    catalogue = fit_parts(args.parts, args.output, ray=executor_choice(args))
     print(f"catalogue: {catalogue}")
     return 0
 

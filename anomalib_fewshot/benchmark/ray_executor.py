@@ -27,6 +27,7 @@ variables (Ray's ``runtime_env``); the Python environment with this package must
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalib_fewshot.benchmark.grid import job_work_dir
-from anomalib_fewshot.benchmark.store import KEY_FIELDS, job_key, job_label
+from anomalib_fewshot.benchmark.store import job_key, job_label, job_row
 from anomalib_fewshot.errors import InvalidArgumentError, MissingDependencyError
 
 #: Environment variables of the driver that the workers get.
@@ -115,6 +116,24 @@ def _checked(config_path: Path, settings: RaySettings) -> RaySettings:
         )
         raise InvalidArgumentError(msg)
     return settings
+
+
+def add_executor_flags(parser: argparse.ArgumentParser, what: str, source: str) -> None:
+    """``--ray [ADDRESS]`` and ``--local`` (exclusive) on ``parser``; ``what`` runs, ``source`` is the YAML's kind."""
+    executor = parser.add_mutually_exclusive_group()
+    executor.add_argument(
+        "--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+        help=f"run {what} as Ray tasks: on the cluster at ADDRESS (ray start --head), else the {source} YAML's "
+        "executor.ray address, else a single-node cluster started here (pip install 'anomalib-fewshot[ray]')",
+    )  # fmt: skip
+    executor.add_argument(
+        "--local", action="store_true", help=f"run {what} here one after another, whatever the YAML's executor"
+    )
+
+
+def executor_choice(args: argparse.Namespace) -> bool | str | None:
+    """The ``ray`` argument of :func:`executor_settings` from the flags of :func:`add_executor_flags`."""
+    return False if args.local else args.ray
 
 
 def import_ray() -> Any:
@@ -220,8 +239,7 @@ def bring_back_log(jobs_dir: Path, job: dict[str, Any], log: str) -> None:
 
 
 def _failed_row(job: dict[str, Any], error: str) -> dict[str, Any]:
-    first = (error.strip().splitlines() or [""])[0][:300]
-    return {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"], "status": "failed", "error": first}
+    return job_row(job, status="failed", error=(error.strip().splitlines() or [""])[0][:300])
 
 
 def connect(ray: Any, settings: RaySettings) -> bool:

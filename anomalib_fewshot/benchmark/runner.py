@@ -84,13 +84,14 @@ from anomalib_fewshot.benchmark.grid import (
     skipped_jobs,
 )
 from anomalib_fewshot.benchmark.lifeline import child_env
-from anomalib_fewshot.benchmark.ray_executor import executor_settings, run_on_ray
+from anomalib_fewshot.benchmark.ray_executor import add_executor_flags, executor_choice, executor_settings, run_on_ray
 from anomalib_fewshot.benchmark.report import METRICS, TIMINGS, summarise, write_report
 from anomalib_fewshot.benchmark.store import (
     KEY_FIELDS,
     finished_keys,
     job_key,
     job_label,
+    job_row,
     merge_rows,
     read_rows,
     upsert_row,
@@ -178,7 +179,7 @@ def run_job(job: dict[str, Any], jobs_dir: Path, timeout_s: float, cwd: str | No
     spec = {**job, "work_dir": str(work), "k_shot": None if job["k_shot"] == FULL else job["k_shot"]}
     env = child_env({**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
     start = time.perf_counter()
-    row = {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"]}
+    row = job_row(job)
     if job.get("dev_generator"):
         row["dev_generator"] = job["dev_generator"]  # the frozen defect generator the row was measured with
     log_path = work / "log.txt"
@@ -297,8 +298,7 @@ def run_grid(
         if job.get("split") == "dev":
             job = on_dev_split(job, dev_roots)
         if job.get("head") and head_files[job["head"]][0] is None:
-            row = {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"], "status": "failed"}
-            failed.append({**row, "error": head_files[job["head"]][1]})
+            failed.append(job_row(job, status="failed", error=head_files[job["head"]][1]))
             continue
         if job.get("head"):
             argument = prerequisite("head").argument
@@ -377,15 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run (or --supersede) only the jobs of these datasets of the grid",
     )  # fmt: skip
     parser.add_argument("--retime-images", type=int, default=30, metavar="N", help="test images per graph (30)")
-    executor = parser.add_mutually_exclusive_group()
-    executor.add_argument(
-        "--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
-        help="run the jobs as Ray tasks: on the cluster at ADDRESS (ray start --head), else the grid YAML's "
-        "executor.ray address, else a single-node cluster started here (pip install 'anomalib-fewshot[ray]')",
-    )  # fmt: skip
-    executor.add_argument(
-        "--local", action="store_true", help="run the jobs here one after another, whatever the YAML's executor"
-    )
+    add_executor_flags(parser, "the jobs", "grid")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.retime:
@@ -408,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         k_shots=args.k_shot,
         seeds=args.seeds,
         datasets=args.datasets,
-        ray=False if args.local else args.ray,
+        ray=executor_choice(args),
     )
     print((output / "results.md").read_text())
     return 0

@@ -33,6 +33,11 @@ def job_key(job: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(values[f]) for f in KEY_FIELDS)
 
 
+def job_row(job: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """The start of ``job``'s results.csv row: its key fields and profile, then ``fields`` (e.g. status, error)."""
+    return {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"], **fields}
+
+
 def job_label(job: dict[str, Any]) -> str:
     """The job key joined by ``/`` for reports and logs (a test-split job's label leaves its split out)."""
     key = job_key(job)
