@@ -107,6 +107,14 @@ def _alive_nodes(address: str) -> int:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
+    # Ray turns token authentication on when ~/.ray/auth_token exists (an earlier `ray.init` on this machine may have
+    # written one): this test's nodes and drivers all run without it, whatever the home folder holds
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "disabled")
+        yield from _cluster()
+
+
+def _cluster() -> Iterator[Cluster]:
     temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
     env = {
         **os.environ,
