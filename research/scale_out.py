@@ -106,7 +106,8 @@ def compare(mode: str, workers: int, n_jobs: int, output: Path) -> str:
     lines = [
         f"# Scale-out: {mode} grid, local runner vs Ray ({workers} workers, one machine)",
         "",
-        f"Command: `python -m research.scale_out {mode} --jobs {n_jobs} --workers {workers}`; {stamp}; "
+        f"Command: `python -m research.scale_out {mode}{f' --jobs {n_jobs}' if mode == 'tiny' else ''} "
+        f"--workers {workers}`; {stamp}; "
         f"{machine_description()}.",
         "",
         "| executor | jobs | ok | wall s | sum of the jobs' own s | per-task overhead s |",

@@ -4,7 +4,8 @@ Each node is a ``ray start --block`` process of this test; teardown stops exactl
 started (never ``ray stop``, which would end every Ray process of the machine). Ray registers a node started with
 ``--node-ip-address 127.0.0.1`` under the host's own address (it replaces a loopback address by a reachable one), so
 the nodes and drivers meet on this host's address; nothing leaves the machine. A tiny grid gives the same rows on
-Ray as on the local runner; a worker node killed while its job runs costs nothing but time; a killed driver resumes.
+Ray as on the local runner; a worker node killed while its job runs costs nothing but time; a killed driver resumes;
+Ctrl-C on the driver cancels the jobs it had sent.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -297,3 +299,50 @@ def test_a_killed_driver_resumes_without_redoing_finished_jobs(cluster: Cluster,
     for key, row in first.items():
         assert rows[key]["finished_utc"] == row["finished_utc"]  # not run again
     assert {tuple(row[f] for f in KEY_FIELDS) for row in rows.values()} == set(rows)
+
+
+def test_ctrl_c_on_the_driver_cancels_its_remote_jobs(cluster: Cluster, tmp_path: Path):
+    # The driver stays connected after Ctrl-C (a notebook or a script that catches it): Ray would otherwise end the
+    # tasks of a driver that exits or disconnects by itself, and only the cancel would not be tested.
+    path = _grid(tmp_path, [5, 6])
+    log = tmp_path / "driver.log"
+    script = (
+        "import sys, time, ray\n"
+        "from pathlib import Path\n"
+        "from anomalib_fewshot.benchmark import runner\n"
+        f"ray.init({cluster.address!r}, log_to_driver=False)\n"
+        "try:\n"
+        f"    runner.run_grid(Path({str(path)!r}), ray=True)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('caught Ctrl-C, still connected', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    with log.open("w") as out:
+        driver = subprocess.Popen([sys.executable, "-c", script], stdout=out, stderr=subprocess.STDOUT)
+
+    def ours() -> list[psutil.Process]:
+        return [p for p in _job_processes() if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+
+    try:
+        deadline = time.monotonic() + 300
+        while not ours():
+            assert driver.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 60
+        while "caught Ctrl-C" not in log.read_text():
+            assert driver.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert "Ray task(s) cancelled" in log.read_text(), log.read_text()
+        # a tiny job runs for about 20 s: gone within 10 s means cancelled (its worker killed, then its lifeline)
+        deadline = time.monotonic() + 10
+        while ours():
+            assert time.monotonic() < deadline, f"job processes still running: {[p.pid for p in ours()]}"
+            time.sleep(0.2)
+        assert driver.poll() is None  # the driver is still connected: the cancel, not its exit, ended the tasks
+    finally:
+        driver.kill()
+        driver.wait()
+    csv = tmp_path / "out" / "results.csv"
+    rows = store.read_rows(csv) if csv.is_file() else []
+    assert len(rows) < 4 and len({store.job_key(row) for row in rows}) == len(rows)
