@@ -5,7 +5,8 @@
   heat-maps of good and defective test images in ``gallery.png``.
 * ``anomalib-fewshot benchmark -c CONFIG``: run (or resume) a benchmark grid, see ``configs/benchmark``.
 * ``anomalib-fewshot recommend --images DIR --output OUT``: rank the models and shot counts for a folder of good
-  images of one part on its development split (synthetic defects), within a time budget estimated first.
+  images of one part on its development split (synthetic defects), within a time budget estimated first;
+  ``--dataset SPEC.yaml`` ranks them on the user's labelled images (an anomalib ``Folder``) instead.
 * ``anomalib-fewshot fit-parts PARTS.yaml [--ray [ADDRESS]]``: one model per part of a plant (fit on its good
   images, check on its development split, export) into a catalogue ``parts.csv`` (:mod:`.benchmark.parts`).
 * ``anomalib-fewshot calibrate --ckpt_path CKPT [--rule fpr --target_fpr 0.01] [--source DIR]``: set a fitted

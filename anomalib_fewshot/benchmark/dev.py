@@ -2,14 +2,15 @@
 
 The split (:mod:`anomalib_fewshot.data.dev_split`) is built once per dataset, before the first job that needs it, in
 ``<dev_cache>/<generator version>/<dataset name>/<category>`` (``dev_cache`` from the grid YAML, default
-``benchmark_results/dev_splits``), from the dataset's normal training images only; its ``foreign`` defects take
-their texture from the normal training images of the grid's *other* datasets (a procedural texture when the grid
-has one dataset), or of the datasets its ``dev_foreign`` list names: a dataset added to a grid later then leaves
-the existing splits as they were (their foreign pool does not grow). A split already built from another foreign
-pool than the grid now asks for is an error naming its folder, never silently reused. A job then reads that folder
-instead of the dataset: it trains on the usual seeded shots (the folder holds every training image under its own
-name) and tests, and validates, on the development split. Nothing in a development grid opens a test image of a
-dataset.
+``benchmark_results/dev_splits``), from the dataset's normal training images only (an MVTec-layout dataset's
+``train/good``, a ``Folder``'s normal images less those anomalib holds out for test: :mod:`.datasets`); its
+``foreign`` defects take their texture from the normal training images of the grid's *other* datasets (a procedural
+texture when the grid has one dataset), or of the datasets its ``dev_foreign`` list names: a dataset added to a grid
+later then leaves the existing splits as they were (their foreign pool does not grow). A split already built from
+another foreign pool than the grid now asks for is an error naming its folder, never silently reused. A job then
+reads that folder instead of the dataset: it trains on the usual seeded shots (the folder holds every training image
+under its own name) and tests, and validates, on the development split. Nothing in a development grid opens a test
+image of a dataset.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from anomalib_fewshot.benchmark.datasets import training_images
 from anomalib_fewshot.data.defects import GENERATOR_VERSION
 from anomalib_fewshot.data.dev_split import (
     DEFAULT_CAP,
@@ -27,7 +29,6 @@ from anomalib_fewshot.data.dev_split import (
     EXCLUDED_SEEDS,
     MANIFEST,
     build_dev_split,
-    normal_training_images,
 )
 from anomalib_fewshot.errors import InvalidArgumentError
 
@@ -55,11 +56,7 @@ def _foreign_sources(datasets: list[dict[str, Any]], name: str) -> list[dict[str
 
 
 def _foreign_images(datasets: list[dict[str, Any]], name: str, seed: int) -> list[str]:
-    others = [
-        image
-        for dataset in _foreign_sources(datasets, name)
-        for image in normal_training_images(Path(dataset["root"]), dataset["category"])
-    ]
+    others = [image for dataset in _foreign_sources(datasets, name) for image in training_images(dataset)]
     if not others:
         return []
     generator = torch.Generator().manual_seed(seed)
@@ -76,8 +73,11 @@ def ensure_dev_splits(config: dict[str, Any], names: set[str]) -> dict[str, Path
         name = dataset["name"]
         if name not in names:
             continue
-        if dataset.get("datamodule", "MVTecAD") != "MVTecAD":
-            msg = f"dataset {name}: a development split is built in MVTec layout; datamodule {dataset['datamodule']}"
+        if dataset.get("datamodule", "MVTecAD") not in ("MVTecAD", "Folder"):
+            msg = (
+                f"dataset {name}: a development split is built from an MVTec-layout or Folder dataset; datamodule "
+                f"{dataset['datamodule']}"
+            )
             raise InvalidArgumentError(msg)
         root = dev_root(config, name)
         seed = int(options.get("seed", 0))
@@ -95,7 +95,7 @@ def ensure_dev_splits(config: dict[str, Any], names: set[str]) -> dict[str, Path
         else:
             print(f"building the development split of {name} in {root} (once)")
             build_dev_split(
-                normal_training_images(Path(dataset["root"]), dataset["category"]),
+                training_images(dataset),
                 root,
                 dataset["category"],
                 foreign_images=foreign,
@@ -109,5 +109,6 @@ def ensure_dev_splits(config: dict[str, Any], names: set[str]) -> dict[str, Path
 
 
 def on_dev_split(job: dict[str, Any], roots: dict[str, Path]) -> dict[str, Any]:
-    """The job reading its dataset's development split (root replaced, generator version recorded)."""
-    return {**job, "root": str(roots[job["dataset"]].resolve()), "dev_generator": GENERATOR_VERSION}
+    """The job reading its dataset's development split (MVTec layout: root replaced, generator version recorded)."""
+    root = str(roots[job["dataset"]].resolve())
+    return {**job, "root": root, "datamodule": "MVTecAD", "folder": None, "dev_generator": GENERATOR_VERSION}

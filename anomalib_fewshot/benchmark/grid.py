@@ -1,7 +1,8 @@
 """The benchmark grid: a grid YAML expanded into job specs, its skip rules, expected failures, heads and selections.
 
 A job spec is a dict with the job key fields (model, variant, dataset, k_shot, seed), the profile and overrides
-of the model entry, the dataset's root/category/datamodule, and the job's time limit and torch threads. The YAML
+of the model entry, the dataset's root/category/datamodule (``folder``: an anomalib ``Folder``'s folders,
+:mod:`.datasets`), and the job's time limit and torch threads. The YAML
 format is described in :mod:`anomalib_fewshot.benchmark.runner`.
 """
 
@@ -54,6 +55,7 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if split not in SPLITS:
         msg = f"{config_path}: evaluate_on must be one of {SPLITS}, got {split!r}"
         raise InvalidArgumentError(msg)
+    grid["datasets"] = _datasets(config_path, grid.get("datasets"))
     jobs = []
     for model, dataset, k_shot, seed in itertools.product(
         grid["models"], grid["datasets"], grid["k_shot"], grid["seeds"]
@@ -79,9 +81,10 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 "profile": model.get("profile", ""),
                 "overrides": overrides,
                 "dataset": dataset["name"],
-                "root": str(Path(dataset["root"]).resolve()),
+                "root": dataset["root"],
                 "category": dataset["category"],
                 "datamodule": dataset.get("datamodule", "MVTecAD"),
+                "folder": dataset["folder"],  # an anomalib Folder's folders, else None
                 "k_shot": str(k_shot) if str(k_shot) == FULL else k_shot,
                 "seed": seed,
                 "split": split,
@@ -95,6 +98,22 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             }
         )
     return config, jobs
+
+
+def _datasets(config_path: Path, entries: Any) -> list[dict[str, Any]]:
+    """The grid's datasets parsed (:func:`.datasets.parse_dataset`: absolute paths, Folder entries checked)."""
+    from anomalib_fewshot.benchmark.datasets import parse_dataset
+
+    if not isinstance(entries, list) or not entries:
+        msg = f"{config_path}: grid.datasets must be a non-empty list"
+        raise InvalidArgumentError(msg)
+    parsed = [parse_dataset(entry, f"{config_path}: dataset {i + 1}") for i, entry in enumerate(entries)]
+    names = [dataset["name"] for dataset in parsed]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        msg = f"{config_path}: dataset names must differ, {repeated} repeated"
+        raise InvalidArgumentError(msg)
+    return parsed
 
 
 def _calibration_rules(config_path: Path, value: Any) -> list[str]:
@@ -234,6 +253,9 @@ def head_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         name = head.get("dataset")
         if name not in datasets:
             msg = f"heads: dataset {name!r} is not one of the grid's datasets {sorted(datasets)}"
+            raise InvalidArgumentError(msg)
+        if datasets[name]["folder"]:
+            msg = f"heads: dataset {name} is a Folder dataset; FDSL heads train on MVTec-layout datasets"
             raise InvalidArgumentError(msg)
         specs[name] = {**datasets[name], **head}
     for model in config["grid"]["models"]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from anomalib_fewshot.benchmark.datasets import build_datamodule, has_masks
 from anomalib_fewshot.benchmark.machine import cpu_name
 from anomalib_fewshot.components.io.atomic import atomic_write_json
 from anomalib_fewshot.errors import InvalidArgumentError
@@ -152,8 +153,13 @@ def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(BinaryAUROC()(_monotone01(scores), torch.from_numpy(labels).int()))
 
 
-def compute_metrics(scores: np.ndarray, maps: np.ndarray, labels: np.ndarray, masks: np.ndarray) -> dict[str, float]:
-    """Image AUROC, pixel AUROC, AUPRO (FPR ≤ 0.3), image and pixel F1-max on raw scores."""
+def compute_metrics(
+    scores: np.ndarray, maps: np.ndarray, labels: np.ndarray, masks: np.ndarray, pixel: bool = True
+) -> dict[str, float | None]:
+    """Image AUROC, pixel AUROC, AUPRO (FPR ≤ 0.3), image and pixel F1-max on raw scores.
+
+    ``pixel=False`` (test images without masks): the pixel metrics are ``None``, never computed against empty masks.
+    """
     from anomalib.metrics.aupro import _AUPRO
     from torchmetrics.classification import BinaryAUROC, BinaryPrecisionRecallCurve
 
@@ -163,10 +169,14 @@ def compute_metrics(scores: np.ndarray, maps: np.ndarray, labels: np.ndarray, ma
         return float(f1.max())
 
     image_scores, image_target = _monotone01(scores), torch.from_numpy(labels).int()
-    pixel_scores, pixel_target = _monotone01(maps), torch.from_numpy(masks).int()
-    metrics = {
+    metrics: dict[str, float | None] = {
         "image_auroc": image_auroc(scores, labels),
         "image_f1max": f1max(image_scores, image_target),
+    }
+    if not pixel:
+        return {**metrics, "pixel_auroc": None, "pixel_f1max": None, "aupro": None}
+    pixel_scores, pixel_target = _monotone01(maps), torch.from_numpy(masks).int()
+    metrics |= {
         "pixel_auroc": float(BinaryAUROC()(pixel_scores.flatten(), pixel_target.flatten())),
         "pixel_f1max": f1max(pixel_scores.flatten(), pixel_target.flatten()),
     }
@@ -351,12 +361,13 @@ def split_metrics(
 
     Returns the raw-output metrics (with each defect family's columns when ``per_family``: a development split's
     families, each against the good images), the decision columns at the shipped thresholds when ``spec`` is given
-    (:func:`decision_columns`), and the number of test images.
+    (:func:`decision_columns`), and the number of test images. A ``spec`` whose dataset has no masks
+    (:func:`.datasets.has_masks`) gets image-level metrics only (the pixel columns ``None``).
     """
     outputs = raw_predictions(model, datamodule.test_dataloader())
     scores, maps, labels, masks = outputs
     check_finite(scores, maps)
-    metrics: dict[str, Any] = compute_metrics(scores, maps, labels, masks)
+    metrics: dict[str, Any] = compute_metrics(scores, maps, labels, masks, pixel=spec is None or has_masks(spec))
     if spec is not None:
         metrics.update(decision_columns(model, datamodule, spec, outputs))
     if per_family:
@@ -404,7 +415,13 @@ def _inference_speed(
 
 
 def _int8_columns(
-    model: Any, engine: Any, datamodule: Any, work: Path, timing_images: int, scopes: list[str] | None
+    model: Any,
+    engine: Any,
+    datamodule: Any,
+    work: Path,
+    timing_images: int,
+    scopes: list[str] | None,
+    pixel: bool = True,
 ) -> dict[str, Any]:
     """The INT8 grid's columns (:mod:`anomalib_fewshot.benchmark.int8`) on this job's test split."""
     from anomalib_fewshot.benchmark.int8 import int8_columns
@@ -412,7 +429,7 @@ def _int8_columns(
     def evaluate(graph: Any) -> dict[str, float]:
         scores, maps, labels, masks = raw_predictions(model, datamodule.test_dataloader(), graph)
         check_finite(scores, maps)
-        return compute_metrics(scores, maps, labels, masks)
+        return compute_metrics(scores, maps, labels, masks, pixel)
 
     shots = None
     if not hasattr(model, "calibration_shots"):  # anomalib's baselines: the job's shots, in the model's geometry
@@ -422,7 +439,6 @@ def _int8_columns(
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one job; return its result row."""
-    import anomalib.data as anomalib_data
     from anomalib.engine import Engine
     from lightning.pytorch import Callback
 
@@ -430,10 +446,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     work = Path(spec["work_dir"])
-    datamodule_class = getattr(anomalib_data, spec.get("datamodule", "MVTecAD"))
-    datamodule = datamodule_class(
-        root=spec["root"], category=spec["category"], num_workers=0, eval_batch_size=EVAL_BATCH_SIZE, train_batch_size=8
-    )
+    datamodule = build_datamodule(spec, num_workers=0, eval_batch_size=EVAL_BATCH_SIZE, train_batch_size=8)
     model = build_model(spec)
     shots = None
     if spec["model"] in BASELINES:
@@ -471,7 +484,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         row.update(_inference_speed(model, engine, datamodule, work, timing_images, openvino=not spec.get("int8")))
     if spec.get("int8"):
         scopes = spec["int8"] if isinstance(spec["int8"], list) else None
-        row.update(_int8_columns(model, engine, datamodule, work, timing_images, scopes))
+        row.update(_int8_columns(model, engine, datamodule, work, timing_images, scopes, has_masks(spec)))
     if spec.get("deploy_int8"):  # fit-parts: a deployable INT8 model (post-processor included), our models only
         from anomalib.deploy import CompressionType, ExportType
 

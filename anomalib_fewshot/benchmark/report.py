@@ -51,6 +51,9 @@ def summarise(
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{mean:.3f} ± {std:.3f}" if field in METRICS else f"{mean:.1f} ± {std:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
+    maskless = sorted({r["dataset"] for r in rows if r.get("status") == "ok" and not r.get("pixel_auroc")})
+    if maskless:
+        lines += ["", f"Datasets without pixel masks (image labels only; pixel columns –): {', '.join(maskless)}."]
     failed = [r for r in rows if r.get("status") != "ok"]
     if failed:
         expected = expected or {}
@@ -148,6 +151,9 @@ def precision_section(rows: list[dict[str, str]], jobs: list[dict[str, Any]] | N
         cells = [*key, str(len(group))]
         worst = 0.0
         for metric in PRECISION_METRICS:
+            if not all(r.get(metric) for r in group):  # a dataset without masks: no pixel metrics
+                cells.append("–")
+                continue
             base = mean(group, metric)
             d_int8, d_bf16 = mean(group, f"int8_{metric}") - base, mean(group, f"bf16_{metric}") - base
             worst = max(worst, max(abs(float(r[f"int8_{metric}"]) - float(r[metric])) for r in group))

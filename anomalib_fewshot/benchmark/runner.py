@@ -27,6 +27,8 @@ Grid YAML::
         - {model: Dfd, profile: dfd_lite, memory_gb: 6}  # Ray only: memory per job (also gpus: N)
       datasets:                             # MVTec-layout roots; datamodule: Visa for anomalib's VisA layout
         - {name: mvtec_bottle, root: ../shared/data/mvtec_ad, category: bottle}
+        - {name: bracket, root: /data/bracket, normal_dir: good, abnormal_dir: defect, mask_dir: mask}
+          # an anomalib Folder (your labelled images; mask_dir and normal_test_dir optional: benchmark.datasets)
       k_shot: [1, 2, 4, full]               # full = every normal training image
       seeds: [0, 1, 2]
       skip:                                 # optional: jobs left out on purpose, with the reason (reported)

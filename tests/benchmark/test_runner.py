@@ -100,7 +100,7 @@ def test_fdsl_heads_are_never_evaluated_on_their_training_dataset(tmp_path: Path
         ("a", "the head was trained on this dataset's annotated test split")
     ]
     specs = grid.head_specs(loaded)
-    assert specs["a"]["root"] == "x" and specs["a"]["category"] == "c"
+    assert specs["a"]["root"] == str(Path("x").resolve()) and specs["a"]["category"] == "c"
     assert grid.head_path(tmp_path, specs["a"]) == tmp_path / "heads" / "fdsl_lite_a.pt"
     loaded["grid"]["models"][0]["head"] = "nowhere"
     with pytest.raises(ValueError, match="not listed under heads"):

@@ -98,7 +98,10 @@ def test_branch_pairs_scores_each_finished_dev_job_on_both_splits_and_resumes(tm
     monkeypatch.setattr(branch_pairs, "branch_rows", fake_rows)
     monkeypatch.setattr(branch_pairs, "ensure_dev_splits", lambda config, names: {"d": tmp_path / "dev_root"})
     csv_path = branch_pairs.branch_pairs(path, tmp_path / "b")
-    assert calls == [(str(tmp_path / "dev_root"), "c", "model.ckpt", "d"), ("x", "c", "model.ckpt", "d")]
+    assert calls == [
+        (str(tmp_path / "dev_root"), "c", "model.ckpt", "d"),
+        (str(Path("x").resolve()), "c", "model.ckpt", "d"),
+    ]
     written = store.read_rows(csv_path)
     assert [(r["job"], r["split"]) for r in written] == [("Dfd_v_d_1_0_dev", "dev"), ("Dfd_v_d_1_0_dev", "test")]
     branch_pairs.branch_pairs(path, tmp_path / "b")  # resumes: nothing left to score
