@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from anomalib_fewshot.benchmark.store import DEFAULT_SPLIT, job_key
+from anomalib_fewshot.benchmark.store import DEFAULT_SPLIT, job_key, name_parts
 from anomalib_fewshot.errors import InvalidArgumentError, MissingFileError
 
 FULL = "full"
@@ -57,8 +57,12 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         raise InvalidArgumentError(msg)
     grid["datasets"] = _datasets(config_path, grid.get("datasets"))
     jobs = []
-    for model, dataset, k_shot, seed in itertools.product(
-        grid["models"], grid["datasets"], grid["k_shot"], grid["seeds"]
+    train_seeds = grid.get("train_seeds") or [None]
+    if not all(seed is None or (isinstance(seed, int) and seed >= 0) for seed in train_seeds):
+        msg = f"{config_path}: train_seeds must be a list of non-negative integers, got {train_seeds!r}"
+        raise InvalidArgumentError(msg)
+    for model, dataset, k_shot, seed, fit_seed in itertools.product(
+        grid["models"], grid["datasets"], grid["k_shot"], grid["seeds"], train_seeds
     ):
         if str(k_shot) != FULL and (not isinstance(k_shot, int) or k_shot < 1):
             msg = f"{config_path}: k_shot values must be positive integers or '{FULL}', got {k_shot!r}"
@@ -87,6 +91,7 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 "folder": dataset["folder"],  # an anomalib Folder's folders, else None
                 "k_shot": str(k_shot) if str(k_shot) == FULL else k_shot,
                 "seed": seed,
+                "train_seed": seed if fit_seed is None else fit_seed,  # the fit's randomness (default: the shots')
                 "split": split,
                 "timeout_s": model.get("timeout_s", config.get("timeout_s", 3600)),
                 "threads": model.get("threads"),
@@ -273,11 +278,10 @@ def head_path(jobs_dir: Path, spec: dict[str, Any]) -> Path:
 def job_work_dir(jobs_dir: Path, job: dict[str, Any]) -> Path:
     """A job's work folder (log, checkpoint, ``export/``): ``jobs_dir/<job key joined by '_', sanitised>``.
 
-    A test-split job's name leaves its split out (the folders of rows recorded before splits existed keep their name).
+    A test-split job's name leaves its split out, a job trained with its few-shot seed its training seed
+    (:func:`.store.name_parts`: the folders of rows recorded before either existed keep their names).
     """
-    key = job_key(job)
-    key = key[:-1] if key[-1] == DEFAULT_SPLIT else key
-    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in "_".join(key))
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in "_".join(name_parts(job)))
     return jobs_dir / name
 
 

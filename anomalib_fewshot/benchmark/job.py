@@ -21,6 +21,7 @@ import torch
 
 from anomalib_fewshot.benchmark.datasets import build_datamodule, has_masks
 from anomalib_fewshot.benchmark.machine import cpu_name
+from anomalib_fewshot.benchmark.store import train_seed
 from anomalib_fewshot.components.io.atomic import atomic_write_json
 from anomalib_fewshot.errors import InvalidArgumentError
 
@@ -95,6 +96,8 @@ def build_model(spec: dict[str, Any]) -> Any:
     from anomalib_fewshot.config import model_init_args
 
     overrides = {"k_shot": spec["k_shot"], "few_shot_seed": spec["seed"], **spec.get("overrides", {})}
+    if train_seed(spec) != spec["seed"]:  # the default (None) is the few-shot seed: today's rows' models unchanged
+        overrides["train_seed"] = int(train_seed(spec))
     return getattr(plugin_models, name)(**model_init_args(spec["profile"], **overrides))
 
 
@@ -292,7 +295,7 @@ def _write_decision_scores(score: Any, images: Any, spec: dict[str, Any], output
     scores, _, labels, _ = outputs
     record: dict[str, Any] = {"scores": scores.round(6).tolist(), "labels": labels.tolist(), "views": {}}
     for strength in VIEW_STRENGTHS:
-        scored = score_calibration_sets(score, images, seed=int(spec["seed"]), strength=strength)
+        scored = score_calibration_sets(score, images, seed=int(train_seed(spec)), strength=strength)
         record["views"][strength] = {
             "normal": scored.normal_scores.numpy().round(6).tolist(),
             "defect": scored.defect_scores.numpy().round(6).tolist(),
@@ -331,7 +334,7 @@ def decision_columns(
     if spec.get("calibration_rules"):  # a research grid: keep the image scores for rules chosen offline
         _write_decision_scores(score, images, spec, outputs)
     if rules or not is_plugin:
-        scored = score_calibration_sets(score, images, seed=int(spec["seed"]), strength=strength)
+        scored = score_calibration_sets(score, images, seed=int(train_seed(spec)), strength=strength)
         if not is_plugin:
             apply_calibration(model.post_processor, fit_calibration(scored, shipped_rule, target_fpr))
         for rule in rules:
@@ -360,9 +363,10 @@ def split_metrics(
     """The runner's scoring of a fitted ``model`` (eval mode) on ``datamodule``'s test folder.
 
     Returns the raw-output metrics (with each defect family's columns when ``per_family``: a development split's
-    families, each against the good images), the decision columns at the shipped thresholds when ``spec`` is given
-    (:func:`decision_columns`), and the number of test images. A ``spec`` whose dataset has no masks
-    (:func:`.datasets.has_masks`) gets image-level metrics only (the pixel columns ``None``).
+    families or an MVTec-layout test folder's defect types, each against the good images), the decision columns at
+    the shipped thresholds when ``spec`` is given (:func:`decision_columns`), and the number of test images. A
+    ``spec`` whose dataset has no masks (:func:`.datasets.has_masks`) gets image-level metrics only (the pixel
+    columns ``None``).
     """
     outputs = raw_predictions(model, datamodule.test_dataloader())
     scores, maps, labels, masks = outputs
@@ -442,7 +446,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     from anomalib.engine import Engine
     from lightning.pytorch import Callback
 
-    torch.manual_seed(spec["seed"])
+    torch.manual_seed(int(train_seed(spec)))  # layer initialisation (and Padim's channel draw) follow the fit's seed
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     work = Path(spec["work_dir"])
@@ -477,7 +481,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if shots is None:
         shots = (model.few_shot_record or {}).get("shots")
     model.eval()
-    row, n_test = split_metrics(model, datamodule, per_family=spec.get("split") == "dev", spec=spec)
+    # one column set per defect type (a development split's families, an MVTec-layout test folder's defect types)
+    per_type = spec.get("datamodule", "MVTecAD") == "MVTecAD"
+    row, n_test = split_metrics(model, datamodule, per_family=per_type, spec=spec)
 
     timing_images = spec.get("timing_images", 30)
     if spec.get("speed", True):

@@ -196,13 +196,13 @@ def write_retime_report(output: Path) -> Path:
             row["variant"],
         )
 
-    header = ["model", "variant", "dataset", "k", "seed", "split", "ms / image", "ratio to Patchcore",
+    header = ["model", "variant", "dataset", "k", "seed", "train seed", "split", "ms / image", "ratio to Patchcore",
               "Patchcore ms / image", "results.csv openvino_ms", "batch", "images", "compile s",
               "first inference ms", "size MB", "images/s (throughput)", "throughput batch", "machine",
               "timed (UTC)"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in sorted(rows, key=order):
-        cells = [row[f] for f in KEY_FIELDS]
+        cells = list(job_key(row))
         cells += [row.get(f) or "–" for f in ("ms_per_image", "ratio_to_patchcore", "patchcore_ms_per_image",
                                               "results_openvino_ms", "openvino_batch", "n_images", "compile_s",
                                               "first_inference_ms", "size_mb", "throughput_ips", "throughput_batch",

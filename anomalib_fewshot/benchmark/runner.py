@@ -30,7 +30,8 @@ Grid YAML::
         - {name: bracket, root: /data/bracket, normal_dir: good, abnormal_dir: defect, mask_dir: mask}
           # an anomalib Folder (your labelled images; mask_dir and normal_test_dir optional: benchmark.datasets)
       k_shot: [1, 2, 4, full]               # full = every normal training image
-      seeds: [0, 1, 2]
+      seeds: [0, 1, 2]                      # few-shot seeds: which images are the shots
+      train_seeds: [0, 1, 2, 3, 4]          # optional: the fit's randomness (default: each job's few-shot seed)
       skip:                                 # optional: jobs left out on purpose, with the reason (reported)
         - {model: Dfd, k_shot: full, reason: "..."}   # a list matches any of its values: seed: [1, 2]
       expected_failures:                    # optional: jobs known to fail; each still runs once and its failure

@@ -1,10 +1,11 @@
 """The benchmark's CSV store: rows of ``results.csv`` keyed by job, atomic rewrites, merges and archives.
 
-A row is identified by its job key (``KEY_FIELDS``: model, variant, dataset, k_shot, seed, split); rows written
-before variants existed use their profile as the variant, rows written before the development split existed are
-test-split rows. A development row and a test row of the same job are different rows (``--merge`` and
-``--supersede`` never mix them). Every write rewrites the whole file atomically (a crash never
-leaves a half-written CSV), with the union of the rows' columns as the header.
+A row is identified by its job key (``KEY_FIELDS``: model, variant, dataset, k_shot, seed, train_seed, split); rows
+written before variants existed use their profile as the variant, rows written before the development split existed
+are test-split rows, rows written before the training seed existed trained with their few-shot seed. A development
+row and a test row of the same job are different rows (``--merge`` and ``--supersede`` never mix them). Every write
+rewrites the whole file atomically (a crash never leaves a half-written CSV), with the union of the rows' columns as
+the header.
 """
 
 from __future__ import annotations
@@ -18,16 +19,21 @@ from typing import Any
 from anomalib_fewshot.components.io.atomic import atomic_write_text
 from anomalib_fewshot.errors import InvalidArgumentError, MissingFileError
 
-KEY_FIELDS = ("model", "variant", "dataset", "k_shot", "seed", "split")
+#: ``seed`` picks the shots; ``train_seed`` the fit's randomness (the few-shot seed when not given).
+KEY_FIELDS = ("model", "variant", "dataset", "k_shot", "seed", "train_seed", "split")
 #: The split of rows written before ``split`` existed.
 DEFAULT_SPLIT = "test"
 
 
 def job_key(job: dict[str, Any]) -> tuple[str, ...]:
-    """Identity of a job in results.csv (rows without a variant use their profile; without a split, ``test``)."""
+    """Identity of a job in results.csv.
+
+    Rows without a variant use their profile; without a split, ``test``; without a training seed, their few-shot seed.
+    """
     values = {
         **job,
         "variant": job.get("variant") or job.get("profile", ""),
+        "train_seed": train_seed(job),
         "split": job.get("split") or DEFAULT_SPLIT,
     }
     return tuple(str(values[f]) for f in KEY_FIELDS)
@@ -35,13 +41,32 @@ def job_key(job: dict[str, Any]) -> tuple[str, ...]:
 
 def job_row(job: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """The start of ``job``'s results.csv row: its key fields and profile, then ``fields`` (e.g. status, error)."""
-    return {**{f: job[f] for f in KEY_FIELDS}, "profile": job["profile"], **fields}
+    return {**{f: job.get(f) for f in KEY_FIELDS}, "train_seed": train_seed(job), "profile": job["profile"], **fields}
+
+
+def train_seed(job: dict[str, Any]) -> Any:
+    """The job's training seed: its ``train_seed``, else (a row written before it existed) its few-shot seed."""
+    return job["seed"] if job.get("train_seed") in (None, "") else job["train_seed"]
+
+
+def name_parts(job: dict[str, Any]) -> tuple[str, ...]:
+    """The job key without what most jobs share: a test split, a training seed equal to the few-shot seed.
+
+    Labels and job folders are built from it, so those of jobs recorded before either field existed keep their names.
+    """
+    key = dict(zip(KEY_FIELDS, job_key(job), strict=True))
+    if key["split"] == DEFAULT_SPLIT:
+        del key["split"]
+    if key["train_seed"] == key["seed"]:
+        del key["train_seed"]
+    else:
+        key["train_seed"] = f"t{key['train_seed']}"
+    return tuple(key.values())
 
 
 def job_label(job: dict[str, Any]) -> str:
-    """The job key joined by ``/`` for reports and logs (a test-split job's label leaves its split out)."""
-    key = job_key(job)
-    return "/".join(key[:-1] if key[-1] == DEFAULT_SPLIT else key)
+    """The job key joined by ``/`` for reports and logs (:func:`name_parts`: ``.../seed/t<train seed>/split``)."""
+    return "/".join(name_parts(job))
 
 
 def read_rows(csv_path: Path) -> list[dict[str, str]]:

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from anomalib_fewshot.benchmark.store import append_rows, job_key, read_rows, upsert_rows
+from anomalib_fewshot.benchmark.store import KEY_FIELDS, append_rows, job_key, read_rows, upsert_rows
 from anomalib_fewshot.components.io.atomic import atomic_write_json
 from anomalib_fewshot.errors import InvalidArgumentError
 
@@ -87,7 +87,7 @@ class SupersedeState:
                 )
                 raise InvalidArgumentError(msg)
             wanted = set(keys)
-            left = [tuple(k) for k in data["keys"] if tuple(k) in wanted]
+            left = [key for key in map(_current_key, data["keys"]) if key in wanted]
             state = cls(path, only, left, Path(data["archive"]), data["started_utc"])
             state.save()
             return state, True
@@ -156,3 +156,11 @@ def write_superseding_row(csv_path: Path, row: dict[str, Any], state: SupersedeS
     upsert_rows(csv_path, [row], in_place=True)
     state.done(key)
     return True
+
+
+def _current_key(saved: list[str]) -> tuple[str, ...]:
+    """A key of a state file written before ``train_seed`` joined the key (it trained with its few-shot seed)."""
+    if len(saved) == len(KEY_FIELDS) - 1:
+        values = dict(zip([f for f in KEY_FIELDS if f != "train_seed"], saved, strict=True))
+        return job_key(values)
+    return tuple(saved)

@@ -110,9 +110,11 @@ def test_retime_writes_ms_per_image_and_ratios_to_patchcore_of_the_same_dataset_
     assert {r["openvino_batch"] for r in rows if r["model"] == "Patchcore"} == {"2"}
     assert row["export"].endswith("model.xml")
     report = (fake_grid["out"] / "retime.md").read_text()
-    assert "| Dfd | v | d | 1 | 0 | test | 35.0 | 3.5 | 10.0 | 99.0 | 1 | 5 | 3.5 | 105.0 | 7.0 | 20.0 | 8 |" in report
-    assert "| Dfd | v | e | 1 | 1 | test | 35.0 | – | – | 99.0 | 1 | 5 | 3.5 | 105.0 | 7.0 | 20.0 | 8 |" in report
-    patchcore = "| Patchcore |  | d | 1 | 0 | test | 10.0 | 1.0 | 10.0 | 99.0 | 2 | 5 | 1.0 | 30.0 | 2.0 | 70.0 | 2 |"
+    assert "| Dfd | v | d | 1 | 0 | 0 | test | 35.0 | 3.5 | 10.0 | 99.0 | 1 | 5 | 3.5 | 105.0 | 7.0 | 20.0 | 8 |" in (
+        report
+    )
+    assert "| Dfd | v | e | 1 | 1 | 1 | test | 35.0 | – | – | 99.0 | 1 | 5 | 3.5 | 105.0 | 7.0 | 20.0 | 8 |" in report
+    patchcore = "| Patchcore |  | d | 1 | 0 | 0 | test | 10.0 | 1.0 | 10.0 | 99.0 | 2 | 5 | 1.0 | 30.0 | 2.0 | 70.0 | 2"
     assert patchcore in report
     assert sorted(fake_grid["figures"]) == sorted(Path(r["export"]) for r in rows)  # once per timed graph
     assert f"UTC: `anomalib-fewshot benchmark {' '.join(command)}`" in report

@@ -10,7 +10,8 @@ import yaml
 from anomalib_fewshot.benchmark import grid, runner, store
 from anomalib_fewshot.benchmark.job import compute_metrics
 from anomalib_fewshot.benchmark.report import write_report
-from anomalib_fewshot.data.demo import make_demo_dataset
+from anomalib_fewshot.data.demo import DEFECTS, make_demo_dataset
+from anomalib_fewshot.errors import InvalidArgumentError
 from tests.helpers import write_fake_grid
 
 pytestmark = pytest.mark.slow
@@ -51,6 +52,8 @@ def test_smoke_grid_runs_records_failures_plots_and_resumes(tmp_path: Path, monk
                       "openvino_ms", "peak_rss_mb"):  # fmt: skip
             assert float(row[field]) >= 0, (key, field)
         assert row["machine"].endswith(" cores"), row  # timings name their machine
+        for defect in DEFECTS:  # one column set per defect type of the test folder
+            assert 0 <= float(row[f"image_auroc@{defect}"]) <= 1, (key, defect)
         assert row["finished_utc"].startswith("20"), row
     assert rows[("Pcsnet", "full", "pcsnet_lite-quick")]["shots"].count(".png") == 4  # all normal images
     # Padim at k = 1: covariance over N - 1 = 0 samples gives NaN scores -> a recorded failure, not a crash
@@ -257,3 +260,36 @@ def test_offline_evaluation_reads_mixed_size_images_as_the_engine_does(tmp_path:
     plain.setup()
     collated = raw_predictions(model, plain.test_dataloader())
     assert not np.allclose(collated[0], one[0], rtol=1e-4), "the scenario must depend on the batch without the fix"
+
+
+def test_training_seeds_are_a_job_key_field_that_leaves_older_rows_and_folders_as_they_were(tmp_path: Path):
+    from anomalib_fewshot.benchmark.grid import job_work_dir, load_grid
+
+    path = write_fake_grid(tmp_path, grid={"seeds": [0], "train_seeds": [0, 1]})
+    _, jobs = load_grid(path)
+    assert [(job["seed"], job["train_seed"]) for job in jobs] == [(0, 0), (0, 1)]
+    same, other = jobs
+    assert store.job_key(same) != store.job_key(other)
+    # a row written before the field existed (no train_seed column) is the job trained with its few-shot seed
+    old_row = {k: v for k, v in store.job_row(same, status="ok").items() if k != "train_seed"}
+    assert store.job_key(old_row) == store.job_key(same) and store.job_key(
+        {**old_row, "train_seed": ""}
+    ) == store.job_key(same)
+    assert store.job_label(same) == "Dfd/v/d/1/0" and store.job_label(other) == "Dfd/v/d/1/0/t1"
+    assert job_work_dir(tmp_path, same).name == "Dfd_v_d_1_0" and job_work_dir(tmp_path, other).name == "Dfd_v_d_1_0_t1"
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    _, (default,) = load_grid(write_fake_grid(tmp_path / "b", grid={"seeds": [2]}))
+    assert default["train_seed"] == 2 and store.job_label(default) == "Dfd/v/d/1/2"
+    with pytest.raises(InvalidArgumentError, match="train_seeds must be a list of non-negative integers"):
+        load_grid(write_fake_grid(tmp_path / "c", grid={"train_seeds": ["a"]}))
+
+
+def test_a_job_with_another_training_seed_builds_its_model_with_it():
+    from anomalib_fewshot.benchmark.job import build_model
+
+    spec = {"model": "Pcsnet", "profile": "pcsnet_lite", "k_shot": 1, "seed": 3, "overrides": {"pre_trained": False}}
+    assert build_model({**spec, "train_seed": 3}).train_seed == 3
+    assert "train_seed" not in build_model(spec).hparams or build_model(spec).hparams["train_seed"] is None
+    model = build_model({**spec, "train_seed": 7})
+    assert model.train_seed == 7 and model.few_shot_seed == 3

@@ -174,7 +174,7 @@ def test_supersede_resumes_after_a_kill_with_only_the_remaining_jobs(tmp_path: P
         runner.main(["-c", str(path), "--only", "Dfd", "--supersede"])
     state = json.loads(state_path.read_text())
     assert state["only"] == ["Dfd"]
-    assert state["keys"] == [["Dfd", "v", "d", "1", "1", "test"], ["Dfd", "v", "d", "1", "2", "test"]]
+    assert state["keys"] == [["Dfd", "v", "d", "1", "1", "1", "test"], ["Dfd", "v", "d", "1", "2", "2", "test"]]
     rows = {(r["model"], r["seed"]): r["image_auroc"] for r in store.read_rows(out / "results.csv")}
     assert rows == {("Dfd", "0"): "0.9", ("Dfd", "1"): "0.5", ("Dfd", "2"): "0.5",
                     ("Patchcore", "0"): "0.5", ("Patchcore", "1"): "0.5", ("Patchcore", "2"): "0.5"}  # fmt: skip
@@ -224,7 +224,7 @@ def test_a_failed_rerun_keeps_the_ok_row_and_stays_in_the_state_file(tmp_path: P
         ("2", "failed", "replaced"),
     ]
     state = json.loads((out / supersede.STATE_NAME).read_text())
-    assert state["keys"] == [["Dfd", "v", "d", "1", "1", "test"]]
+    assert state["keys"] == [["Dfd", "v", "d", "1", "1", "1", "test"]]
 
     retry = FakeRunJob("0.8")
     monkeypatch.setattr(runner, "run_job", retry)

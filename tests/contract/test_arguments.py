@@ -81,9 +81,11 @@ def test_stock_cli_overrides_reach_the_base_and_the_model(name: str, tmp_path):
 
     args = ["fit", "--model", name, "--model.pre_trained", "false", "--model.evaluator", "false"]
     args += ["--model.few_shot_source", str(tmp_path), "--model.few_shot_seed", "3", "--model.epochs", "2"]
+    args += ["--model.train_seed", "4"]
     args += ["--data", "MVTecAD", "--data.root", str(tmp_path)]
     model = AnomalibCLI(args, run=False).model
     assert type(model) is REGISTRY[name].model_class
     assert model.evaluator is None
     assert (model.few_shot_seed, model.few_shot_source, model.hparams.epochs) == (3, str(tmp_path), 2)
+    assert model.train_seed == 4  # the fit's randomness, apart from the shots
     assert model.hparams.pre_trained is False

@@ -147,7 +147,7 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
     images); ``teardown("fit")`` restores the loader and calls :meth:`release_fit`. :meth:`prepare_fit` needs no
     trainer, so a model can be prepared from in-memory images (the fast contract tests, the cost profiler).
 
-    The model's ``hparams`` must hold ``image_size``, ``epochs``, ``k_shot``, ``few_shot_seed`` and
+    The model's ``hparams`` must hold ``image_size``, ``epochs``, ``k_shot``, ``few_shot_seed`` (``train_seed``) and
     ``few_shot_source``. Also provides the resize-only default pre-processor, the one-class learning type, the
     epoch-driven trainer arguments, a validation step, shot-list checkpointing and anomalib's default
     post-processor.
@@ -184,6 +184,8 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
             self.pre_processor = resize_pre_processor(hp.image_size, hp.get("resize_size"))
         self.k_shot = validate_k_shot(hp.k_shot)
         self.few_shot_seed = hp.few_shot_seed
+        # the fit's own randomness; checkpoints written before train_seed existed used the few-shot seed
+        self.train_seed = int(hp.few_shot_seed if hp.get("train_seed") is None else hp.train_seed)
         self.few_shot_source = hp.few_shot_source
         fpr = hp.get("calibration_fpr", DEFAULT_TARGET_FPR)
         if not 0.0 <= fpr < 1.0:
@@ -260,7 +262,7 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
         self.calibration_shots = pack_shots(images)  # INT8 calibration from the checkpoint alone
         plan = self.prepare_fit(images)
         self.install_pool_loader(
-            self.trainer, plan.pool_size, plan.batch_size, seed=self.few_shot_seed, replacement=plan.replacement
+            self.trainer, plan.pool_size, plan.batch_size, seed=self.train_seed, replacement=plan.replacement
         )
         if self.hparams.get("steps") is not None:  # a step budget: its epochs are known once the pool is
             epochs = self.epochs_for(plan)
@@ -358,9 +360,9 @@ class ShotModelMixin(FewShotMixin, TrainingPoolMixin):
             images, extra = self.calibration_images()
         start = time.perf_counter()
         if hasattr(self.model, "image_score"):
-            fit_image_score(self.model.image_score, self.score_raw, images, seed=int(hp.few_shot_seed), strength=views)
+            fit_image_score(self.model.image_score, self.score_raw, images, seed=self.train_seed, strength=views)
         scored = score_calibration_sets(
-            self.score_raw, images, seed=int(hp.few_shot_seed), include_images=extra, strength=views
+            self.score_raw, images, seed=self.train_seed, include_images=extra, strength=views
         )
         calibration = fit_calibration(scored, rule, target_fpr)
         apply_calibration(self.post_processor, calibration)
@@ -533,8 +535,11 @@ class ShotModel(ShotModelMixin):
             open_clip's download unless the weights come with an installed package or ``weights_path``).
         weights_path: local backbone weights file for air-gapped installations: a state dict of the classifier or
             of the feature extractor (``.pth`` or ``.safetensors``; FDSL's CLIP also takes OpenAI's ``.pt`` file).
-        few_shot_seed: seed of the shot selection and of the fit's randomness (pool, augmentations,
-            pseudo-anomalies, loader order).
+        few_shot_seed: seed of the shot selection (and of the fit's randomness unless ``train_seed`` is given).
+        train_seed: seed of the fit's randomness: pool, augmentations, pseudo-anomalies, loader order and the
+            calibration's views (``None``: ``few_shot_seed``, as before this argument existed). The same shots fitted
+            with two training seeds measure how much a fit varies. Layer initialisation follows torch's global seed:
+            the benchmark runner seeds it with the training seed; under anomalib's CLI use ``--seed_everything``.
         few_shot_source: folder or list of images to take the shots from instead of the datamodule.
         calibration_rule: how the OK/NG thresholds are set from the shots' normal views and synthetic defects at
             the end of training: ``"f1"`` (the F1 optimum between them) or ``"fpr"`` (the normal views' score that
@@ -564,6 +569,7 @@ class ShotModel(ShotModelMixin):
         pre_trained: bool = True,
         weights_path: str | None = None,
         few_shot_seed: int = 0,
+        train_seed: int | None = None,
         few_shot_source: str | list[str] | None = None,
         calibration_rule: Literal["f1", "fpr"] = DEFAULT_RULE,
         calibration_fpr: float = DEFAULT_TARGET_FPR,
@@ -578,6 +584,7 @@ class ShotModel(ShotModelMixin):
         super().__init__(  # AnomalibModule's, next in the model's MRO
             pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator, visualizer=visualizer
         )
-        del pre_trained, weights_path, few_shot_seed, few_shot_source  # read from hparams, as the subclass's are
+        # read from hparams, as the subclass's are
+        del pre_trained, weights_path, few_shot_seed, train_seed, few_shot_source
         del calibration_rule, calibration_fpr, calibration_views, calibration_source, image_score
         self.init_shot_model(pre_processor, positive=self.positive_arguments)

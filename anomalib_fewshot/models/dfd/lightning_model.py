@@ -216,13 +216,13 @@ class Dfd(ShotModel, AnomalibModule):
     def _pool_images(
         self, images: list[torch.Tensor]
     ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor], list[torch.Tensor]]:
-        """The pool's ``(normal, anomalous)`` image pairs, masks and labels (seeded by ``few_shot_seed``)."""
+        """The pool's ``(normal, anomalous)`` image pairs, masks and labels (seeded by ``train_seed``)."""
         hp = self.hparams
         fg_mode = resolve_foreground(hp.foreground, self.fit_category)
         fill = "corner" if fg_mode != "none" else "zero"
         samples, masks, labels = [], [], []
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.few_shot_seed)
+            torch.manual_seed(self.train_seed)
             for image in images:
                 for _ in range(hp.samples_per_shot):
                     normal = random_rotation(image, fill=fill) if hp.augment_rotation else image

@@ -139,7 +139,7 @@ class Ed(ShotModel, AnomalibModule):
     def _augmented_copies(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
         """``augment_copies`` training samples per image: the image, then its augmented copies (seeded)."""
         hp = self.hparams
-        generator = torch.Generator().manual_seed(self.few_shot_seed)
+        generator = torch.Generator().manual_seed(self.train_seed)
         flip = hp.augment in ("flip", "flip_rotate")
         rotation = hp.rotation if hp.augment == "flip_rotate" else None
         return [

@@ -186,7 +186,7 @@ class Fdsl(ShotModel, AnomalibModule):
 
     def _pseudo_generators(self) -> tuple[torch.Generator, PerlinImageAnomaly]:
         """The seeded generator and the Perlin anomaly source of the pseudo-anomaly head."""
-        generator = torch.Generator().manual_seed(self.few_shot_seed)
+        generator = torch.Generator().manual_seed(self.train_seed)
         return generator, PerlinImageAnomaly(probability=float(self.hparams.pseudo_probability))
 
     def training_samples(self, images: list[torch.Tensor], count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,7 +200,7 @@ class Fdsl(ShotModel, AnomalibModule):
         try:
             self._shots = torch.stack(images)
             with torch.random.fork_rng(devices=[]):  # the Perlin draws use the global generator (seeded by the fit)
-                torch.manual_seed(self.few_shot_seed)
+                torch.manual_seed(self.train_seed)
                 self._generator, self._anomaly = self._pseudo_generators()
                 samples, masks, _ = self._pseudo_batch(count)
         finally:

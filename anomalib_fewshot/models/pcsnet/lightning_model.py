@@ -218,7 +218,7 @@ class Pcsnet(ShotModel, AnomalibModule):
     def training_samples(self, images: list[torch.Tensor], count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``count`` NSA patch-swap pseudo-anomalies of the shots (the category's settings, seeded like a fit)."""
         anomaly = PatchSwapAnomaly(self.patch_swap_params(self.fit_category))
-        rng = np.random.default_rng(self.few_shot_seed)
+        rng = np.random.default_rng(self.train_seed)
         samples, masks = zip(*(anomaly(images[i % len(images)], rng) for i in range(count)), strict=True)
         return torch.stack(samples), torch.stack(masks).float().reshape(count, 1, *samples[0].shape[-2:])
 
@@ -227,7 +227,7 @@ class Pcsnet(ShotModel, AnomalibModule):
         """Freeze the prototypes on the shots and set up NSA; one pool index per step (pairs are drawn)."""
         params = self.patch_swap_params(self.fit_category)
         self._anomaly = PatchSwapAnomaly(params)
-        self._rng = np.random.default_rng(self.few_shot_seed)
+        self._rng = np.random.default_rng(self.train_seed)
         self._shots = images
         if not bool(self.model.prototypes_ready):
             self.model.prepare(images)

@@ -1,0 +1,91 @@
+"""How much does a fit vary with its training seed alone? The spread table of a grid with ``train_seeds`` (issue 50).
+
+    anomalib-fewshot benchmark -c research/grids/train_seed_spread.yaml
+    python -m research.seed_spread docs/benchmarks/train_seed_spread/results.csv \
+        --output docs/benchmarks/train_seed_spread
+
+Per model × variant × dataset × k × few-shot seed (the shots fixed), over the finished rows' training seeds: the
+mean, standard deviation (sample) and range (max − min) of each metric. A group whose standard deviation exceeds
+:data:`LIMIT` in any metric is flagged: a user who fits the same part twice may get two noticeably different models.
+A measurement: it chooses nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from anomalib_fewshot.benchmark.store import read_rows, train_seed
+
+METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1max", "image_f1", "image_fpr", "image_tpr")
+#: What a group shares: everything of the job key but the training seed.
+GROUP = ("model", "variant", "dataset", "k_shot", "seed", "split")
+#: Standard deviation above which a group is flagged (issue 50: a README warning and a lead on the cause).
+LIMIT = 0.02
+
+
+def spread(rows: list[dict[str, str]]) -> list[dict[str, object]]:
+    """One record per group with at least two training seeds: its seeds and, per metric, mean / std / range."""
+    groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
+    for row in rows:
+        if row.get("status") == "ok":
+            key = tuple(str(row.get(field) or ("test" if field == "split" else "")) for field in GROUP)
+            groups.setdefault(key, []).append(row)
+    out = []
+    for key, group in sorted(groups.items()):
+        seeds = sorted({str(train_seed(row)) for row in group}, key=lambda s: int(s) if s.isdigit() else s)
+        if len(seeds) < 2:
+            continue
+        record: dict[str, object] = dict(zip(GROUP, key, strict=True))
+        record["train_seeds"] = seeds
+        flagged = []
+        for metric in METRICS:
+            values = [float(row[metric]) for row in group if row.get(metric) not in (None, "")]
+            if len(values) < 2:
+                continue
+            std = statistics.stdev(values)
+            record[metric] = (statistics.mean(values), std, max(values) - min(values))
+            if std > LIMIT:
+                flagged.append(metric)
+        record["flagged"] = flagged
+        out.append(record)
+    return out
+
+
+def markdown(records: list[dict[str, object]], source: Path) -> str:
+    """The spread table (``mean ± std [range]`` per metric) and the flagged groups."""
+    header = ["model", "variant", "dataset", "k", "shots seed", "split", "training seeds", *METRICS, f"std > {LIMIT}"]
+    lines = [
+        f"Training-seed spread from `{source}`: shots fixed (their few-shot seed), training seeds varied; per metric "
+        "mean ± sample std [range].",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for record in records:
+        cells = [str(record[f]) for f in ("model", "variant", "dataset", "k_shot", "seed", "split")]
+        cells.append(", ".join(record["train_seeds"]))  # type: ignore[arg-type]
+        for metric in METRICS:
+            value = record.get(metric)
+            cells.append("–" if value is None else "{:.3f} ± {:.3f} [{:.3f}]".format(*value))  # type: ignore[misc]
+        cells.append(", ".join(record["flagged"]) or "no")  # type: ignore[arg-type]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line (see the module doc)."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("results", type=Path, help="a results.csv with several training seeds per job")
+    parser.add_argument("--output", type=Path, default=None, help="folder for spread.md (default: print only)")
+    args = parser.parse_args(argv)
+    text = markdown(spread(read_rows(args.results)), args.results)
+    if args.output is not None:
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "spread.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
