@@ -40,7 +40,12 @@ BASELINES: dict[str, dict[str, Any]] = {
 
 
 def evaluation_datamodule(
-    model: Any, root: str | Path, category: str, datamodule: str = "MVTecAD", batch_size: int = EVAL_BATCH_SIZE
+    model: Any,
+    root: str | Path | None = None,
+    category: str | None = None,
+    datamodule: str = "MVTecAD",
+    batch_size: int = EVAL_BATCH_SIZE,
+    spec: dict[str, Any] | None = None,
 ) -> Any:
     """A set-up datamodule that reads images for ``model`` as anomalib's Engine does: its resize applied per image.
 
@@ -48,16 +53,15 @@ def evaluation_datamodule(
     image is resized before the batch is collated. A datamodule built outside the Engine (the offline diagnosis
     tools) would instead collate differently sized images (magnetic tile) by resizing them to the batch's largest
     image first, and its scores would depend on the batch (0.862-0.870 image AUROC for one checkpoint at batches of
-    8-32, against 0.865 read this way, which is what the runner's rows measure).
+    8-32, against 0.865 read this way, which is what the runner's rows measure). ``spec``: a parsed dataset entry
+    (:mod:`.datasets`, e.g. a ``Folder``) instead of ``root``, ``category`` and ``datamodule``.
     """
-    import anomalib.data as anomalib_data
     from anomalib.data.transforms.utils import extract_transforms_by_type
     from torchvision.transforms.v2 import Resize
 
     resizes = extract_transforms_by_type(model.pre_processor.transform, Resize)
-    module = getattr(anomalib_data, datamodule)(
-        root=root,
-        category=category,
+    module = build_datamodule(
+        spec or {"root": root, "category": category, "datamodule": datamodule},
         num_workers=0,
         eval_batch_size=batch_size,
         augmentations=resizes[0] if resizes else None,
@@ -346,6 +350,23 @@ def decision_columns(
     return columns
 
 
+def labelled_columns(model: Any, labelled: dict[str, Any]) -> dict[str, Any]:
+    """The fitted ``model`` (eval mode, thresholds set) on a part's labelled images: ``test_*`` columns.
+
+    ``labelled`` is a parsed ``Folder`` entry (``fit-parts``' ``test:``); its whole test folder is scored: the
+    raw-output metrics (image-level only without masks), the decision at the shipped threshold and ``test_n``.
+    """
+    datamodule = evaluation_datamodule(model, spec=labelled)
+    outputs = raw_predictions(model, datamodule.test_dataloader())
+    check_finite(outputs[0], outputs[1])
+    metrics = {
+        **compute_metrics(*outputs, pixel=has_masks(labelled)),
+        **decision_metrics(model.post_processor, *outputs),
+    }
+    metrics.pop("image_threshold", None)  # the catalogue names it once
+    return {**{f"test_{name}": value for name, value in metrics.items()}, "test_n": len(outputs[2])}
+
+
 def check_finite(scores: np.ndarray, maps: np.ndarray) -> None:
     """Refuse to score NaN/inf outputs (e.g. Padim at k = 1, whose covariance divides by N − 1 = 0)."""
     bad_scores, bad_maps = int((~np.isfinite(scores)).sum()), int((~np.isfinite(maps)).sum())
@@ -484,6 +505,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     # one column set per defect type (a development split's families, an MVTec-layout test folder's defect types)
     per_type = spec.get("datamodule", "MVTecAD") == "MVTecAD"
     row, n_test = split_metrics(model, datamodule, per_family=per_type, spec=spec)
+
+    if spec.get("labelled"):  # fit-parts: the part's labelled images, beside its development split
+        row.update(labelled_columns(model, spec["labelled"]))
 
     timing_images = spec.get("timing_images", 30)
     if spec.get("speed", True):

@@ -11,6 +11,9 @@
     parts:
       - {name: bracket, images: /data/bracket/good}
       - {name: gasket, images: /data/gasket/good, model: Fdsl, k_shot: 4, int8: true}
+      - name: lid                           # test: optional labelled images (an anomalib Folder's folders,
+        images: /data/lid/good              # relative to the YAML's folder or the test's root; masks optional)
+        test: {abnormal_dir: /data/lid/defect, normal_test_dir: /data/lid/good_test, mask_dir: /data/lid/mask}
 
 Each part is one job of the benchmark runner (:func:`.runner.run_job`, in its own process, locally or as a Ray
 task): the part's good images are laid out as a one-category dataset (``OUT/parts/<name>/data``, hard links or
@@ -18,8 +21,11 @@ copies), its development split is built (synthetic defects on images that are ne
 :mod:`anomalib_fewshot.data.dev_split`), the model is fitted on ``k_shot`` shots, checked on the development split
 (image AUROC, pixel AUROC, AUPRO, and the OK/NG decision at the threshold the model ships: ``image_fpr`` = good
 images rejected, ``image_tpr`` = synthetic defects caught) and exported to OpenVINO (``int8: true``: also anomalib's
-``INT8_PTQ`` export, calibrated on the shots; our models only). One row per part goes to ``OUT/parts.csv``
-(:data:`CATALOGUE_FIELDS`), written by this process alone.
+``INT8_PTQ`` export, calibrated on the shots; our models only). A part with labelled images (``test:``; good test
+images apart from ``images`` required, masks optional) is also scored on them: the ``test_*`` columns (image AUROC,
+pixel AUROC and AUPRO with masks, and the decision at the shipped threshold on real defects), never used to fit or
+calibrate anything. One row per part goes to ``OUT/parts.csv`` (:data:`CATALOGUE_FIELDS`), written by this process
+alone.
 
 Running the command again skips the parts whose row is ``ok`` with the same images (a SHA-256 of the files) and the
 same settings, and fits again a part whose images or settings changed. A bad part (a missing or unreadable image
@@ -43,10 +49,11 @@ from anomalib_fewshot.errors import AnomalibFewshotError, InvalidArgumentError, 
 CATALOGUE_FIELDS = (
     "part", "status", "model", "profile", "k_shot", "seed", "int8", "images", "n_images", "shots", "image_auroc",
     "pixel_auroc", "aupro", "image_threshold", "image_fpr", "image_tpr", "image_f1", "fit_s", "openvino_ms",
-    "export", "export_int8", "images_sha256", "settings", "ray_node", "finished_utc", "error",
+    "test_n", "test_image_auroc", "test_pixel_auroc", "test_aupro", "test_image_fpr", "test_image_tpr",
+    "test_image_f1", "export", "export_int8", "images_sha256", "settings", "ray_node", "finished_utc", "error",
 )  # fmt: skip
 #: What a part may set (and ``defaults`` may give every part).
-PART_KEYS = ("model", "profile", "overrides", "k_shot", "seed", "int8", "threads", "memory_gb", "timeout_s")
+PART_KEYS = ("model", "profile", "overrides", "k_shot", "seed", "int8", "threads", "memory_gb", "timeout_s", "test")
 DEFAULTS: dict[str, Any] = {"model": "Pcsnet", "k_shot": 1, "seed": 0, "int8": False, "timeout_s": 3 * 3600}
 #: The development split's size per part (synthetic defective images, and as many good ones at most).
 DEV_CAP = 100
@@ -90,8 +97,33 @@ def load_parts(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             raise InvalidArgumentError(msg)
         images = Path(entry["images"])
         images = images if images.is_absolute() else (path.parent / images)
-        parts.append({**defaults, **entry, "images": str(images.resolve())})
+        parts.append({**defaults, **entry, "images": str(images.resolve()), "yaml_dir": str(path.parent.resolve())})
     return config, parts
+
+
+def labelled_data(part: dict[str, Any]) -> dict[str, Any] | None:
+    """The part's ``test:`` as a parsed anomalib ``Folder`` (:mod:`.datasets`), or ``None`` without one.
+
+    Raises:
+        InvalidArgumentError: Not a mapping, no ``normal_test_dir`` (the part's own good images are shots and
+            development images, never test images), or a folder that holds no images.
+        MissingFileError: A folder does not exist.
+
+    """
+    from anomalib_fewshot.benchmark.datasets import parse_dataset
+
+    test = part.get("test")
+    if test is None:
+        return None
+    where = f"part {part['name']}: test"
+    if not isinstance(test, dict) or not test.get("normal_test_dir"):
+        msg = (
+            f"{where}: a mapping of an anomalib Folder's folders with abnormal_dir and normal_test_dir (good test "
+            f"images apart from the part's images; optional mask_dir), got {test!r}"
+        )
+        raise InvalidArgumentError(msg)
+    entry = {"root": part.get("yaml_dir", "."), **test, "name": part["name"], "normal_dir": part["images"]}
+    return parse_dataset(entry, where)
 
 
 def images_sha256(images: list[str]) -> str:
@@ -107,7 +139,7 @@ def images_sha256(images: list[str]) -> str:
 
 def settings_key(part: dict[str, Any]) -> str:
     """The part's settings that shape its model (a change fits it again)."""
-    keys = ("model", "profile", "overrides", "k_shot", "seed", "int8")
+    keys = ("model", "profile", "overrides", "k_shot", "seed", "int8", "test")
     return json.dumps({k: part.get(k) for k in keys}, sort_keys=True, separators=(",", ":"))
 
 
@@ -190,8 +222,9 @@ def part_job(part: dict[str, Any], output: Path, found: list[str]) -> dict[str, 
     grid_path = folder / "grid.yaml"
     grid_path.write_text(yaml.safe_dump(config, sort_keys=False))
     _, (job,) = load_grid(grid_path)
+    labelled = labelled_data(part)
     roots = ensure_dev_splits(config, {part["name"]})
-    return {**on_dev_split(job, roots), "deploy_int8": bool(part.get("int8"))}
+    return {**on_dev_split(job, roots), "deploy_int8": bool(part.get("int8")), "labelled": labelled}
 
 
 def catalogue_row(part: dict[str, Any], job: dict[str, Any] | None, row: dict[str, Any], jobs_dir: Path) -> dict:

@@ -104,7 +104,9 @@ def test_without_masks_the_pixel_metrics_are_empty_never_zero():
     labels, masks = np.array([0, 0, 0, 1, 1, 1]), np.zeros((6, 8, 8), bool)
     metrics = compute_metrics(scores, maps, labels, masks, pixel=False)
     assert metrics["pixel_auroc"] is None and metrics["aupro"] is None and metrics["pixel_f1max"] is None
-    assert metrics["image_auroc"] == compute_metrics(scores, maps, labels, masks | True)["image_auroc"]
+    marked = masks.copy()
+    marked[3:, 2:4, 2:4] = True
+    assert metrics["image_auroc"] == compute_metrics(scores, maps, labels, marked)["image_auroc"]
     row = {"model": "A", "variant": "", "dataset": "user", "k_shot": "1", "seed": "0", "split": "test",
            "status": "ok", "image_auroc": "0.7", "pixel_auroc": "", "aupro": ""}  # fmt: skip
     table = summarise([row])

@@ -74,6 +74,34 @@ def test_the_image_digest_changes_with_any_image(tmp_path: Path):
     assert parts.images_sha256(images) != digest
 
 
+def _defective_images(folder: Path, count: int) -> Path:
+    """``count`` defective images of the generated part: a dark square on the plate."""
+    _good_images(folder, count, seed=9)
+    for image in folder.iterdir():
+        array = np.asarray(Image.open(image)).copy()
+        array[20:36, 24:40] = 10
+        Image.fromarray(array).save(image)
+    return folder
+
+
+def test_labelled_images_of_a_part_are_a_folder_with_its_own_good_test_images(tmp_path: Path):
+    _good_images(tmp_path / "images" / "p", 3)
+    _good_images(tmp_path / "labelled" / "good", 2, seed=5)
+    _defective_images(tmp_path / "labelled" / "defect", 2)
+    entries = [{"name": "p", "images": "images/p",
+                "test": {"abnormal_dir": "labelled/defect", "normal_test_dir": "labelled/good"}}]  # fmt: skip
+    _, (part,) = parts.load_parts(_parts_file(tmp_path, entries))
+    labelled = parts.labelled_data(part)
+    assert labelled["folder"]["abnormal_dir"] == str((tmp_path / "labelled" / "defect").resolve())
+    assert labelled["folder"]["normal_dir"] == part["images"] and labelled["folder"]["mask_dir"] is None
+    assert parts.labelled_data({**part, "test": None}) is None
+    with pytest.raises(InvalidArgumentError, match=r"part p: test: .* normal_test_dir"):
+        parts.labelled_data({**part, "test": {"abnormal_dir": "labelled/defect"}})
+    with pytest.raises(MissingFileError, match=r"part p: test: dataset p: abnormal_dir '.*labelled/nothing'"):
+        parts.labelled_data({**part, "test": {"abnormal_dir": "labelled/nothing", "normal_test_dir": "labelled/good"}})
+    assert parts.settings_key(part) != parts.settings_key({**part, "test": None})  # new test data: scored again
+
+
 @pytest.mark.slow
 def test_fit_parts_catalogues_good_parts_names_the_broken_one_and_reruns_only_what_changed(tmp_path: Path, monkeypatch):
     """Three generated parts, one broken: two deployable models and one row naming the unreadable image."""
@@ -83,8 +111,11 @@ def test_fit_parts_catalogues_good_parts_names_the_broken_one_and_reruns_only_wh
     _good_images(tmp_path / "images" / "gasket", 23, seed=2)
     broken = _good_images(tmp_path / "images" / "lid", 22, seed=3)
     (broken / "good_004.png").write_bytes(b"\x89PNG truncated")
+    _good_images(tmp_path / "labelled" / "good", 4, seed=5)
+    _defective_images(tmp_path / "labelled" / "defect", 3)
+    labelled = {"abnormal_dir": "labelled/defect", "normal_test_dir": "labelled/good"}  # no masks
     entries = [
-        {"name": "bracket", "images": "images/bracket"},
+        {"name": "bracket", "images": "images/bracket", "test": labelled},
         {"name": "gasket", "images": "images/gasket", "k_shot": 2, "int8": True},
         {"name": "lid", "images": "images/lid"},
     ]
@@ -104,6 +135,10 @@ def test_fit_parts_catalogues_good_parts_names_the_broken_one_and_reruns_only_wh
         inferencer = FewShotInferencer(row["export"])
         result = inferencer.predict(np.asarray(Image.open(tmp_path / "images" / name / "good_000.png")))
         assert result.pred_label is not None and result.anomaly_map.shape[-2:] == (64, 64)
+    bracket = rows["bracket"]  # also scored on its labelled images: image-level metrics (no masks), the decision
+    assert bracket["test_n"] == "7" and 0 <= float(bracket["test_image_auroc"]) <= 1
+    assert bracket["test_pixel_auroc"] == bracket["test_aupro"] == "" and 0 <= float(bracket["test_image_tpr"]) <= 1
+    assert rows["gasket"]["test_n"] == rows["gasket"]["test_image_auroc"] == ""
     assert rows["bracket"]["export_int8"] == ""
     assert Path(rows["gasket"]["export_int8"]).is_file()  # asked for: anomalib's INT8_PTQ on the shots
     FewShotInferencer(rows["gasket"]["export_int8"])
