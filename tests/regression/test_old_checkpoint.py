@@ -19,7 +19,7 @@ def test_checkpoint_saved_before_the_shot_model_base_loads_with_the_same_outputs
     model = Fdsl.load_from_checkpoint(CHECKPOINT, map_location="cpu").eval()
     saved = torch.load(CHECKPOINT, map_location="cpu", weights_only=False)["hyper_parameters"]
     # the arguments added since keep their defaults (issue 47's calibration and image score, issue 50's training
-    # seed); every saved one is restored as it was
+    # seed, issue 48's window features); every saved one is restored as it was
     added = {
         "calibration_rule": "f1",
         "calibration_fpr": 0.05,
@@ -27,6 +27,7 @@ def test_checkpoint_saved_before_the_shot_model_base_loads_with_the_same_outputs
         "calibration_source": None,
         "image_score": "model",
         "train_seed": None,  # issue 50: the fit's randomness follows the few-shot seed, as it did
+        "window_features": "encode",  # issue 48: the LFE windows encoded from their crops, as they were
     }
     assert dict(model.hparams) == {**dict(saved), **added}
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))

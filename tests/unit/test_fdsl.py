@@ -176,10 +176,11 @@ def test_nam_combine_max_keeps_the_larger_of_head_and_nam_per_cell():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("window_match", ["union", "own"])
-def test_window_index_model_reloads_and_exports(tmp_path: Path, window_match: str):
+@pytest.mark.parametrize(("window_match", "window_features"), [("union", "encode"), ("own", "encode"), ("own", "crop")])
+def test_window_index_model_reloads_and_exports(tmp_path: Path, window_match: str, window_features: str):
     cfg = {k: v for k, v in TINY_CONFIGS["Fdsl"].items() if k not in ("epochs", "pseudo_samples", "batch_size")}
     cfg.update(window_index=True, window_match=window_match, post_processor=False, evaluator=False, visualizer=False)
+    cfg["window_features"] = window_features
     cfg["nam_combine"] = "max" if window_match == "own" else "replace"  # "own" + "max": the lite profile's matching
     model = Fdsl(**cfg)
     model.model.set_banks(torch.rand(2, 3, 64, 64))
@@ -237,6 +238,58 @@ def test_windows_and_stitching_equal_a_loop_reference():
             total[:, :, rows, cols] += per_window[:, r, c].permute(0, 3, 1, 2)
             count[rows, cols] += 1
     torch.testing.assert_close(stitched, total / count)
+
+
+def test_cropped_window_tokens_are_the_global_maps_cut_per_window():
+    model = tiny_cnn_model(window_features="crop", lfe=True, window_index=True)  # 3x3 windows of 4 cells
+    images = torch.rand(2, 3, 64, 64)
+    maps = model.feature_maps(images)
+    tokens, embedded = model.window_tokens(images), model.embedded_window_tokens(images)[1]
+    n, w, step = model.windows_per_side, model.window_size, model.window_stride
+    for level, level_map in enumerate(maps):
+        expected = torch.cat(
+            [
+                level_map[:, :, r * step : r * step + w, c * step : c * step + w].flatten(2).transpose(1, 2)
+                for r in range(n)
+                for c in range(n)
+            ],
+            dim=1,
+        )
+        torch.testing.assert_close(tokens[level], torch.nn.functional.normalize(expected, dim=-1))
+    pooled = torch.stack(
+        [
+            maps[-1][:, :, r * step : r * step + w, c * step : c * step + w].mean((-2, -1))
+            for r in range(n)
+            for c in range(n)
+        ],
+        dim=1,
+    )
+    torch.testing.assert_close(embedded, torch.nn.functional.normalize(pooled, dim=-1))
+
+
+def test_cropped_windows_run_one_backbone_pass_and_change_the_lfe_map_only():
+    encode = tiny_cnn_model(window_index=True, window_match="own")
+    crop = tiny_cnn_model(window_index=True, window_match="own", window_features="crop")
+    crop.load_state_dict(encode.state_dict())
+    shots, images = torch.rand(2, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    encode.set_banks(shots)
+    crop.set_banks(shots)
+    for level in range(encode.num_levels):  # the same global bank; window banks of the same size
+        torch.testing.assert_close(crop.banks()[level], encode.banks()[level])
+        assert crop.banks(window=True)[level].shape == encode.banks(window=True)[level].shape
+    calls = []
+    crop.features.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        got = crop(images)
+        windows = crop.window_level_maps(images)
+        global_maps = crop.global_level_maps(images)
+    assert calls[0] == 3 and len(calls) == 3  # forward: one pass of the 3 images; then one each for the two calls
+    fused = [torch.stack([crop.final_anomalous(*m) for m in maps], dim=1).mean(1) for maps in (global_maps, windows)]
+    grid = 0.5 * fused[0] + 0.5 * fused[1]
+    expected = torch.nn.functional.interpolate(grid[:, None], size=(64, 64), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(got.anomaly_map, expected)
+    with torch.no_grad():  # the option changes the window tokens (the crops lack the context the global maps have)
+        assert float((crop.window_tokens(images)[0] - encode.window_tokens(images)[0]).abs().max()) > 0.1
 
 
 def test_window_tokens_are_the_backbone_on_each_crop():

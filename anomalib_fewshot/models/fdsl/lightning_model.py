@@ -72,6 +72,8 @@ class Fdsl(ShotModel, AnomalibModule):
             of the windows the image's windows picked) or ``"own"`` (against the window it picked itself).
         nam_combine: ``"replace"`` (the code: the final map is the NAM's) or ``"max"`` (the larger of the head's
             raw and the NAM's anomalous probability per cell; inference only, training unchanged).
+        window_features: LFE window tokens ``"encode"``-d from each window crop (the method) or ``"crop"``-ped from
+            the global feature maps (one backbone pass per image; an approximation for speed).
         quick_gelu: QuickGELU in a CLIP backbone (OpenAI weights need it).
         **kwargs: the arguments of :class:`~anomalib_fewshot.components.lifecycle.lightning.ShotModel`.
 
@@ -121,6 +123,7 @@ class Fdsl(ShotModel, AnomalibModule):
         window_index: bool = False,
         window_match: Literal["union", "own"] = "union",
         nam_combine: Literal["replace", "max"] = "replace",
+        window_features: Literal["encode", "crop"] = "encode",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

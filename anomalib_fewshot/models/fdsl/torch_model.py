@@ -152,6 +152,10 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         nam_combine: how the final map uses the NAM at inference: ``"replace"`` (the code: the NAM's refined map)
             or ``"max"`` (per cell, the larger anomalous probability of the head's raw map and the refined one, so
             the NAM can widen a response but not erase it). Training is the same in both.
+        window_features: where the LFE window tokens come from: ``"encode"`` (the method: every window crop runs
+            through the backbone on its own) or ``"crop"`` (cut from the global branch's feature maps: one backbone
+            pass per image; a window's embedding for ``window_index`` is the mean of its deepest-level cells). An
+            approximation for speed: the crops see no context beyond their borders, the cut maps do.
         image_score: the image score shipped (:class:`~anomalib_fewshot.components.nn.scoring.ImageScore`):
             ``"model"`` (the method's own, default), or from the map: ``"max"``, ``"top1"``, ``"resid"``, ``"z"``.
 
@@ -180,6 +184,7 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         window_index: bool = False,
         window_match: Literal["union", "own"] = "union",
         nam_combine: Literal["replace", "max"] = "replace",
+        window_features: Literal["encode", "crop"] = "encode",
         image_score: ImageScoreRule = "model",
     ) -> None:
         super().__init__()
@@ -188,6 +193,7 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         self.image_size = int(image_size)
         self.window_index = bool(window_index) and bool(lfe)
         self.window_match = window_match
+        self.window_features = window_features
         self.features = self._build_features(
             backbone,
             layers,
@@ -281,7 +287,15 @@ class FdslModel(DynamicBufferMixin, nn.Module):
 
     def level_tokens(self, images: torch.Tensor, window: bool = False) -> list[torch.Tensor]:
         """L2-normalised tokens ``(B, L, C)`` per level of ``[0, 1]`` images (windows: ``B·n_windows`` images)."""
-        maps = self.features(self.features.normalize(images), window=window)
+        return self.map_tokens(self.feature_maps(images, window))
+
+    def feature_maps(self, images: torch.Tensor, window: bool = False) -> list[torch.Tensor]:
+        """Feature maps ``(B, C, g, g)`` per level of ``[0, 1]`` images, on the token grid."""
+        return self.features(self.features.normalize(images), window=window)
+
+    @staticmethod
+    def map_tokens(maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """L2-normalised tokens ``(B, g², C)`` of feature maps ``(B, C, g, g)``."""
         return [F.normalize(m.flatten(2).transpose(1, 2), dim=-1) for m in maps]
 
     @property
@@ -303,8 +317,15 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         """Window tokens per level as ``(B, n²·w², C)`` (window-major, then row-major inside the window)."""
         return self.embedded_window_tokens(images)[0]
 
-    def embedded_window_tokens(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """:meth:`window_tokens` and, with ``window_index``, the windows' L2-normalised embeddings ``(B, n², D)``."""
+    def embedded_window_tokens(
+        self, images: torch.Tensor, maps: Sequence[torch.Tensor] | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """:meth:`window_tokens` and, with ``window_index``, the windows' L2-normalised embeddings ``(B, n², D)``.
+
+        With ``window_features="crop"`` they are cut from the global feature ``maps`` (computed when not given).
+        """
+        if self.window_features == "crop":
+            return self.cropped_window_tokens(self.feature_maps(images) if maps is None else maps)
         windows = self.features.normalize(self.extract_windows(images))
         if self.window_index:
             maps, embedded = self.features.forward_embedded(windows, window=True)
@@ -313,6 +334,13 @@ class FdslModel(DynamicBufferMixin, nn.Module):
             maps, embedded = self.features(windows, window=True), None
         tokens = [F.normalize(m.flatten(2).transpose(1, 2), dim=-1) for m in maps]
         return [t.reshape(images.shape[0], -1, t.shape[-1]) for t in tokens], embedded
+
+    def cropped_window_tokens(self, maps: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Window tokens ``(B, n²·w², C)`` per level cut from global feature maps, and the windows' embeddings."""
+        grid = self._window_grid()
+        tokens = [F.normalize(grid.cut_cells(level), dim=-1) for level in maps]
+        embedded = F.normalize(grid.pool_cells(maps[-1]), dim=-1) if self.window_index else None
+        return tokens, embedded
 
     def window_candidates(self, embedded: torch.Tensor) -> list[torch.Tensor]:
         """Per level, each image's candidate tokens ``(B, n²·w², C)``: the reference windows its windows pick.
@@ -360,10 +388,11 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         embedding_parts: list[torch.Tensor] = []
         for start in range(0, len(images), chunk):
             batch = images[start : start + chunk]
-            for level, tokens in enumerate(self.level_tokens(batch)):
+            maps = self.feature_maps(batch)
+            for level, tokens in enumerate(self.map_tokens(maps)):
                 global_parts[level].append(tokens.reshape(-1, tokens.shape[-1]))
             if self.lfe:
-                window_tokens, embedded = self.embedded_window_tokens(batch)
+                window_tokens, embedded = self.embedded_window_tokens(batch, maps)
                 for level, tokens in enumerate(window_tokens):
                     window_parts[level].append(tokens.reshape(-1, tokens.shape[-1]))
                 if embedded is not None:
@@ -405,9 +434,17 @@ class FdslModel(DynamicBufferMixin, nn.Module):
             return torch.maximum(raw[:, 1], refined[:, 1])
         return refined[:, 1]
 
-    def global_level_maps(self, images: torch.Tensor, banks: Sequence[torch.Tensor] | None = None) -> list[tuple]:
-        """``(raw, refined)`` 2-channel maps per level of the global branch (training uses both)."""
-        tokens = self.level_tokens(images)
+    def global_level_maps(
+        self,
+        images: torch.Tensor,
+        banks: Sequence[torch.Tensor] | None = None,
+        tokens: Sequence[torch.Tensor] | None = None,
+    ) -> list[tuple]:
+        """``(raw, refined)`` 2-channel maps per level of the global branch (training uses both).
+
+        ``tokens``: the images' :meth:`level_tokens` when already computed.
+        """
+        tokens = self.level_tokens(images) if tokens is None else tokens
         raw = self.head_maps(self.residuals(tokens, self.banks() if banks is None else banks), self.grid)
         return [(r, self.refine(r)) for r in raw]
 
@@ -415,9 +452,14 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         """Average overlapping window probabilities ``(B, n²·w², 2)`` into a ``(B, 2, g, g)`` map."""
         return self._window_grid().stitch(window_probabilities)
 
-    def window_level_maps(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``(raw, refined)`` 2-channel maps per level of the LFE branch (heads per token, stitched; then the NAM)."""
-        tokens, embedded = self.embedded_window_tokens(images)
+    def window_level_maps(
+        self, images: torch.Tensor, maps: Sequence[torch.Tensor] | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(raw, refined)`` 2-channel maps per level of the LFE branch (heads per token, stitched; then the NAM).
+
+        ``maps``: the images' global :meth:`feature_maps` when already computed (used by ``window_features="crop"``).
+        """
+        tokens, embedded = self.embedded_window_tokens(images, maps)
         maps = []
         for head, residual in zip(self.heads, self.window_residuals(tokens, embedded), strict=True):
             raw = self.stitch(head(residual))
@@ -426,11 +468,14 @@ class FdslModel(DynamicBufferMixin, nn.Module):
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Anomaly maps (``image_size``², bilinear from the grid) and image scores of ``[0, 1]`` images."""
-        global_maps = torch.stack([self.final_anomalous(*maps) for maps in self.global_level_maps(images)], dim=1)
+        features = self.feature_maps(images)
+        levels = self.global_level_maps(images, tokens=self.map_tokens(features))
+        global_maps = torch.stack([self.final_anomalous(*maps) for maps in levels], dim=1)
         anomaly_grid = global_maps.mean(1)
         score = global_maps.flatten(2).amax(-1).mean(1)
         if self.lfe:
-            window_maps = torch.stack([self.final_anomalous(*maps) for maps in self.window_level_maps(images)], dim=1)
+            windows = self.window_level_maps(images, features)
+            window_maps = torch.stack([self.final_anomalous(*maps) for maps in windows], dim=1)
             anomaly_grid = (1 - self.lfe_weight) * anomaly_grid + self.lfe_weight * window_maps.mean(1)
             score = (1 - self.lfe_weight) * score + self.lfe_weight * window_maps.flatten(2).amax(-1).mean(1)
         map_max = anomaly_grid.flatten(1).amax(-1)

@@ -61,6 +61,20 @@ class WindowGrid(nn.Module):
         windows = images.unfold(2, size, step).unfold(3, size, step)  # (B, C, n, n, w, w)
         return windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, images.shape[1], size, size)
 
+    def cut_cells(self, level: torch.Tensor) -> torch.Tensor:
+        """``(B, n²·w², C)`` window tokens cut from a ``(B, C, g, g)`` map: window-major, row-major inside a window.
+
+        The same order as encoding :meth:`cut`'s pixel windows and flattening their maps.
+        """
+        batch, channels = level.shape[:2]
+        cells = level.unfold(2, self.window, self.stride).unfold(3, self.window, self.stride)  # (B, C, n, n, w, w)
+        return cells.permute(0, 2, 3, 4, 5, 1).reshape(batch, -1, channels)
+
+    def pool_cells(self, level: torch.Tensor) -> torch.Tensor:
+        """``(B, n², C)`` mean of each window's cells of a ``(B, C, g, g)`` map, row-major over window positions."""
+        cells = level.unfold(2, self.window, self.stride).unfold(3, self.window, self.stride)  # (B, C, n, n, w, w)
+        return cells.mean(dim=(-2, -1)).flatten(2).transpose(1, 2)
+
     def stitch(self, window_values: torch.Tensor) -> torch.Tensor:
         """Average overlapping per-token window values ``(B, n²·w², C)`` into a ``(B, C, g, g)`` map."""
         batch, channels = window_values.shape[0], window_values.shape[-1]
