@@ -100,8 +100,9 @@ def build_model(spec: dict[str, Any]) -> Any:
     from anomalib_fewshot.config import model_init_args
 
     overrides = {"k_shot": spec["k_shot"], "few_shot_seed": spec["seed"], **spec.get("overrides", {})}
-    if train_seed(spec) != spec["seed"]:  # the default (None) is the few-shot seed: today's rows' models unchanged
-        overrides["train_seed"] = int(train_seed(spec))
+    fit_seed = train_seed(spec)
+    if fit_seed != spec["seed"]:  # the default (None) is the few-shot seed: today's rows' models unchanged
+        overrides["train_seed"] = int(fit_seed)
     return getattr(plugin_models, name)(**model_init_args(spec["profile"], **overrides))
 
 

@@ -328,11 +328,11 @@ class FdslModel(DynamicBufferMixin, nn.Module):
             return self.cropped_window_tokens(self.feature_maps(images) if maps is None else maps)
         windows = self.features.normalize(self.extract_windows(images))
         if self.window_index:
-            maps, embedded = self.features.forward_embedded(windows, window=True)
+            window_maps, embedded = self.features.forward_embedded(windows, window=True)
             embedded = F.normalize(embedded, dim=-1).reshape(images.shape[0], -1, embedded.shape[-1])
         else:
-            maps, embedded = self.features(windows, window=True), None
-        tokens = [F.normalize(m.flatten(2).transpose(1, 2), dim=-1) for m in maps]
+            window_maps, embedded = self.features(windows, window=True), None
+        tokens = self.map_tokens(window_maps)
         return [t.reshape(images.shape[0], -1, t.shape[-1]) for t in tokens], embedded
 
     def cropped_window_tokens(self, maps: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
@@ -460,11 +460,11 @@ class FdslModel(DynamicBufferMixin, nn.Module):
         ``maps``: the images' global :meth:`feature_maps` when already computed (used by ``window_features="crop"``).
         """
         tokens, embedded = self.embedded_window_tokens(images, maps)
-        maps = []
+        levels = []
         for head, residual in zip(self.heads, self.window_residuals(tokens, embedded), strict=True):
             raw = self.stitch(head(residual))
-            maps.append((raw, self.refine(raw)))
-        return maps
+            levels.append((raw, self.refine(raw)))
+        return levels
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Anomaly maps (``image_size``², bilinear from the grid) and image scores of ``[0, 1]`` images."""
