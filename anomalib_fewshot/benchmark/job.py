@@ -357,15 +357,20 @@ def labelled_columns(model: Any, labelled: dict[str, Any]) -> dict[str, Any]:
     ``labelled`` is a parsed ``Folder`` entry (``fit-parts``' ``test:``); its whole test folder is scored: the
     raw-output metrics (image-level only without masks), the decision at the shipped threshold and ``test_n``.
     """
-    datamodule = evaluation_datamodule(model, spec=labelled)
-    outputs = raw_predictions(model, datamodule.test_dataloader())
-    check_finite(outputs[0], outputs[1])
-    metrics = {
-        **compute_metrics(*outputs, pixel=has_masks(labelled)),
-        **decision_metrics(model.post_processor, *outputs),
-    }
+    outputs, metrics = scored_outputs(model, evaluation_datamodule(model, spec=labelled), pixel=has_masks(labelled))
+    metrics.update(decision_metrics(model.post_processor, *outputs))
     metrics.pop("image_threshold", None)  # the catalogue names it once
     return {**{f"test_{name}": value for name, value in metrics.items()}, "test_n": len(outputs[2])}
+
+
+def scored_outputs(model: Any, datamodule: Any, pixel: bool) -> tuple[tuple[np.ndarray, ...], dict[str, Any]]:
+    """The fitted ``model``'s raw outputs on ``datamodule``'s test folder and their raw-output metrics.
+
+    Non-finite outputs are refused (:func:`check_finite`); ``pixel=False`` leaves the pixel columns ``None``.
+    """
+    outputs = raw_predictions(model, datamodule.test_dataloader())
+    check_finite(outputs[0], outputs[1])
+    return outputs, compute_metrics(*outputs, pixel=pixel)
 
 
 def check_finite(scores: np.ndarray, maps: np.ndarray) -> None:
@@ -390,10 +395,8 @@ def split_metrics(
     ``spec`` whose dataset has no masks (:func:`.datasets.has_masks`) gets image-level metrics only (the pixel
     columns ``None``).
     """
-    outputs = raw_predictions(model, datamodule.test_dataloader())
+    outputs, metrics = scored_outputs(model, datamodule, pixel=spec is None or has_masks(spec))
     scores, maps, labels, masks = outputs
-    check_finite(scores, maps)
-    metrics: dict[str, Any] = compute_metrics(scores, maps, labels, masks, pixel=spec is None or has_masks(spec))
     if spec is not None:
         metrics.update(decision_columns(model, datamodule, spec, outputs))
     if per_family:
