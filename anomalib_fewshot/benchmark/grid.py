@@ -58,7 +58,10 @@ def load_grid(config_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     grid["datasets"] = _datasets(config_path, grid.get("datasets"))
     jobs = []
     train_seeds = grid.get("train_seeds") or [None]
-    if not all(seed is None or (isinstance(seed, int) and seed >= 0) for seed in train_seeds):
+    if not isinstance(train_seeds, list) or not all(
+        seed is None or (type(seed) is int and seed >= 0)  # a YAML true is a bool, an int subclass: not a seed
+        for seed in train_seeds
+    ):
         msg = f"{config_path}: train_seeds must be a list of non-negative integers, got {train_seeds!r}"
         raise InvalidArgumentError(msg)
     for model, dataset, k_shot, seed, fit_seed in itertools.product(

@@ -281,8 +281,9 @@ def test_training_seeds_are_a_job_key_field_that_leaves_older_rows_and_folders_a
     (tmp_path / "c").mkdir()
     _, (default,) = load_grid(write_fake_grid(tmp_path / "b", grid={"seeds": [2]}))
     assert default["train_seed"] == 2 and store.job_label(default) == "Dfd/v/d/1/2"
-    with pytest.raises(InvalidArgumentError, match="train_seeds must be a list of non-negative integers"):
-        load_grid(write_fake_grid(tmp_path / "c", grid={"train_seeds": ["a"]}))
+    for bad in (["a"], [True], [-1], 3):
+        with pytest.raises(InvalidArgumentError, match="train_seeds must be a list of non-negative integers"):
+            load_grid(write_fake_grid(tmp_path / "c", grid={"train_seeds": bad}))
 
 
 def test_a_job_with_another_training_seed_builds_its_model_with_it():
