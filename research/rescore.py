@@ -13,7 +13,8 @@ command resumes (rows already in ``--output`` are not re-scored).
 
 Only switches that act at inference belong here (an image-score rule, a map combination, a fusion weight): a switch
 that changes what the fit learns needs a grid variant that fits again. An attribute the torch module does not have
-is an error. The development split only: this tool never reads a test split.
+is an error; a dotted ``ATTR`` (``image_score.rule=max``) sets an attribute of a submodule. The development split only:
+this tool never reads a test split.
 """
 
 from __future__ import annotations
@@ -44,13 +45,21 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def apply_switches(model: Any, switches: dict[str, Any], where: str) -> None:
-    """Set each switch on ``model.model`` (the torch module); unknown attributes are errors naming ``where``."""
-    net = model.model
-    for attr, value in switches.items():
-        if not hasattr(net, attr):
-            msg = f"{where}: {type(net).__name__} has no attribute {attr!r} (an inference-only switch of the model)"
+    """Set each switch on ``model.model`` (the torch module); unknown attributes are errors naming ``where``.
+
+    A dotted ``ATTR`` reaches into a submodule (``image_score.rule``: the rule of the model's image score).
+    """
+    missing = object()
+    for path, value in switches.items():
+        *parents, attr = path.split(".")
+        owner = model.model
+        for name in parents:
+            owner = getattr(owner, name, missing)
+        if owner is missing or not hasattr(owner, attr):
+            model_name = type(model.model).__name__
+            msg = f"{where}: {model_name} has no attribute {path!r} (an inference-only switch of the model)"
             raise InvalidArgumentError(msg)
-        setattr(net, attr, value)
+        setattr(owner, attr, value)
 
 
 def score_checkpoint(model: Any, root: str | Path, category: str) -> dict[str, Any]:

@@ -82,3 +82,14 @@ def test_rescore_refuses_unknown_switches_bad_variants_and_test_grids(tmp_path: 
     (tmp_path / "t").mkdir()
     with pytest.raises(InvalidArgumentError, match="evaluate_on: dev"):
         rescore.rescore(write_fake_grid(tmp_path / "t"), tmp_path / "r.csv", ["Dfd"], ["n:a=1"])
+
+
+def test_a_dotted_switch_sets_an_attribute_of_a_submodule():
+    model = _FakeModel()
+    model.model.image_score = _Net()  # a submodule with its own attributes (as the model's ImageScore)
+    rescore.apply_switches(model, {"image_score.score_mode": "max", "weight": 0.1}, "--variant n")
+    assert model.model.image_score.score_mode == "max" and model.model.weight == 0.1
+    assert model.model.score_mode == "mean"  # the parent's attribute of the same name is untouched
+    for bad in ("image_score.rule", "nothing.score_mode"):
+        with pytest.raises(InvalidArgumentError, match=f"--variant n: _Net has no attribute '{bad}'"):
+            rescore.apply_switches(model, {bad: 1}, "--variant n")
