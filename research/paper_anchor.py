@@ -12,11 +12,10 @@ a port is faithful; the table says so. A measurement: it chooses nothing.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
-from anomalib_fewshot.benchmark.store import read_rows
+from research.table_cli import run_table_tool
 
 #: PCSNet's published per-category image AUROC in % (mean, std) by (dataset name in our grids, k).
 PAPER: dict[tuple[str, int], tuple[float, float]] = {
@@ -79,17 +78,13 @@ def markdown(records: list[dict[str, object]], source: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line (see the module doc)."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("results", type=Path, help="the published grid's results.csv")
-    parser.add_argument("--output", type=Path, default=None, help="folder for paper_anchor.md (default: print only)")
-    args = parser.parse_args(argv)
-    if not args.results.is_file():
-        parser.error(f"results: no such file: {args.results}")
-    text = markdown(anchor(read_rows(args.results)), args.results)
-    if args.output is not None:
-        args.output.mkdir(parents=True, exist_ok=True)
-        (args.output / "paper_anchor.md").write_text(text)
-    print(text)
+    run_table_tool(
+        __doc__,
+        lambda rows, source: markdown(anchor(rows), source),
+        "paper_anchor.md",
+        "the published grid's results.csv",
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ A measurement: it chooses nothing.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
-from anomalib_fewshot.benchmark.store import read_rows, train_seed
+from anomalib_fewshot.benchmark.store import train_seed
+from research.table_cli import run_table_tool
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1max", "image_f1", "image_fpr", "image_tpr")
 #: What a group shares: everything of the job key but the training seed.
@@ -76,15 +76,13 @@ def markdown(records: list[dict[str, object]], source: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line (see the module doc)."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("results", type=Path, help="a results.csv with several training seeds per job")
-    parser.add_argument("--output", type=Path, default=None, help="folder for spread.md (default: print only)")
-    args = parser.parse_args(argv)
-    text = markdown(spread(read_rows(args.results)), args.results)
-    if args.output is not None:
-        args.output.mkdir(parents=True, exist_ok=True)
-        (args.output / "spread.md").write_text(text)
-    print(text)
+    run_table_tool(
+        __doc__,
+        lambda rows, source: markdown(spread(rows), source),
+        "spread.md",
+        "a results.csv with several training seeds per job",
+        argv,
+    )
 
 
 if __name__ == "__main__":
