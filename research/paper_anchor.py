@@ -15,6 +15,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from anomalib_fewshot.benchmark.store import DEFAULT_SPLIT
 from research.table_cli import run_table_tool
 
 #: PCSNet's published per-category image AUROC in % (mean, std) by (dataset name in our grids, k).
@@ -34,7 +35,8 @@ def anchor(rows: list[dict[str, str]]) -> list[dict[str, object]]:
     datasets = {dataset for dataset, _ in PAPER}
     groups: dict[tuple[str, int, str, str], list[float]] = {}
     for row in rows:
-        if row.get("status") != "ok" or (row.get("split") or "test") != "test" or row.get("dataset") not in datasets:
+        on_test = (row.get("split") or DEFAULT_SPLIT) == "test"
+        if row.get("status") != "ok" or not on_test or row.get("dataset") not in datasets:
             continue
         if row.get("image_auroc") in (None, ""):
             continue

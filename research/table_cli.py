@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from anomalib_fewshot.benchmark.store import read_rows
+from anomalib_fewshot.components.io.atomic import atomic_write_text
 
 
 def run_table_tool(
@@ -38,6 +39,6 @@ def run_table_tool(
     text = table(read_rows(args.results), args.results)
     if args.output is not None:
         args.output.mkdir(parents=True, exist_ok=True)
-        (args.output / filename).write_text(text)
+        atomic_write_text(args.output / filename, text)
     print(text)
     return text
