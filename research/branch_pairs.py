@@ -27,7 +27,7 @@ from typing import Any
 
 from anomalib_fewshot.benchmark.dev import ensure_dev_splits
 from anomalib_fewshot.benchmark.grid import job_work_dir, jobs_dir_of, load_grid, select_jobs
-from anomalib_fewshot.benchmark.store import job_key, read_rows, write_rows
+from anomalib_fewshot.benchmark.store import job_key, read_rows, train_seed, write_rows
 from anomalib_fewshot.errors import InvalidArgumentError
 from research.branches import BRANCHES, branch_rows
 
@@ -103,7 +103,8 @@ def branch_pairs(
             if (name, split) in done:
                 continue
             new, _ = branch_rows(spec, model, roots[split], dataset["category"], str(ckpt), job["dataset"])
-            meta: dict[str, Any] = {"job": name, "variant": job_key(job)[1]}
+            meta: dict[str, Any] = {"job": name, "variant": job_key(job)[1], "seed": job["seed"]}
+            meta["train_seed"] = train_seed(job)  # research.seed_spread groups a branch's rows over it
             rows += [{**meta, **row} for row in new]
             write_rows(csv_path, rows)  # after every split: a kill loses at most one evaluation
             print(f"{name} / {split}: {len(new)} branches")

@@ -104,6 +104,8 @@ def test_branch_pairs_scores_each_finished_dev_job_on_both_splits_and_resumes(tm
     ]
     written = store.read_rows(csv_path)
     assert [(r["job"], r["split"]) for r in written] == [("Dfd_v_d_1_0_dev", "dev"), ("Dfd_v_d_1_0_dev", "test")]
+    # the job's seeds travel with its branch rows (research.seed_spread groups a branch over training seeds)
+    assert {(r["seed"], r["train_seed"]) for r in written} == {("0", "0")}
     branch_pairs.branch_pairs(path, tmp_path / "b")  # resumes: nothing left to score
     assert len(calls) == 2
     (tmp_path / "t").mkdir()
