@@ -8,11 +8,11 @@ Per model × variant × dataset × k × few-shot seed (the shots fixed), over th
 mean, standard deviation (sample) and range (max − min) of each metric. The ``branches.csv`` of
 :mod:`research.branch_pairs` reads the same way, one group per branch as well (where a fit's spread enters):
 
-    python -m research.seed_spread docs/benchmarks/dev/train_seed_spread_fdsl/branches.csv \
-        --output docs/benchmarks/dev/train_seed_spread_fdsl/branches
- A group whose standard deviation exceeds
-:data:`LIMIT` in any metric is flagged: a user who fits the same part twice may get two noticeably different models.
-A measurement: it chooses nothing.
+    python -m research.seed_spread docs/benchmarks/dev/train_seed_spread_branches/branches.csv \
+        --output docs/benchmarks/dev/train_seed_spread_branches
+
+A group whose standard deviation exceeds :data:`LIMIT` in any metric is flagged: a user who fits the same part twice
+may get two noticeably different models. A measurement: it chooses nothing.
 """
 
 from __future__ import annotations

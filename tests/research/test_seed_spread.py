@@ -20,7 +20,8 @@ def _row(model: str, train_seed: int | None, auroc: float) -> dict:
 
 def test_the_spread_is_over_training_seeds_with_the_shots_fixed(tmp_path: Path):
     rows = [_row("A", None, 0.80), _row("A", 1, 0.90), _row("A", 2, 0.70),  # seed 0's older row: train seed 0
-            _row("B", 0, 0.60), _row("B", 1, 0.61), {**_row("B", 2, 0.1), "status": "failed"},
+            {**_row("B", 0, 0.60), "aupro": "0.5"}, {**_row("B", 1, 0.61), "aupro": "0.5"},
+            {**_row("B", 2, 0.1), "status": "failed"},
             {**_row("A", 0, 0.5), "seed": "1"}]  # fmt: skip  # another shot draw: its own group (one seed)
     records = {r["model"]: r for r in seed_spread.spread(rows)}
     assert set(records) == {"A", "B"}
