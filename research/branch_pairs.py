@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Container
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,25 @@ class DevJobs:
     def work_dir(self, job: dict[str, Any]) -> Path:
         """The job's folder (its name labels the job's rows)."""
         return job_work_dir(self.jobs_dir, job)
+
+    def fitted(
+        self, specs: Mapping[str, Any], done: Container[str], action: str
+    ) -> Iterator[tuple[dict[str, Any], Path, Path, Any]]:
+        """``(job, work_dir, checkpoint, model)`` of every job whose folder name is not in ``done``.
+
+        The model is its spec's (``specs[job["model"]].model_class``) loaded from the job's newest checkpoint, in eval
+        mode; a job without a checkpoint is skipped with a line saying so (``action``: what re-running it allows).
+        """
+        for job in self.jobs:
+            work_dir = self.work_dir(job)
+            if work_dir.name in done:
+                continue
+            ckpt = checkpoint_of(work_dir)
+            if ckpt is None:
+                print(f"{work_dir.name}: no checkpoint in {work_dir} (re-run the job to {action})")
+                continue
+            model = specs[job["model"]].model_class.load_from_checkpoint(ckpt, weights_only=True).eval()
+            yield job, work_dir, ckpt, model
 
 
 def finished_dev_jobs(
@@ -128,17 +147,9 @@ def branch_pairs(
     csv_path = output / "branches.csv"
     rows = read_rows(csv_path)
     done = {(row["job"], row["split"]) for row in rows}
-    for job in found.jobs:
-        work_dir = found.work_dir(job)
-        name = work_dir.name
-        if all((name, split) in done for split in splits):
-            continue
-        ckpt = checkpoint_of(work_dir)
-        if ckpt is None:
-            print(f"{name}: no checkpoint in {work_dir} (re-run the job to score its branches)")
-            continue
-        spec = BRANCHES[job["model"]]
-        model = spec.model_class.load_from_checkpoint(ckpt, weights_only=True).eval()
+    finished = {name for name, _ in done if all((name, split) in done for split in splits)}
+    for job, work_dir, ckpt, model in found.fitted(BRANCHES, finished, "score its branches"):
+        name, spec = work_dir.name, BRANCHES[job["model"]]
         dataset = datasets[job["dataset"]]
         roots = {"dev": dev_roots[job["dataset"]], "test": Path(dataset["root"])}
         if dev_config is not None and "dev" in splits:

@@ -36,7 +36,7 @@ import numpy as np
 from anomalib_fewshot.benchmark.store import KEY_FIELDS, job_key, read_rows, train_seed, write_rows
 from anomalib_fewshot.components.io.atomic import atomic_write_text
 from anomalib_fewshot.models import REGISTRY
-from research.branch_pairs import check_shots_outside, checkpoint_of, finished_dev_jobs
+from research.branch_pairs import check_shots_outside, finished_dev_jobs
 
 #: The fields of a group in the summary (a group's rows differ in fit and calibration seed).
 GROUP = ("model", "variant", "dataset", "k_shot", "seed", "views")
@@ -95,15 +95,7 @@ def recalibrate(
     csv_path = output / "recalibration.csv"
     rows = read_rows(csv_path)
     done = {row["job"] for row in rows}
-    for job in found.jobs:
-        work_dir = found.work_dir(job)
-        if work_dir.name in done:
-            continue
-        ckpt = checkpoint_of(work_dir)
-        if ckpt is None:
-            print(f"{work_dir.name}: no checkpoint in {work_dir} (re-run the job to re-calibrate it)")
-            continue
-        model = REGISTRY[job["model"]].model_class.load_from_checkpoint(ckpt, weights_only=True).eval()
+    for job, work_dir, _, model in found.fitted(REGISTRY, done, "re-calibrate it"):
         category, dev = found.datasets[job["dataset"]]["category"], found.dev_roots[job["dataset"]]
         check_shots_outside(model, dev, category)
         (scores, _, labels, _), _ = scored_outputs(model, evaluation_datamodule(model, dev, category), pixel=False)

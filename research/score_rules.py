@@ -42,7 +42,7 @@ from anomalib_fewshot.components.io.atomic import atomic_write_text
 from anomalib_fewshot.components.lifecycle.calibration import calibration_sets, fit_image_score, score_in_chunks
 from anomalib_fewshot.components.nn.scoring import IMAGE_SCORES, ImageScore
 from anomalib_fewshot.models import REGISTRY
-from research.branch_pairs import checkpoint_of, finished_dev_jobs
+from research.branch_pairs import finished_dev_jobs
 from research.decisions import decision, f1_threshold, f1max
 
 #: The views the shipped threshold is calibrated on (the default strength).
@@ -104,21 +104,12 @@ def score_rules(config_path: Path, output: Path, only: list[str] | None = None) 
     csv_path = output / "rules.csv"
     rows = read_rows(csv_path)
     done = {row["job"] for row in rows}
-    for job in found.jobs:
-        work_dir = found.work_dir(job)
-        label = work_dir.name
-        if label in done:
-            continue
-        ckpt = checkpoint_of(work_dir)
-        if ckpt is None:
-            print(f"{label}: no checkpoint (re-run the job to score its rules)")
-            continue
-        model = REGISTRY[job["model"]].model_class.load_from_checkpoint(ckpt, weights_only=True).eval()
-        meta = {"job": label, **{k: job[k] for k in ("model", "dataset", "k_shot", "seed")}}
+    for job, work_dir, _, model in found.fitted(REGISTRY, done, "score its rules"):
+        meta = {"job": work_dir.name, **{k: job[k] for k in ("model", "dataset", "k_shot", "seed")}}
         category = found.datasets[job["dataset"]]["category"]
         rows += [{**meta, **row} for row in job_rows(model, found.dev_roots[job["dataset"]], category)]
         write_rows(csv_path, rows)  # after every job: a kill loses at most one
-        print(f"{label}: scored")
+        print(f"{work_dir.name}: scored")
     atomic_write_text(output / "summary.md", summarise(rows, found.grid_output / "results.csv"))
     return csv_path
 
