@@ -31,28 +31,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from anomalib_fewshot.benchmark.store import KEY_FIELDS, job_key, read_rows, train_seed, write_rows
 from anomalib_fewshot.components.io.atomic import atomic_write_text
 from anomalib_fewshot.models import REGISTRY
 from research.branch_pairs import check_shots_outside, finished_dev_jobs
+from research.decisions import decision
 
 #: The fields of a group in the summary (a group's rows differ in fit and calibration seed).
 GROUP = ("model", "variant", "dataset", "k_shot", "seed", "views")
-
-
-def decision(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """FPR, TPR and F1 of ``score > threshold`` (labels: 1 defective)."""
-    flagged, defective = scores > threshold, labels.astype(bool)
-    true_pos = int((flagged & defective).sum())
-    false_pos = int((flagged & ~defective).sum())
-    f1 = 2 * true_pos / max(2 * true_pos + false_pos + int((~flagged & defective).sum()), 1)
-    return {
-        "fpr": false_pos / max(int((~defective).sum()), 1),
-        "tpr": true_pos / max(int(defective.sum()), 1),
-        "f1": f1,
-    }
 
 
 def thresholds(model: Any, seeds: list[int], views: list[int]) -> dict[tuple[int, int], float]:
